@@ -1,0 +1,1 @@
+"""What researchers do with stored vectors: linear probes, cohorts, plots."""

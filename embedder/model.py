@@ -1,0 +1,344 @@
+"""The ECG-FM network (wav2vec 2.0 / CMSC encoder) in plain PyTorch.
+
+Read top-down beside ecgfm_spec.md §3: conv feature extractor → LayerNorm → projection →
++ weight-normed convolutional positional embedding → LayerNorm → post-LN transformer layers →
+(finetuned files) pooled linear head. Module and parameter names mirror the fairseq-signals state
+dict, so the checkpoint mapping (checkpoint.py) only renames the weight-norm pair and strips the
+finetuned prefix.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ECGFMConfig:
+    """Everything that shapes the forward pass (ecgfm_spec.md §2). Defaults = released base model."""
+
+    in_d: int = 12
+    conv_layers: tuple[tuple[int, int, int], ...] = ((256, 2, 2),) * 4  # (channels, kernel, stride)
+    conv_bias: bool = False
+    encoder_layers: int = 12
+    embed_dim: int = 768
+    ffn_dim: int = 3072
+    heads: int = 12
+    conv_pos: int = 128
+    conv_pos_groups: int = 16
+    layer_norm_eps: float = 1e-5
+    num_labels: int = 0  # > 0: finetuned classifier head `proj`
+    # Pretraining-only parts (kept so pretraining and checkpoint writing share one definition).
+    mask_emb: bool = False
+    latent_vars: int = 320
+    latent_groups: int = 2
+    final_dim: int = 256
+    quantizer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by {self.heads} attention heads")
+        if self.embed_dim % self.conv_pos_groups:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by conv_pos_groups {self.conv_pos_groups}")
+
+    @property
+    def conv_dim(self) -> int:
+        return self.conv_layers[-1][0]
+
+    def tokens_for(self, n_samples: int) -> int:
+        """Sequence length the conv stack produces for ``n_samples`` input samples."""
+        length = n_samples
+        for _, kernel, stride in self.conv_layers:
+            length = (length - kernel) // stride + 1
+        return length
+
+
+_LIST_TERM = re.compile(r"^\s*(\[.*\])\s*(?:\*\s*(\d+))?\s*$", re.S)
+
+
+def parse_conv_layers(spec: str | list | tuple) -> tuple[tuple[int, int, int], ...]:
+    """Parse fairseq's ``conv_feature_layers`` string (e.g. ``"[(256, 2, 2)] * 4"``) without eval.
+
+    Accepts sums of list literals optionally repeated by an integer: ``"[(a,b,c)] * 2 + [(d,e,f)]"``.
+    """
+    if isinstance(spec, (list, tuple)):
+        terms = [list(spec)]
+    else:
+        terms = []
+        for part in _split_top_level_plus(str(spec)):
+            match = _LIST_TERM.match(part)
+            if not match:
+                raise ValueError(f"cannot parse conv_feature_layers term {part!r}")
+            items = ast.literal_eval(match.group(1))
+            terms.append(list(items) * int(match.group(2) or 1))
+    layers = tuple(tuple(int(v) for v in item) for term in terms for item in term)
+    if not layers or any(len(item) != 3 for item in layers):
+        raise ValueError(f"conv_feature_layers must be a list of (dim, kernel, stride), got {spec!r}")
+    return layers  # type: ignore[return-value]
+
+
+def _split_top_level_plus(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == "+" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+class Fp32GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the input dtype (as the reference does)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+        return out.type_as(x)
+
+
+class ConvFeatureExtractor(nn.Module):
+    """Strided 1-D convolutions over the 12 leads; GroupNorm (per channel) after the first only.
+
+    Each block is Sequential(conv, dropout, [group norm], GELU) so that parameter names match the
+    reference (``conv_layers.0.0.weight``, ``conv_layers.0.2.weight``).
+    """
+
+    def __init__(self, cfg: ECGFMConfig):
+        super().__init__()
+        blocks, in_ch = [], cfg.in_d
+        for i, (out_ch, kernel, stride) in enumerate(cfg.conv_layers):
+            conv = nn.Conv1d(in_ch, out_ch, kernel, stride=stride, bias=cfg.conv_bias)
+            layers: list[nn.Module] = [conv, nn.Dropout(0.0)]
+            if i == 0:
+                layers.append(Fp32GroupNorm(out_ch, out_ch, eps=cfg.layer_norm_eps, affine=True))
+            layers.append(nn.GELU())
+            blocks.append(nn.Sequential(*layers))
+            in_ch = out_ch
+        self.conv_layers = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, leads, N) -> (B, C, T)
+        for block in self.conv_layers:
+            x = block(x)
+        return x
+
+
+class ConvPositionalEmbedding(nn.Module):
+    """Grouped Conv1d with weight norm over the kernel taps (dim=2); even kernel → drop last step.
+
+    The weight-norm pair is kept as explicit parameters ``weight_g`` (1, 1, K) and ``weight_v``
+    (D, D/groups, K): weight = g · v / ‖v‖, the norm taken per tap over the other two axes.
+    """
+
+    def __init__(self, dim: int, kernel: int, groups: int):
+        super().__init__()
+        self.kernel, self.groups = kernel, groups
+        self.weight_g = nn.Parameter(torch.empty(1, 1, kernel))
+        self.weight_v = nn.Parameter(torch.empty(dim, dim // groups, kernel))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self._folded: torch.Tensor | None = None  # cached weight for inference (see fold())
+
+    def weight(self) -> torch.Tensor:
+        if self._folded is not None:
+            return self._folded
+        norm = self.weight_v.norm(dim=(0, 1), keepdim=True)
+        return self.weight_g * self.weight_v / norm
+
+    def fold(self) -> None:
+        """Cache g·v/‖v‖ once (inference): saves recomputing the norm on every call."""
+        with torch.no_grad():
+            self._folded = None
+            self._folded = self.weight().detach()
+
+    def _apply(self, fn, recurse=True):  # keep the cache on the module's device/dtype
+        super()._apply(fn, recurse)
+        if self._folded is not None:
+            self.fold()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        y = F.conv1d(x.transpose(1, 2), self.weight(), self.bias, padding=self.kernel // 2, groups=self.groups)
+        if self.kernel % 2 == 0:
+            y = y[:, :, :-1]
+        return F.gelu(y).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with separate q/k/v/out projections (all with bias)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, steps, dim = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, steps, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        if need_weights:
+            # Explicit path (the reference's when weights are requested): scaled q, fp32 softmax.
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+            probs = F.softmax(scores, dim=-1, dtype=torch.float32)
+            out = probs.type_as(v) @ v
+            weights = probs.mean(dim=1)  # head-averaged (B, T, T), query × key
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+            weights = None
+        out = out.transpose(1, 2).reshape(batch, steps, dim)
+        return self.out_proj(out), weights
+
+
+class TransformerLayer(nn.Module):
+    """Post-LN block: x = LN(x + attn(x)); x = LN(x + fc2(GELU(fc1(x))))."""
+
+    def __init__(self, cfg: ECGFMConfig):
+        super().__init__()
+        dim = cfg.embed_dim
+        self.self_attn = SelfAttention(dim, cfg.heads)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self.fc1 = nn.Linear(dim, cfg.ffn_dim)
+        self.fc2 = nn.Linear(cfg.ffn_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn, weights = self.self_attn(x, need_weights)
+        x = self.self_attn_layer_norm(x + attn)
+        hidden = F.gelu(self.fc1(x).float()).type_as(x)  # the reference computes this GELU in fp32
+        x = self.final_layer_norm(x + self.fc2(hidden))
+        return x, weights
+
+
+class TransformerStack(nn.Module):
+    """``encoder.*`` in the checkpoint: positional conv, the pre-stack LayerNorm, the layers."""
+
+    def __init__(self, cfg: ECGFMConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.encoder_layers))
+
+
+class ECGFM(nn.Module):
+    """The ECG-FM encoder (+ optional classifier head). Input (B, 12, N) float32 preprocessed."""
+
+    def __init__(self, cfg: ECGFMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.feature_extractor = ConvFeatureExtractor(cfg)
+        self.layer_norm = nn.LayerNorm(cfg.conv_dim, eps=cfg.layer_norm_eps)
+        self.post_extract_proj = nn.Linear(cfg.conv_dim, cfg.embed_dim)
+        self.conv_pos = ConvPositionalEmbedding(cfg.embed_dim, cfg.conv_pos, cfg.conv_pos_groups)
+        self.encoder = TransformerStack(cfg)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.num_labels) if cfg.num_labels else None
+
+    def forward(
+        self,
+        source: torch.Tensor,
+        *,
+        need_weights: bool = False,
+        return_stages: bool = False,
+        features_only: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Run the encoder. Returns ``{"x": (B, T, D)}`` plus, on request:
+
+        * ``need_weights``: ``"attn"`` (B, L, T, T) head-averaged attention of every layer
+          (explicit attention path; otherwise the fused SDPA kernel is used);
+        * ``return_stages``: every intermediate activation named as in the parity files.
+        ``features_only`` is the pretraining hook: returns the LayerNorm'd conv features too.
+        """
+        stages: dict[str, torch.Tensor] = {}
+        conv = self.feature_extractor(source)
+        features = self.layer_norm(conv.transpose(1, 2))
+        x = self.post_extract_proj(features)
+        pos = self.conv_pos(x)
+        if return_stages:
+            stages.update(feature_extractor_out=conv, features_ln=features, post_extract_proj=x, pos_conv_out=pos)
+        x = x + pos
+        if return_stages:
+            stages["encoder_input"] = x
+        x = self.encoder.layer_norm(x)
+        if return_stages:
+            stages["encoder_ln_out"] = x
+        attn = []
+        for i, layer in enumerate(self.encoder.layers):
+            x, weights = layer(x, need_weights)
+            if weights is not None:
+                attn.append(weights)
+            if return_stages:
+                stages[f"layer_{i}"] = x
+        out = {"x": x, **stages}
+        if attn:
+            out["attn"] = torch.stack(attn, dim=1)
+        if features_only:
+            out["features"] = features
+        return out
+
+
+def pool(x: torch.Tensor) -> torch.Tensor:
+    """ECG-FM's pooling: Σ_t x / #(x ≠ 0) per channel (guarded against an all-zero channel)."""
+    count = (x != 0).sum(dim=1).clamp(min=1)
+    return x.sum(dim=1) / count.to(x.dtype)
+
+
+def attention_saliency(attn_last: torch.Tensor) -> torch.Tensor:
+    """Spec §11: last layer's head-averaged attention, max over keys → (B, T)."""
+    return attn_last.max(dim=-1).values
+
+
+def init_weights(model: ECGFM, seed: int | None = None) -> ECGFM:
+    """BERT-style random init (normal 0.02 linear weights, zero biases) as wav2vec 2.0 uses.
+
+    Used for the random-init baselines and for pretraining from scratch.
+    """
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * 0.02)
+                module.bias.zero_()
+            elif isinstance(module, nn.Conv1d):
+                bound = 1 / math.sqrt(module.weight[0].numel())  # kaiming-normal-like scale
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * bound)
+            elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        pos = model.conv_pos
+        std = math.sqrt(4.0 / (pos.kernel * model.cfg.embed_dim))
+        pos.weight_v.copy_(torch.randn(pos.weight_v.shape, generator=gen) * std)
+        pos.weight_g.copy_(pos.weight_v.norm(dim=(0, 1), keepdim=True))
+        pos.bias.zero_()
+    return model
+
+
+PRESETS: dict[str, ECGFMConfig] = {
+    # The released ECG-FM architecture (90.4 M encoder parameters).
+    "base": ECGFMConfig(),
+    # The parity files' TINY shape; handy for fast tests.
+    "tiny": ECGFMConfig(conv_layers=((32, 2, 2),) * 4, encoder_layers=2, embed_dim=64, ffn_dim=128, heads=2),
+    # Small enough to pretrain on a CPU and ship in the package (pretraining issue).
+    "small": ECGFMConfig(conv_layers=((128, 2, 2),) * 4, encoder_layers=4, embed_dim=256, ffn_dim=1024, heads=4),
+}
+
+
+def config_fields(cfg: ECGFMConfig) -> dict:
+    """Plain-dict view (for logs, Info, and writing checkpoints)."""
+    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+
+
+__all__ = [
+    "ECGFM", "ECGFMConfig", "PRESETS", "attention_saliency", "config_fields", "init_weights",
+    "parse_conv_layers", "pool",
+]

@@ -1,0 +1,1 @@
+"""Vectors and metadata at rest: DuckDB store, FAISS index, structured filters."""
