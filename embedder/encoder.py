@@ -25,6 +25,8 @@ from .recording import PREPROCESSING_VERSION, SEGMENT_SAMPLES, STANDARD_LEADS, T
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Opt-in faster CPU modes (benchmarks/encoder.py measures speed and cosine to fp32 for each).
+FAST_MODES = ("int8", "compile")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class Encoder:
     """A ready-to-run ECG-FM encoder with its identity (``model_id``, ``checkpoint_sha256``)."""
 
     def __init__(self, model: ECGFM, *, model_id: str, checkpoint_sha256: str, label_names=(),
-                 device: str | torch.device = "cpu", dtype: str = "float32", source: str = ""):
+                 device: str | torch.device = "cpu", dtype: str = "float32", source: str = "",
+                 fast: str | None = None):
         if dtype not in DTYPES:
             raise AtlasError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.device = resolve_device(device)
@@ -61,11 +64,31 @@ class Encoder:
         self.model = model.eval().to(self.device)
         self.model.conv_pos.fold()
         self.model.requires_grad_(False)
+        self.fast = fast
+        self._run = self._fast_runner(fast)
         self.model_id = model_id
         self.checkpoint_sha256 = checkpoint_sha256
         self.label_names = tuple(label_names)
         self.source = source
         self.contract = InputContract()
+
+    def _fast_runner(self, fast: str | None):
+        """The callable that runs the network: the module itself, or its fast CPU variant."""
+        if fast is None:
+            return self.model
+        if fast not in FAST_MODES:
+            raise AtlasError(f"fast mode must be one of {', '.join(FAST_MODES)}, got {fast!r}")
+        if self.device.type != "cpu" or self.dtype != "float32":
+            raise AtlasError("fast modes are for float32 on the CPU (on a GPU use --dtype bfloat16)")
+        if fast == "int8":
+            import warnings
+
+            with warnings.catch_warnings():  # torch.ao's eager API is deprecated in favour of torchao
+                warnings.simplefilter("ignore")
+                # Dynamic int8 on the linear layers (94 % of the FLOPs); conv, norms, attention stay fp32.
+                self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+            return self.model
+        return torch.compile(self.model, dynamic=False)
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -83,7 +106,7 @@ class Encoder:
     def describe(self) -> dict:
         cfg = self.config
         return {
-            "model_id": self.model_id, "checkpoint_sha256": self.checkpoint_sha256, "dim": self.dim,
+            "model_id": self.model_id, "checkpoint_sha256": self.checkpoint_sha256, "dim": self.dim, "fast": self.fast,
             "layers": cfg.encoder_layers, "heads": cfg.heads, "device": str(self.device), "dtype": self.dtype,
             "labels": list(self.label_names), "preprocessing_version": self.contract.preprocessing_version,
             "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -113,25 +136,25 @@ class Encoder:
     def forward(self, x, *, need_weights: bool = False) -> dict[str, torch.Tensor]:
         t, _ = self._prepare(x)
         with torch.inference_mode(), self._autocast():
-            return self.model(t, need_weights=need_weights)
+            return self._run(t, need_weights=need_weights)
 
     def encode(self, x):
         """(B, 12, N) → (B, T, D) final-layer output (T = 156 for N = 2500)."""
         t, as_numpy = self._prepare(x)
         with torch.inference_mode(), self._autocast():
-            return self._out(self.model(t)["x"], as_numpy)
+            return self._out(self._run(t)["x"], as_numpy)
 
     def embed(self, x):
         """(B, 12, N) → (B, D): ECG-FM pooling (sum / non-zero count over time), float32."""
         t, as_numpy = self._prepare(x)
         with torch.inference_mode(), self._autocast():
-            return self._out(pool(self.model(t)["x"].float()), as_numpy)
+            return self._out(pool(self._run(t)["x"].float()), as_numpy)
 
     def saliency(self, x):
         """(B, 12, N) → (B, T): last layer's head-averaged attention, max over keys (spec §11)."""
         t, as_numpy = self._prepare(x)
         with torch.inference_mode(), self._autocast():
-            attn = self.model(t, need_weights=True)["attn"]
+            attn = self._run(t, need_weights=True)["attn"]
             return self._out(attention_saliency(attn[:, -1]).float(), as_numpy)
 
     def classify(self, x):
@@ -141,25 +164,38 @@ class Encoder:
                              "ECG-FM checkpoint (ecg_transformer_classifier)")
         t, as_numpy = self._prepare(x)
         with torch.inference_mode(), self._autocast():
-            logits = self.model.proj(pool(self.model(t)["x"].float()))
+            logits = self.model.proj(pool(self._run(t)["x"].float()))
             return self._out(torch.sigmoid(logits), as_numpy)
 
 
 def load_encoder(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
-                 revision: str | None = None, expected_sha256: str | None = None) -> Encoder:
+                 revision: str | None = None, expected_sha256: str | None = None,
+                 fast: str | None = None) -> Encoder:
     """Load an ECG-FM checkpoint (local path or ``hf:OWNER/REPO/FILE``) as an :class:`Encoder`."""
     loaded = load_checkpoint(checkpoint, revision=revision, expected_sha256=expected_sha256)
     cfg = loaded.model.cfg
     flavour = "finetuned" if loaded.flavour == FINETUNED else "pretrained"
     model_id = f"ecg-fm-{flavour}-{cfg.encoder_layers}x{cfg.embed_dim}"
     return Encoder(loaded.model, model_id=model_id, checkpoint_sha256=loaded.sha256,
-                   label_names=loaded.label_names, device=device, dtype=dtype, source=loaded.name)
+                   label_names=loaded.label_names, device=device, dtype=dtype, source=loaded.name, fast=fast)
 
 
-def random_encoder(preset: str = "base", *, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> Encoder:
+def random_encoder(preset: str = "base", *, seed: int = 0, device: str = "cpu", dtype: str = "float32",
+                   fast: str | None = None) -> Encoder:
     """An ECG-FM-architecture encoder with random weights: the baseline every probe is compared to."""
     if preset not in PRESETS:
         raise AtlasError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     model = init_weights(ECGFM(PRESETS[preset]), seed=seed)
     return Encoder(model, model_id=f"random-init-{preset}-seed{seed}", checkpoint_sha256="none",
-                   device=device, dtype=dtype, source=f"random:{preset}")
+                   device=device, dtype=dtype, source=f"random:{preset}", fast=fast)
+
+
+def encoder_from_spec(spec: str, device: str = "auto", dtype: str = "float32", *,
+                      revision: str | None = None, expected_sha256: str | None = None,
+                      fast: str | None = None) -> Encoder:
+    """``random:PRESET[:SEED]`` for an untrained placeholder, else a checkpoint path or ``hf:`` name."""
+    if spec.startswith("random:"):
+        _, preset, *seed = spec.split(":")
+        return random_encoder(preset, seed=int(seed[0]) if seed else 0, device=device, dtype=dtype, fast=fast)
+    return load_encoder(spec, device=device, dtype=dtype, revision=revision, expected_sha256=expected_sha256,
+                        fast=fast)

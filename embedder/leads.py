@@ -2,7 +2,7 @@
 
 Sources disagree on case (``aVR`` / ``AVR`` / ``avr``), add words (``LEAD I``) or use the
 Brazilian/European ``DI, DII, DIII`` for the limb leads. Everything is matched without regard to
-case, spaces, hyphens and underscores. Names that mean something else are deliberately *not*
+case, spaces and underscores. Names that mean something else are deliberately *not*
 aliased: ``MLII`` (modified Holter lead II, a different electrode placement), a bare ``V`` (some
 unspecified precordial lead), ``-aVR`` (Cabrera's inverted aVR), Frank ``VX/VY/VZ`` and numbered
 channels (``ECG 1``) stay unknown; the caller can rename them explicitly if they know better.
@@ -27,7 +27,7 @@ _CANONICAL: dict[str, str] = {
     **_ALIASES,
 }
 
-_SEPARATORS = re.compile(r"[\s_\-]+")
+_SEPARATORS = re.compile(r"[\s_]+")
 _LEAD_PREFIX = re.compile(r"^LEAD(?=.)")
 
 

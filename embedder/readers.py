@@ -136,7 +136,7 @@ def recording_from_array(
     if not math.isfinite(fs) or fs <= 0:
         raise InvalidECGError(f"sampling rate must be a positive finite number in Hz, got {fs}")
     return Recording(
-        signal=signal.astype(np.float32, copy=False),
+        signal=np.ascontiguousarray(signal, dtype=np.float32),  # rows are leads: keep them contiguous
         fs=float(fs),
         lead_names=names,
         metadata=dict(metadata or {}),

@@ -1,0 +1,131 @@
+"""`ecg-atlas embed PATH... --checkpoint CKPT --out FILE`: vectors for ECG files, no server needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ecg_atlas.errors import AtlasError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="embed ECG files into record and segment vectors (Parquet or .npz)",
+                       description=__doc__)
+    p.add_argument("paths", nargs="+", type=Path, help="ECG files or directories (searched recursively)")
+    p.add_argument("--checkpoint", required=True,
+                   help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, or random:PRESET for an untrained placeholder")
+    p.add_argument("--out", required=True, type=Path, help="output file: .parquet or .npz")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="inference precision; reduced precision is GPU-only")
+    p.add_argument("--batch-size", type=int, default=32, help="segments per forward pass (default 32)")
+    p.add_argument("--min-leads", type=int, default=None, help="refuse ECGs with fewer real leads than this")
+    p.add_argument("--workers", type=int, default=2, help="threads reading/preprocessing ahead of the encoder")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ecg_atlas.embedder.discover import find_ecgs, read_source
+    from ecg_atlas.embedder.encoder import encoder_from_spec
+    from ecg_atlas.embedder.engine import EmbeddingEngine, prefetch
+    from ecg_atlas.embedder.preprocess import prepare
+
+    suffix = args.out.suffix.lower()
+    if suffix not in {".parquet", ".npz"}:
+        raise AtlasError(f"--out must end in .parquet or .npz, got {args.out.name}")
+    sources = list(find_ecgs(args.paths))
+    if not sources:
+        raise AtlasError("no ECG files found under the given paths (looked for .hea, .h5/.hdf5, .npy/.npz)")
+    encoder = encoder_from_spec(args.checkpoint, device=args.device, dtype=args.dtype)
+    if args.checkpoint.startswith("random:"):
+        print(f"note: {encoder.model_id} is an UNTRAINED random-init encoder; its vectors carry no "
+              "learned ECG knowledge", file=sys.stderr)
+    engine = EmbeddingEngine(encoder, batch_size=args.batch_size)
+    prep_kwargs = {} if args.min_leads is None else {"min_leads": args.min_leads}
+
+    def load(source):
+        return prepare(read_source(source), **prep_kwargs)
+
+    refused: dict[str, str] = {}
+    reports: dict[str, dict] = {}
+
+    def ready():
+        for source, result in prefetch(sources, load, workers=args.workers):
+            if isinstance(result, Exception):
+                if not isinstance(result, (AtlasError, ValueError, OSError)):
+                    raise result
+                refused[source.ecg_id] = str(result)
+                bar.update(1)
+                continue
+            reports[source.ecg_id] = result.report.to_dict()
+            yield source.ecg_id, result.segments
+
+    ids, record_vectors, segment_vectors = [], [], []
+    started = time.perf_counter()
+    n_segments = 0
+    with tqdm(total=len(sources), unit="ECG", desc="embedding", disable=None) as bar:
+        for done in engine.embed_records(ready()):
+            ids.append(done.key)
+            record_vectors.append(done.record_vector)
+            segment_vectors.append(done.segment_vectors)
+            n_segments += len(done.segment_vectors)
+            bar.update(1)
+            bar.set_postfix(segments_per_s=f"{n_segments / (time.perf_counter() - started):.1f}")
+    elapsed = time.perf_counter() - started
+    if ids:
+        _write(args.out, ids, record_vectors, segment_vectors, encoder)
+    summary = {
+        "out": str(args.out), "embedded": len(ids), "refused": len(refused), "segments": n_segments,
+        "seconds": round(elapsed, 2), "segments_per_s": round(n_segments / elapsed, 2) if elapsed else None,
+        "model_id": encoder.model_id, "checkpoint_sha256": encoder.checkpoint_sha256, "dim": encoder.dim,
+        "refusal_reasons": dict(Counter(_reason(msg) for msg in refused.values())),
+    }
+    if args.json:
+        print(json.dumps({**summary, "refused_ecgs": refused}, indent=2))
+    else:
+        print(f"embedded {len(ids)} of {len(sources)} ECGs ({n_segments} segments, "
+              f"{summary['segments_per_s']} segments/s) into {args.out}")
+        for reason, count in summary["refusal_reasons"].items():
+            print(f"  refused {count}: {reason}")
+    return 0 if ids else 1
+
+
+def _reason(message: str) -> str:
+    """The kind of refusal, without the file-specific part (first clause of the message)."""
+    text = message.split(":", 1)[-1] if message.count(":") else message
+    return text.strip().split(";")[0][:90]
+
+
+def _write(out: Path, ids, record_vectors, segment_vectors, encoder) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    identity = {"model_id": encoder.model_id, "checkpoint_sha256": encoder.checkpoint_sha256,
+                "preprocessing_version": encoder.contract.preprocessing_version, "dim": str(encoder.dim)}
+    records = np.stack(record_vectors).astype(np.float32)
+    if out.suffix.lower() == ".npz":
+        counts = np.array([len(s) for s in segment_vectors])
+        np.savez(out, ecg_id=np.array(ids), record_vectors=records,
+                 segment_vectors=np.concatenate(segment_vectors).astype(np.float32),
+                 segment_offsets=np.concatenate([[0], np.cumsum(counts)]),
+                 **{k: np.array(v) for k, v in identity.items()})
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = encoder.dim
+    vec_type = pa.list_(pa.float32(), dim)
+    table = pa.table({
+        "ecg_id": pa.array(ids, pa.string()),
+        "n_segments": pa.array([len(s) for s in segment_vectors], pa.int32()),
+        "record_vector": pa.FixedSizeListArray.from_arrays(pa.array(records.ravel()), dim),
+        "segment_vectors": pa.array([s.tolist() for s in segment_vectors], pa.list_(vec_type)),
+    }).replace_schema_metadata({f"ecg_atlas.{k}": v for k, v in identity.items()})
+    pq.write_table(table, out)

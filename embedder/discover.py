@@ -1,0 +1,72 @@
+"""Finding ECG files under the paths a user names (directories are walked recursively)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .readers import _open_tracings, read_ecg
+from .recording import Recording
+
+WFDB_HEADER = ".hea"
+HDF5 = {".h5", ".hdf5", ".hdf"}
+NUMPY = {".npy", ".npz"}
+
+
+@dataclass(frozen=True)
+class ECGSource:
+    """One ECG to read: a file (and, for HDF5, a row) plus the id it gets by default."""
+
+    path: Path
+    ecg_id: str
+    row: int | None = None
+
+
+def default_ecg_id(path: Path, root: Path) -> str:
+    """Relative path without extension, '/'-separated: ``cinc_cpsc2018/A0001``."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def find_ecgs(paths: Iterable[str | Path], *, expand_hdf5: bool = True) -> Iterator[ECGSource]:
+    """Every readable ECG under ``paths``, in sorted order, each once (WFDB records by header)."""
+    seen: set[Path] = set()
+    for given in paths:
+        given = Path(given)
+        if given.is_dir():
+            root = given
+            candidates = sorted(p for p in given.rglob("*") if p.is_file())
+        else:
+            root = given.parent
+            candidates = [given]
+        for path in candidates:
+            suffix = path.suffix.lower()
+            if given.is_dir() and suffix not in HDF5 | NUMPY | {WFDB_HEADER}:
+                continue  # signal files, annotations, CSVs beside the records
+            if suffix in {".dat", ".mat"} and path.with_suffix(WFDB_HEADER).exists():
+                path, suffix = path.with_suffix(WFDB_HEADER), WFDB_HEADER
+            if path in seen:
+                continue
+            seen.add(path)
+            ecg_id = default_ecg_id(path, root) if given.is_dir() else path.with_suffix("").name
+            if suffix in HDF5 and expand_hdf5:
+                for row, name in enumerate(_hdf5_row_names(path)):
+                    yield ECGSource(path, f"{ecg_id}/{name}", row)
+            else:
+                yield ECGSource(path, ecg_id)
+
+
+def _hdf5_row_names(path: Path) -> list[str]:
+    """Exam ids (or row numbers) of a CODE-15-style file, without reading any signal."""
+    with _open_tracings(path) as (tracings, exam_ids):
+        if exam_ids is None:
+            return [str(i) for i in range(tracings.shape[0])]
+        return [str(v) for v in exam_ids[()].tolist()]
+
+
+def read_source(source: ECGSource, **kwargs) -> Recording:
+    return read_ecg(source.path, record_index=source.row, **kwargs)

@@ -1,0 +1,103 @@
+"""Batched inference: many records' segments packed into fixed-size batches.
+
+A record's vector is the mean of its 5-s segment vectors (project decision, ecgfm_spec.md §6: ECG-FM
+defines no record-level aggregation); the segment vectors are kept too. The gRPC server's
+cross-request batching queue sits on top of :meth:`EmbeddingEngine.embed_segments`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from .encoder import Encoder
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class EmbeddedRecord:
+    key: object  # whatever the caller used to name the record (an ecg_id, a path, an index)
+    record_vector: np.ndarray  # (D,) float32
+    segment_vectors: np.ndarray  # (n_segments, D) float32
+
+
+class EmbeddingEngine:
+    """Runs an :class:`Encoder` over any number of segments in batches of ``batch_size``."""
+
+    def __init__(self, encoder: Encoder, batch_size: int = 32):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.encoder = encoder
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def embed_segments(self, segments: np.ndarray, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """(n, 12, 2500) → (n, D) float32; ``on_batch(k)`` is told how many were just done."""
+        out = np.empty((len(segments), self.dim), dtype=np.float32)
+        for start in range(0, len(segments), self.batch_size):
+            batch = segments[start:start + self.batch_size]
+            out[start:start + len(batch)] = self.encoder.embed(batch)
+            if on_batch:
+                on_batch(len(batch))
+        return out
+
+    def embed_records(self, records: Iterable[tuple[object, np.ndarray]],
+                      on_batch: Callable[[int], None] | None = None) -> Iterator[EmbeddedRecord]:
+        """Embed ``(key, segments)`` pairs, packing segments of consecutive records into full batches.
+
+        Records come back in input order as soon as all their segments are done.
+        """
+        pending: list[tuple[object, np.ndarray]] = []
+        queued = 0
+        for key, segments in records:
+            pending.append((key, segments))
+            queued += len(segments)
+            if queued >= self.batch_size:
+                yield from self._flush(pending, on_batch)
+                pending, queued = [], 0
+        if pending:
+            yield from self._flush(pending, on_batch)
+
+    def _flush(self, pending, on_batch) -> Iterator[EmbeddedRecord]:
+        vectors = self.embed_segments(np.concatenate([segs for _, segs in pending]), on_batch)
+        offset = 0
+        for key, segments in pending:
+            seg_vectors = vectors[offset:offset + len(segments)]
+            offset += len(segments)
+            yield EmbeddedRecord(key, seg_vectors.mean(axis=0), seg_vectors)
+
+
+def prefetch(items: Iterable[T], work: Callable[[T], R], *, workers: int = 2,
+             depth: int = 16) -> Iterator[tuple[T, R | Exception]]:
+    """``(item, work(item))`` in input order, computed ``depth`` items ahead on worker threads.
+
+    Reading and preprocessing (NumPy, wfdb: the GIL is released in their heavy parts) overlap with
+    inference. An exception is returned in place of the result so one bad file does not stop a run.
+    """
+
+    def guarded(item: T) -> R | Exception:
+        try:
+            return work(item)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller, per item
+            return exc
+
+    window: deque[tuple[T, Future]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for item in items:
+            window.append((item, pool.submit(guarded, item)))
+            if len(window) >= depth:
+                head, future = window.popleft()
+                yield head, future.result()
+        while window:
+            head, future = window.popleft()
+            yield head, future.result()

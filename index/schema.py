@@ -1,0 +1,215 @@
+"""The store's columns: the fixed per-ECG fields and the typed user-metadata columns.
+
+User metadata columns are created on first use with a type inferred from the first value
+(numbers, strings, booleans, timestamps, label lists). Later values are coerced to that type or
+refused with a message saying which key, which type the store holds and what was sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ecg_atlas.errors import StoreError
+
+#: DuckDB types a user-metadata column can have, and the kind of value each holds.
+NUMBER_TYPES = ("BIGINT", "DOUBLE", "INTEGER")
+TYPE_BIGINT = "BIGINT"
+TYPE_DOUBLE = "DOUBLE"
+TYPE_TEXT = "VARCHAR"
+TYPE_BOOL = "BOOLEAN"
+TYPE_TIME = "TIMESTAMP WITH TIME ZONE"
+TYPE_LABELS = "VARCHAR[]"
+
+#: Fixed columns a caller may read and filter on (vectors are read through `get`, never filtered).
+BASE_COLUMNS: dict[str, str] = {
+    "ecg_id": TYPE_TEXT,
+    "patient_id": TYPE_TEXT,
+    "source": TYPE_TEXT,
+    "fs": TYPE_DOUBLE,
+    "lead_names": TYPE_LABELS,
+    "duration_s": TYPE_DOUBLE,
+    "n_segments": "INTEGER",
+    "model_id": TYPE_TEXT,
+    "checkpoint_sha256": TYPE_TEXT,
+    "preprocessing_version": TYPE_TEXT,
+    "ingested_at": TYPE_TIME,
+}
+VECTOR_COLUMNS = ("record_vector", "segment_vectors")
+#: Internal columns: never offered to callers as metadata.
+INTERNAL_COLUMNS = ("seq",)
+RESERVED_NAMES = frozenset(BASE_COLUMNS) | frozenset(VECTOR_COLUMNS) | frozenset(INTERNAL_COLUMNS)
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One readable column: its name, its DuckDB type, and whether callers may write it."""
+
+    name: str
+    type: str
+    user: bool
+
+    @property
+    def is_number(self) -> bool:
+        return self.type in NUMBER_TYPES
+
+    @property
+    def is_labels(self) -> bool:
+        return self.type == TYPE_LABELS
+
+
+def table_ddl(dim: int) -> str:
+    """The `ecg` table; user metadata columns are appended by ALTER TABLE on first use."""
+    base = ",\n    ".join(f'"{name}" {typ}' for name, typ in BASE_COLUMNS.items())
+    return (
+        "CREATE TABLE IF NOT EXISTS ecg (\n"
+        "    seq BIGINT NOT NULL,\n"
+        f"    {base},\n"
+        f"    record_vector FLOAT[{dim}] NOT NULL,\n"
+        f"    segment_vectors FLOAT[{dim}][]\n"
+        ")"
+    )
+
+
+def check_metadata_name(name: str) -> str:
+    """A user metadata key must be a plain lowercase identifier that is not a fixed column."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise StoreError(
+            f"metadata key {name!r} is not usable as a column name: use lowercase letters, digits "
+            f"and '_', starting with a letter, at most 63 characters (e.g. 'age', 'labels_scp')"
+        )
+    if name in RESERVED_NAMES:
+        raise StoreError(
+            f"metadata key {name!r} is a fixed store field; set it through the ingest fields, "
+            f"or pick another name for user metadata"
+        )
+    return name
+
+
+def infer_type(name: str, value: object) -> str:
+    """The column type a first value implies (bool before int: bool is an int in Python)."""
+    if isinstance(value, bool):
+        return TYPE_BOOL
+    if isinstance(value, int):
+        return TYPE_BIGINT
+    if isinstance(value, float):
+        return TYPE_DOUBLE
+    if isinstance(value, str):
+        return TYPE_TEXT
+    if isinstance(value, dt.datetime):
+        return TYPE_TIME
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        if all(isinstance(v, str) for v in value):
+            return TYPE_LABELS
+    raise StoreError(
+        f"metadata {name!r}: values of type {type(value).__name__} cannot be stored; use a "
+        f"number, string, boolean, datetime or list of strings (labels)"
+    )
+
+
+def coerce(column: Column, value: object) -> object:
+    """`value` as the Python value DuckDB should bind for `column`; None stays NULL.
+
+    Strings are parsed for number, boolean and timestamp columns so that filters typed on a
+    command line (``age>=60``) work; anything that does not fit raises StoreError.
+    """
+    if value is None:
+        return None
+    typ = column.type
+
+    def refuse() -> StoreError:
+        return StoreError(
+            f"column {column.name!r} holds {typ} values; {value!r} ({type(value).__name__}) "
+            f"does not fit"
+        )
+
+    if typ == TYPE_BOOL:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise refuse()
+    if typ in ("BIGINT", "INTEGER"):
+        if isinstance(value, bool):
+            raise refuse()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise refuse()
+    if typ == TYPE_DOUBLE:
+        if isinstance(value, bool):
+            raise refuse()
+        if isinstance(value, (int, float)):
+            out = float(value)
+        elif isinstance(value, str):
+            try:
+                out = float(value)
+            except ValueError:
+                raise refuse() from None
+        else:
+            raise refuse()
+        if math.isnan(out):
+            raise refuse()
+        return out
+    if typ == TYPE_TEXT:
+        if isinstance(value, str):
+            return value
+        raise refuse()
+    if typ == TYPE_TIME:
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise refuse() from None
+        if isinstance(value, dt.datetime):
+            # Naive times are taken as UTC so the stored instant never depends on the server's zone.
+            return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        raise refuse()
+    if typ == TYPE_LABELS:
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            if all(isinstance(v, str) for v in value):
+                return list(value)
+        raise refuse()
+    raise refuse()
+
+
+def widened(current: str, value: object) -> str | None:
+    """The type a BIGINT column must widen to for `value` (a fractional float), else None."""
+    if current == TYPE_BIGINT and isinstance(value, float) and not value.is_integer():
+        return TYPE_DOUBLE
+    return None
+
+
+def columns_from_duckdb(described: Sequence[tuple[str, str]]) -> dict[str, Column]:
+    """Readable columns (name -> Column) from DuckDB's (name, type) description of `ecg`."""
+    out: dict[str, Column] = {}
+    for name, typ in described:
+        if name in INTERNAL_COLUMNS or name in VECTOR_COLUMNS:
+            continue
+        out[name] = Column(name, _canonical_type(typ), user=name not in BASE_COLUMNS)
+    return out
+
+
+def _canonical_type(typ: str) -> str:
+    return "TIMESTAMP WITH TIME ZONE" if typ.upper() in ("TIMESTAMPTZ", TYPE_TIME) else typ.upper()
+
+
+def metadata_types(rows: Sequence[Mapping[str, object]]) -> dict[str, object]:
+    """First non-null value per key across `rows`, in first-seen key order."""
+    first: dict[str, object] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key not in first or first[key] is None:
+                first[key] = value
+    return first
