@@ -244,7 +244,7 @@ def resample_to_target(signal: np.ndarray, fs: float) -> np.ndarray:
         return signal.astype(np.float64)
     n_out = int(n_in * TARGET_FS / fs)
     positions = np.linspace(0, n_out - 1, n_in)
-    return interp1d(positions, signal.astype(np.float64), axis=1)(np.arange(n_out)).astype(np.float64, copy=False)
+    return interp1d(positions, signal, axis=1)(np.arange(n_out)).astype(np.float64, copy=False)
 
 
 def standardise_leads(signal: np.ndarray) -> np.ndarray:

@@ -398,10 +398,10 @@ class TorchExact(VectorIndex):
         if self._order is None:
             self._order = np.argsort(self._ids[: self._n], kind="stable")
         held = self._ids[: self._n][self._order]
-        at = np.searchsorted(held, ids)
-        at = at[at < len(held)]
-        found = held[at] == ids[: len(at)] if len(at) == len(ids) else np.isin(held[at], ids)
-        return self._order[at[found]]
+        if len(held) == 0:
+            return np.empty(0, dtype=np.int64)
+        at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+        return self._order[at[held[at] == ids]]
 
     def remove(self, ids: np.ndarray) -> None:
         if not len(ids):

@@ -21,7 +21,8 @@ TYPE_BIGINT = "BIGINT"
 TYPE_DOUBLE = "DOUBLE"
 TYPE_TEXT = "VARCHAR"
 TYPE_BOOL = "BOOLEAN"
-TYPE_TIME = "TIMESTAMP WITH TIME ZONE"
+#: Times are stored as UTC TIMESTAMP (TIMESTAMPTZ would need pytz to read back in Python).
+TYPE_TIME = "TIMESTAMP"
 TYPE_LABELS = "VARCHAR[]"
 
 #: Fixed columns a caller may read and filter on (vectors are read through `get`, never filtered).
@@ -174,7 +175,7 @@ def coerce(column: Column, value: object) -> object:
                 raise refuse() from None
         if isinstance(value, dt.datetime):
             # Naive times are taken as UTC so the stored instant never depends on the server's zone.
-            return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
         raise refuse()
     if typ == TYPE_LABELS:
         if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
@@ -202,7 +203,7 @@ def columns_from_duckdb(described: Sequence[tuple[str, str]]) -> dict[str, Colum
 
 
 def _canonical_type(typ: str) -> str:
-    return "TIMESTAMP WITH TIME ZONE" if typ.upper() in ("TIMESTAMPTZ", TYPE_TIME) else typ.upper()
+    return typ.upper()
 
 
 def metadata_types(rows: Sequence[Mapping[str, object]]) -> dict[str, object]:
