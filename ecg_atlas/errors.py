@@ -10,7 +10,15 @@ class AtlasError(Exception):
 
 
 class InvalidECGError(AtlasError, ValueError):
-    """An ECG that cannot be read or preprocessed (corrupt file, NaNs, missing leads, too short...)."""
+    """An ECG that cannot be read or preprocessed (corrupt file, NaNs, missing leads, too short...).
+
+    ``reason`` is a short machine-readable code (``too_short``, ``too_few_leads``, ``unreadable``...)
+    that summaries and the service's per-item errors group by; the message is for the person.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid_ecg"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class CheckpointError(AtlasError, ValueError):
@@ -26,3 +34,7 @@ class NotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class EncoderMismatchError(StoreError):
+    """Vectors from another encoder (model, checkpoint, preprocessing or dimension) than the store's."""

@@ -157,7 +157,8 @@ def prepare(
     if not MIN_FS <= fs <= MAX_FS:
         raise InvalidECGError(
             f"sampling rate {fs:g} Hz is outside the supported range "
-            f"{MIN_FS:g}–{MAX_FS:g} Hz"
+            f"{MIN_FS:g}–{MAX_FS:g} Hz",
+            reason="bad_sampling_rate",
         )
 
     rows, ignored = _standard_rows(rec.lead_names)
@@ -179,20 +180,23 @@ def prepare(
         raise InvalidECGError(
             f"ECG has {len(usable)} usable standard leads ({', '.join(usable) or 'none'}); at least "
             f"{min_leads} of I, II, III, aVR, aVL, aVF, V1–V6 are required. "
-            + "; ".join(f"{what}: {', '.join(leads)}" for what, leads in details.items() if leads)
+            + "; ".join(f"{what}: {', '.join(leads)}" for what, leads in details.items() if leads),
+            reason="too_few_leads",
         )
 
     duration_s = rec.duration_s
     if duration_s > max_duration_s:
         raise InvalidECGError(
             f"ECG is too long: {duration_s:.1f} s; the limit is {max_duration_s:g} s "
-            f"({int(max_duration_s // SEGMENT_S)} windows of 5 s). Split it into shorter pieces"
+            f"({int(max_duration_s // SEGMENT_S)} windows of 5 s). Split it into shorter pieces",
+            reason="too_long",
         )
     n_resampled = int(rec.n_samples * TARGET_FS / fs)
     if n_resampled < SEGMENT_SAMPLES:
         raise InvalidECGError(
             f"ECG is too short: {duration_s:.2f} s ({n_resampled} samples at {TARGET_FS} Hz); "
-            f"ECG-FM needs at least {SEGMENT_S:g} s ({SEGMENT_SAMPLES} samples at {TARGET_FS} Hz)"
+            f"ECG-FM needs at least {SEGMENT_S:g} s ({SEGMENT_SAMPLES} samples at {TARGET_FS} Hz)",
+            reason="too_short",
         )
 
     # The 12-lead record in the Recording's float32, as a 12-lead file would hold it: the
@@ -282,8 +286,9 @@ def _standard_rows(lead_names: list[str]) -> tuple[dict[str, int], tuple[str, ..
         elif lead in rows:
             raise InvalidECGError(
                 f"lead {lead} appears twice (as {lead_names[rows[lead]]!r} and {name!r}); "
-                f"rename or drop one"
-            )
+                f"rename or drop one",
+            reason="duplicate_lead",
+        )
         else:
             rows[lead] = row
     return rows, tuple(ignored)
@@ -318,8 +323,9 @@ def _fill_nan_gaps(
             raise InvalidECGError(
                 f"lead {lead} has {count} NaN samples ({count / values.size:.1%}) with a longest gap "
                 f"of {longest / fs:.3f} s; at most {MAX_NAN_FRACTION:.0%} NaN and gaps of "
-                f"{MAX_NAN_GAP_S:g} s are interpolated"
-            )
+                f"{MAX_NAN_GAP_S:g} s are interpolated",
+            reason="too_many_nans",
+        )
         if filled is signal:
             filled = signal.copy()
         valid = np.flatnonzero(~invalid)

@@ -52,7 +52,7 @@ def read_ecg(
     path = Path(path)
     kind, location = _locate(path)
     if record_index is not None and kind != "hdf5":
-        raise InvalidECGError(f"record_index only applies to HDF5 files, not to {path}")
+        raise InvalidECGError(f"record_index only applies to HDF5 files, not to {path}", reason="bad_argument")
     logger.debug("reading %s ECG from %s", kind, location)
     if kind == "wfdb":
         recording = _read_wfdb(location)
@@ -84,7 +84,7 @@ def iter_hdf5_ecgs(
     path = Path(path)
     kind, location = _locate(path)
     if kind != "hdf5":
-        raise InvalidECGError(f"{path} is not an HDF5 file (.h5, .hdf5, .hdf)")
+        raise InvalidECGError(f"{path} is not an HDF5 file (.h5, .hdf5, .hdf)", reason="unreadable")
     with _open_tracings(location) as (tracings, exam_ids):
         for index in range(tracings.shape[0]):
             recording = _hdf5_row(tracings, exam_ids, index, location)
@@ -115,26 +115,29 @@ def recording_from_array(
     signal = np.asarray(signal)
     if signal.dtype.kind not in "fiu":
         raise InvalidECGError(
-            f"ECG samples must be integers or floating-point numbers, got dtype {signal.dtype}"
+            f"ECG samples must be integers or floating-point numbers, got dtype {signal.dtype}",
+            reason="bad_signal",
         )
     if signal.ndim != 2:
         raise InvalidECGError(
-            f"ECG signal must be 2-D (leads, samples), got {signal.ndim}-D shape {signal.shape}"
+            f"ECG signal must be 2-D (leads, samples), got {signal.ndim}-D shape {signal.shape}",
+            reason="bad_signal",
         )
     if 0 in signal.shape:
-        raise InvalidECGError(f"ECG signal is empty: shape {signal.shape}")
+        raise InvalidECGError(f"ECG signal is empty: shape {signal.shape}", reason="bad_signal")
     names = [str(name) for name in lead_names]
     if any(not name.strip() for name in names):
-        raise InvalidECGError(f"lead names must be non-empty strings, got {names}")
+        raise InvalidECGError(f"lead names must be non-empty strings, got {names}", reason="bad_signal")
     if len(names) != signal.shape[0]:
         raise InvalidECGError(
             f"ECG signal has {signal.shape[0]} leads (rows; expected layout is (leads, samples)) "
-            f"but {len(names)} lead names were given: {names}"
+            f"but {len(names)} lead names were given: {names}",
+            reason="bad_signal",
         )
     if isinstance(fs, bool) or not isinstance(fs, (int, float, np.integer, np.floating)):
-        raise InvalidECGError(f"sampling rate must be a number in Hz, got {fs!r}")
+        raise InvalidECGError(f"sampling rate must be a number in Hz, got {fs!r}", reason="bad_signal")
     if not math.isfinite(fs) or fs <= 0:
-        raise InvalidECGError(f"sampling rate must be a positive finite number in Hz, got {fs}")
+        raise InvalidECGError(f"sampling rate must be a positive finite number in Hz, got {fs}", reason="bad_signal")
     return Recording(
         signal=np.ascontiguousarray(signal, dtype=np.float32),  # rows are leads: keep them contiguous
         fs=float(fs),
@@ -202,29 +205,33 @@ def _read_wfdb(base: Path) -> Recording:
     try:
         header = wfdb.rdheader(str(base))
     except FileNotFoundError as error:
-        raise InvalidECGError(f"WFDB header not found: {base}.hea") from error
+        raise InvalidECGError(f"WFDB header not found: {base}.hea", reason="not_found") from error
     except Exception as error:  # wfdb raises many types for a malformed header
         raise InvalidECGError(
-            f"{base}.hea is not a valid WFDB header ({type(error).__name__}: {error})"
+            f"{base}.hea is not a valid WFDB header ({type(error).__name__}: {error})",
+            reason="unreadable",
         ) from error
     if not header.n_sig or not header.sig_len:
         raise InvalidECGError(
             f"WFDB header {base}.hea declares no signal samples "
-            f"({header.n_sig} signals, {header.sig_len} samples)"
+            f"({header.n_sig} signals, {header.sig_len} samples)",
+            reason="unreadable",
         )
     try:
         record = wfdb.rdrecord(str(base), physical=True)
     except FileNotFoundError as error:
-        raise InvalidECGError(f"signal file of WFDB record {base} not found: {error.filename}") from error
+        raise InvalidECGError(f"signal file of WFDB record {base} not found: {error.filename}", reason="not_found") from error
     except Exception as error:
         raise InvalidECGError(
             f"could not read the signal file of WFDB record {base}; it may be truncated or not match "
-            f"its header ({type(error).__name__}: {error})"
+            f"its header ({type(error).__name__}: {error})",
+            reason="unreadable",
         ) from error
     if record.p_signal is None or record.p_signal.shape != (header.sig_len, header.n_sig):
         raise InvalidECGError(
             f"signal file of WFDB record {base} does not hold the {header.sig_len} × {header.n_sig} "
-            f"samples its header declares"
+            f"samples its header declares",
+            reason="unreadable",
         )
     return recording_from_array(
         record.p_signal.T,
@@ -245,23 +252,26 @@ def _open_tracings(path: Path):
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise InvalidECGError(f"{path} is not a readable HDF5 file ({error})") from error
+        raise InvalidECGError(f"{path} is not a readable HDF5 file ({error})", reason="unreadable") from error
     with handle:
         if "tracings" not in handle:
             raise InvalidECGError(
                 f"HDF5 file {path} has no 'tracings' dataset (CODE-15 layout: N × samples × 12); "
-                f"it holds {sorted(handle.keys())}"
+                f"it holds {sorted(handle.keys())}",
+                reason="unreadable",
             )
         tracings = handle["tracings"]
         if tracings.ndim != 3 or tracings.dtype.kind not in "fiu":
             raise InvalidECGError(
                 f"'tracings' in {path} must be a numeric N × samples × leads array, "
-                f"got shape {tracings.shape} dtype {tracings.dtype}"
+                f"got shape {tracings.shape} dtype {tracings.dtype}",
+                reason="unreadable",
             )
         exam_ids = handle["exam_id"] if "exam_id" in handle else None
         if exam_ids is not None and exam_ids.shape[0] != tracings.shape[0]:
             raise InvalidECGError(
-                f"HDF5 file {path} has {tracings.shape[0]} tracings but {exam_ids.shape[0]} exam_ids"
+                f"HDF5 file {path} has {tracings.shape[0]} tracings but {exam_ids.shape[0]} exam_ids",
+                reason="unreadable",
             )
         yield tracings, exam_ids
 
@@ -271,9 +281,9 @@ def _row_index(tracings, record_index: int | None, path: Path) -> int:
     if record_index is None:
         if n_rows == 1:
             return 0
-        raise InvalidECGError(f"HDF5 file {path} holds {n_rows} ECGs; pass record_index to pick one")
+        raise InvalidECGError(f"HDF5 file {path} holds {n_rows} ECGs; pass record_index to pick one", reason="bad_argument")
     if not 0 <= record_index < n_rows:
-        raise InvalidECGError(f"record_index {record_index} is out of range: {path} holds {n_rows} ECGs")
+        raise InvalidECGError(f"record_index {record_index} is out of range: {path} holds {n_rows} ECGs", reason="bad_argument")
     return record_index
 
 
@@ -282,7 +292,7 @@ def _hdf5_row(tracings, exam_ids, index: int, path: Path) -> Recording:
     # CODE-15 pads short exams with zeros on both sides; ECG-FM strips them before anything else.
     nonzero = np.flatnonzero(np.any(tracing != 0, axis=1))
     if nonzero.size == 0:
-        raise InvalidECGError(f"ECG {index} in {path} is all zeros (padding only)")
+        raise InvalidECGError(f"ECG {index} in {path} is all zeros (padding only)", reason="bad_signal")
     tracing = tracing[nonzero[0] : nonzero[-1] + 1]
     metadata: dict[str, Any] = {"record_index": index}
     if exam_ids is not None:
@@ -299,14 +309,15 @@ def _hdf5_row(tracings, exam_ids, index: int, path: Path) -> Recording:
 def _read_npy(path: Path, fs: float | None, lead_names: Sequence[str] | None) -> Recording:
     if fs is None or lead_names is None:
         raise InvalidECGError(
-            f"{path}: a .npy file carries no sampling rate or lead names; pass fs= and lead_names="
+            f"{path}: a .npy file carries no sampling rate or lead names; pass fs= and lead_names=",
+            reason="bad_argument",
         )
     try:
         signal = np.load(path, allow_pickle=False)
     except Exception as error:
-        raise InvalidECGError(f"{path} is not a readable .npy array ({error})") from error
+        raise InvalidECGError(f"{path} is not a readable .npy array ({error})", reason="unreadable") from error
     if not isinstance(signal, np.ndarray):
-        raise InvalidECGError(f"{path} does not hold a single array")
+        raise InvalidECGError(f"{path} does not hold a single array", reason="unreadable")
     return recording_from_array(signal, fs, lead_names, source=str(path))
 
 
@@ -316,7 +327,8 @@ def _read_npz(path: Path, fs: float | None, lead_names: Sequence[str] | None) ->
             if "signal" not in archive.files:
                 raise InvalidECGError(
                     f"{path} has no 'signal' array (keys: {sorted(archive.files)}); expected "
-                    f"'signal' (leads, samples) and optionally 'fs' and 'lead_names'"
+                    f"'signal' (leads, samples) and optionally 'fs' and 'lead_names'",
+                    reason="unreadable",
                 )
             signal = archive["signal"]
             file_fs = archive["fs"].item() if "fs" in archive.files else None
@@ -324,12 +336,13 @@ def _read_npz(path: Path, fs: float | None, lead_names: Sequence[str] | None) ->
     except InvalidECGError:
         raise
     except Exception as error:
-        raise InvalidECGError(f"{path} is not a readable .npz archive ({error})") from error
+        raise InvalidECGError(f"{path} is not a readable .npz archive ({error})", reason="unreadable") from error
     fs = file_fs if fs is None else fs
     lead_names = file_leads if lead_names is None else lead_names
     if fs is None or lead_names is None:
         raise InvalidECGError(
-            f"{path} stores no {'fs' if fs is None else 'lead_names'}; pass it to read_ecg"
+            f"{path} stores no {'fs' if fs is None else 'lead_names'}; pass it to read_ecg",
+            reason="bad_argument",
         )
     return recording_from_array(signal, fs, lead_names, source=str(path))
 
@@ -348,17 +361,19 @@ def _locate(path: Path) -> tuple[str, Path]:
             if suffix == ".hea" or path.exists():
                 raise InvalidECGError(
                     f"WFDB header not found: {base}.hea (a WFDB record needs its .hea header "
-                    f"next to its signal file)"
+                    f"next to its signal file)",
+                    reason="not_found",
                 )
-            raise InvalidECGError(f"ECG file not found: {path}")
+            raise InvalidECGError(f"ECG file not found: {path}", reason="not_found")
         return "wfdb", base
     if not path.is_file():
-        raise InvalidECGError(f"ECG file not found: {path} (nor a WFDB record {path}.hea)")
+        raise InvalidECGError(f"ECG file not found: {path} (nor a WFDB record {path}.hea)", reason="not_found")
     if suffix in _HDF5_SUFFIXES:
         return "hdf5", path
     if suffix in (".npy", ".npz"):
         return suffix[1:], path
     raise InvalidECGError(
         f"unknown ECG file type {suffix or '(no extension)'!s} for {path}; supported: WFDB "
-        f"(.hea + .dat/.mat), HDF5 (.h5, .hdf5), NumPy (.npy, .npz)"
+        f"(.hea + .dat/.mat), HDF5 (.h5, .hdf5), NumPy (.npy, .npz)",
+        reason="unreadable",
     )

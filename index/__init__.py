@@ -1,1 +1,27 @@
-"""Vectors and metadata at rest: DuckDB store, FAISS index, structured filters."""
+"""Vectors and metadata at rest: DuckDB store, FAISS index, structured filters.
+
+Public API::
+
+    Store.open(path, *, create=True, identity=None, index_kind=None, device="auto",
+               backend="auto", read_only=False, with_index=True, memory_limit="1GB") -> Store
+    Store.upsert(ecg_ids, record_vectors, *, identity, patient_ids=None, segment_vectors=None,
+                 sources=None, fs=None, lead_names=None, duration_s=None, n_segments=None,
+                 metadata=None) -> UpsertResult
+    Store.delete(ecg_ids=None, *, patient_ids=None) -> int
+    Store.update_metadata({ecg_id: {key: value}}) -> int
+    Store.get(ecg_ids, columns=None) -> list[dict]
+    Store.search(queries=None, *, ecg_ids=None, k=10, filter=None, exclude_same_patient=False,
+                 query_patient_ids=None, columns=()) -> list[list[Hit]]
+    Store.iter_batches(filter=None, columns=None, with_vectors=False) -> Iterator[pa.RecordBatch]
+    Store.compact(), Store.checkpoint(), Store.info() -> StoreInfo, Store.columns(), Store.close()
+
+Filters: Term(column, op, value), All([...]), Any([...]); parse_filter("age>=60 and sex=F").
+"""
+
+from .filters import OPERATORS, All, Any, Filter, Term, compile_filter, parse_filter
+from .store import EncoderIdentity, Hit, Store, StoreInfo, UpsertResult
+
+__all__ = [
+    "All", "Any", "EncoderIdentity", "Filter", "Hit", "OPERATORS", "Store", "StoreInfo", "Term",
+    "UpsertResult", "compile_filter", "parse_filter",
+]

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     def load(source):
         return prepare(read_source(source), **prep_kwargs)
 
-    refused: dict[str, str] = {}
+    refused: dict[str, tuple[str, str]] = {}  # ecg_id -> (reason code, message)
     reports: dict[str, dict] = {}
 
     def ready():
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(result, Exception):
                 if not isinstance(result, (AtlasError, ValueError, OSError)):
                     raise result
-                refused[source.ecg_id] = str(result)
+                refused[source.ecg_id] = (getattr(result, "reason", type(result).__name__), str(result))
                 bar.update(1)
                 continue
             reports[source.ecg_id] = result.report.to_dict()
@@ -87,22 +87,16 @@ def run(args: argparse.Namespace) -> int:
         "out": str(args.out), "embedded": len(ids), "refused": len(refused), "segments": n_segments,
         "seconds": round(elapsed, 2), "segments_per_s": round(n_segments / elapsed, 2) if elapsed else None,
         "model_id": encoder.model_id, "checkpoint_sha256": encoder.checkpoint_sha256, "dim": encoder.dim,
-        "refusal_reasons": dict(Counter(_reason(msg) for msg in refused.values())),
+        "refusal_reasons": dict(Counter(reason for reason, _ in refused.values())),
     }
     if args.json:
-        print(json.dumps({**summary, "refused_ecgs": refused}, indent=2))
+        print(json.dumps({**summary, "refused_ecgs": {k: msg for k, (_, msg) in refused.items()}}, indent=2))
     else:
         print(f"embedded {len(ids)} of {len(sources)} ECGs ({n_segments} segments, "
               f"{summary['segments_per_s']} segments/s) into {args.out}")
         for reason, count in summary["refusal_reasons"].items():
-            print(f"  refused {count}: {reason}")
+            print(f"  refused {count}: {reason.replace('_', ' ')} (--json lists each ECG and why)")
     return 0 if ids else 1
-
-
-def _reason(message: str) -> str:
-    """The kind of refusal, without the file-specific part (first clause of the message)."""
-    text = message.split(":", 1)[-1] if message.count(":") else message
-    return text.strip().split(";")[0][:90]
 
 
 def _write(out: Path, ids, record_vectors, segment_vectors, encoder) -> None:

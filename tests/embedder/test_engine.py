@@ -83,6 +83,7 @@ def test_embed_cli_writes_parquet_and_npz(tmp_path, ecg_dir, parity_dir, encoder
     summary = json.loads(capsys.readouterr().out)
     assert summary["embedded"] == 10 and summary["refused"] == 3
     assert set(summary["refused_ecgs"]) == {"a103l", "test01_00s", "v102s"}
+    assert summary["refusal_reasons"] == {"too_few_leads": 3}
     table = pq.read_table(tmp_path / "v.parquet")
     meta = table.schema.metadata
     assert meta[b"ecg_atlas.checkpoint_sha256"].decode() == encoder.checkpoint_sha256

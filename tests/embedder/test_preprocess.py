@@ -361,3 +361,21 @@ def test_windows_are_consecutive_slices_of_the_standardised_record(ecg_dir):
     whole = standardise_leads(resample_to_target(rec.signal, rec.fs))
     segments = preprocess(rec, dtype=np.float64)
     np.testing.assert_array_equal(np.concatenate(list(segments), axis=1), whole)
+
+
+@pytest.mark.parametrize("record,reason", [
+    ("cpsc2021/data_101_6", "too_few_leads"),  # 2-lead Holter
+    ("mitdb/100", "too_few_leads"),
+])
+def test_refusals_carry_a_machine_readable_reason(ecg_dir, record, reason):
+    with pytest.raises(InvalidECGError) as info:
+        preprocess(read_ecg(ecg_dir / record))
+    assert info.value.reason == reason
+
+
+def test_short_record_reason(ecg_dir):
+    rec = read_ecg(ecg_dir / "cinc_cpsc2018/A0001")
+    rec.signal = np.ascontiguousarray(rec.signal[:, :500])  # 1 s
+    with pytest.raises(InvalidECGError) as info:
+        preprocess(rec)
+    assert info.value.reason == "too_short" and "at least 5 s" in str(info.value)

@@ -1,0 +1,1055 @@
+"""The embedded vector store: DuckDB rows are the source of truth, a search index is derived.
+
+A store is one directory::
+
+    store.duckdb          every ECG: ids, base fields, user metadata, the record vector
+                          (FLOAT[d]) and optional segment vectors, encoder identity, sequence number
+    index.json            which index file is current, its kind and the highest sequence number
+                          it holds (written last: it is the commit point of an index save)
+    index-<seq>-<tag>.*   the persisted search index (FAISS file, or npz for the torch backend)
+
+Each write is one DuckDB transaction; the in-memory index is updated after the commit, under a
+lock that readers share, so a search sees a batch entirely or not at all. The index file is
+rewritten atomically now and then (and on close / compact); opening a store compares the index's
+ids with the table's and adds what is missing and removes what was deleted, so a killed process
+loses no acknowledged row and leaves no index entry without its row.
+
+Typical use::
+
+    identity = EncoderIdentity("ecg-fm", sha256, "ecgfm-v1", 768)
+    with Store.open("atlas-store") as store:
+        store.upsert(["ecg-1", "ecg-2"], vectors, identity=identity, patient_ids=["p1", "p2"],
+                     metadata=[{"age": 61, "labels": ["AF"]}, {"age": 40}])
+        hits = store.search(query, k=10, filter=parse_filter("age>=60"), columns=["age"])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ecg_atlas.errors import EncoderMismatchError, NotFoundError, StoreError
+
+from . import schema
+from .backends import (
+    FaissFlat,
+    FaissHNSW,
+    FaissIVF,
+    VectorIndex,
+    exact_top_k,
+    load_index,
+    new_index,
+    resolve_backend,
+)
+from .filters import Filter, compile_filter
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "store.duckdb"
+INDEX_META = "index.json"
+FORMAT_VERSION = 1
+MAX_K = 10_000
+#: Rows read from DuckDB per chunk when (re)building the index.
+SCAN_BATCH = 16_384
+#: An IVF store searches exactly until it holds this many rows, then trains its coarse quantizer.
+IVF_MIN_TRAIN = 10_000
+#: nprobe / efSearch are tuned to the smallest value reaching this recall@10 against exact search.
+TARGET_RECALL = 0.95
+RECALL_QUERIES = 200
+#: The index file is rewritten once this many rows changed since the last save (and on close).
+AUTOSAVE_MIN_CHANGES = 100_000
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """The encoder every vector in a store comes from; a store holds exactly one."""
+
+    model_id: str
+    checkpoint_sha256: str
+    preprocessing_version: str
+    dim: int
+
+    def describe(self) -> str:
+        return (f"model_id={self.model_id!r}, checkpoint sha256={self.checkpoint_sha256[:12]}…, "
+                f"preprocessing={self.preprocessing_version!r}, dim={self.dim}")
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int
+    updated: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the stored ECG, its cosine similarity, the requested columns."""
+
+    ecg_id: str
+    score: float
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    path: str
+    n_ecgs: int
+    n_index_entries: int
+    dim: int | None
+    identity: EncoderIdentity | None
+    index_kind: str
+    index_kind_requested: str
+    backend: str
+    index_settings: dict[str, object]
+    columns: dict[str, str]
+    high_water_seq: int
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+def _normalised(vectors: np.ndarray, what: str, dim: int) -> np.ndarray:
+    """float32 (n, dim) rows scaled to unit length; refuses NaN / inf / zero rows."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise StoreError(f"{what} must have shape (n, {dim}); got {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+        raise StoreError(f"{what} row {bad} contains NaN or infinity")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise StoreError(f"{what} row {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros; cosine is undefined")
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """`write(tmp_path)` then fsync and rename over `path`: readers see the old or the new file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _arrow_type(column_type: str) -> pa.DataType:
+    return {
+        "BIGINT": pa.int64(),
+        "INTEGER": pa.int32(),
+        "DOUBLE": pa.float64(),
+        "VARCHAR": pa.string(),
+        "BOOLEAN": pa.bool_(),
+        schema.TYPE_TIME: pa.timestamp("us"),
+        schema.TYPE_LABELS: pa.list_(pa.string()),
+    }[column_type]
+
+
+def _vectors_from_arrow(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def _column_values(name: str, values: list, column_type: str) -> list:
+    if column_type == schema.TYPE_TIME:
+        return [None if v is None else v.replace(tzinfo=dt.timezone.utc) for v in values]
+    return values
+
+
+class Store:
+    """DuckDB + derived search index in one directory. Thread-safe: one writer, many readers.
+
+    Open with `Store.open`; close with `close()` or a `with` block.
+    """
+
+    def __init__(self) -> None:  # use Store.open
+        self._lock = _ReadWriteLock()
+        self._local = threading.local()
+        self._generation = 0
+        self._closed = True
+        self._in_transaction = False
+        self._index_file_stale = False
+
+    # -----------------------------------------------------------------------------------------
+    # Opening and closing
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        create: bool = True,
+        identity: EncoderIdentity | None = None,
+        index_kind: str | None = None,
+        device: str = "auto",
+        backend: str = "auto",
+        read_only: bool = False,
+        with_index: bool = True,
+        memory_limit: str = "1GB",
+    ) -> "Store":
+        """Open (or create) the store in directory `path`.
+
+        identity: fixes the encoder of a new store (otherwise the first upsert does); for an
+            existing store it must match. index_kind: "flat" (exact, the default), "ivf" or
+            "hnsw"; remembered by the store, a different value rebuilds the index. device /
+            backend: see `backends.resolve_backend`; the choice is reported by `info()`.
+            read_only: no writes, nothing written (other processes may read too). with_index:
+            False skips loading the search index (export and analysis scans need only DuckDB).
+            memory_limit: DuckDB's buffer pool cap.
+        """
+        self = cls()
+        self._path = Path(path)
+        db = self._path / DB_FILE
+        if not db.exists():
+            if not create or read_only:
+                raise NotFoundError(f"no store at {self._path} (missing {DB_FILE}); create it first")
+            self._path.mkdir(parents=True, exist_ok=True)
+        self._read_only = read_only
+        self._memory_limit = memory_limit
+        self._connect()
+        self._closed = False
+        try:
+            self._load_meta(identity)
+            meta = self._read_index_meta()
+            self._kind_requested = index_kind or (meta or {}).get("kind_requested") or "flat"
+            self._backend_name = resolve_backend(device, backend, self._kind_requested)
+            self._index: VectorIndex | None = None
+            self._unsaved = 0
+            if with_index and self._identity is not None:
+                self._open_index(meta)
+        except BaseException:
+            self._con.close()
+            self._closed = True
+            raise
+        log.info("store opened: %d ECGs, backend %s, index %s", self._count(), self._backend_name,
+                 self._index.kind if self._index else "not loaded")
+        return self
+
+    def _connect(self) -> None:
+        config = {"memory_limit": self._memory_limit}
+        self._con = duckdb.connect(str(self._path / DB_FILE), read_only=self._read_only, config=config)
+        if not self._read_only:
+            # Fewer, larger checkpoints: bulk ingest of vectors is ~2x faster than with 16 MB.
+            self._con.execute("SET wal_autocheckpoint = '256MB'")
+        self._generation += 1
+
+    def close(self) -> None:
+        """Save the index if it changed, checkpoint DuckDB and release the files."""
+        if self._closed:
+            return
+        with self._lock.write():
+            try:
+                if not self._read_only:
+                    if self._index is not None and (self._unsaved or self._index_file_stale):
+                        self._save_index()
+                    self._con.execute("CHECKPOINT")
+            finally:
+                self._con.close()
+                self._closed = True
+                self._index = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's DuckDB connection for reads (DuckDB connections are not shared across threads)."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            local.cursor = self._con.cursor()
+            local.generation = self._generation
+        return local.cursor
+
+    # -----------------------------------------------------------------------------------------
+    # Store metadata: identity, sequence counter, uuid
+
+    def _load_meta(self, identity: EncoderIdentity | None) -> None:
+        con = self._con
+        has_meta = bool(con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_meta'").fetchone()[0])
+        if not has_meta:
+            if self._read_only:
+                raise StoreError(f"{self._path} is not an ECG Atlas store (no store_meta table)")
+            con.execute("BEGIN")
+            con.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+            con.execute("INSERT INTO store_meta VALUES ('format_version', ?), ('store_uuid', ?), ('next_seq', '1')",
+                        [str(FORMAT_VERSION), uuid.uuid4().hex])
+            con.execute("COMMIT")
+        values = dict(con.execute("SELECT key, value FROM store_meta").fetchall())
+        if int(values.get("format_version", -1)) != FORMAT_VERSION:
+            raise StoreError(f"{self._path} has store format {values.get('format_version')}; "
+                             f"this version reads format {FORMAT_VERSION}")
+        self._uuid = values["store_uuid"]
+        self._next_seq = int(values["next_seq"])
+        self._identity = EncoderIdentity(**json.loads(values["identity"])) if "identity" in values else None
+        if identity is not None:
+            if self._identity is None:
+                if self._read_only:
+                    raise StoreError("a read-only store cannot be given an encoder identity")
+                self._set_identity(identity)
+            else:
+                self._check_identity(identity)
+        self._refresh_columns()
+
+    def _set_identity(self, identity: EncoderIdentity) -> None:
+        """Fix the store's encoder and create the `ecg` table (inside the caller's transaction, if any)."""
+        if not isinstance(identity.dim, int) or identity.dim <= 0:
+            raise StoreError(f"encoder dimension must be a positive integer, got {identity.dim!r}")
+        con = self._con
+        own = not self._in_transaction
+        if own:
+            con.execute("BEGIN")
+        con.execute(schema.table_ddl(identity.dim))
+        con.execute("INSERT INTO store_meta VALUES ('identity', ?)", [json.dumps(asdict(identity))])
+        if own:
+            con.execute("COMMIT")
+        self._identity = identity
+
+    def _check_identity(self, identity: EncoderIdentity) -> None:
+        if identity != self._identity:
+            raise EncoderMismatchError(
+                f"this store holds vectors from {self._identity.describe()}; refusing vectors from "
+                f"{identity.describe()}. One store holds one encoder: use another store directory "
+                f"for this encoder (or re-embed with the store's encoder)")
+
+    def _refresh_columns(self) -> None:
+        if self._identity is None:
+            self._columns: dict[str, schema.Column] = {}
+            return
+        described = self._con.execute("DESCRIBE ecg").fetchall()
+        self._columns = schema.columns_from_duckdb([(row[0], row[1]) for row in described])
+
+    def _count(self) -> int:
+        if self._identity is None:
+            return 0
+        return int(self._cursor().execute("SELECT count(*) FROM ecg").fetchone()[0])
+
+    # -----------------------------------------------------------------------------------------
+    # The derived index: load, reconcile with DuckDB, build, save
+
+    def _read_index_meta(self) -> dict | None:
+        try:
+            with open(self._path / INDEX_META) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _effective_kind(self) -> str:
+        """What to build now: an IVF store searches exactly until it has enough rows to train."""
+        if self._kind_requested == "ivf" and self._count() < IVF_MIN_TRAIN:
+            return "flat"
+        return self._kind_requested
+
+    def _open_index(self, meta: dict | None) -> None:
+        index = None
+        if meta is not None:
+            try:
+                index = self._load_saved_index(meta)
+            except Exception as exc:  # noqa: BLE001 - any unreadable index is rebuilt from the rows
+                log.warning("index file not usable (%s); rebuilding from DuckDB", exc)
+        if index is None:
+            self._index = self._build_index()
+            self._index_file_stale = True
+            return
+        self._index = index
+        db_seqs = self._cursor().execute("SELECT seq FROM ecg").fetchnumpy()["seq"].astype(np.int64)
+        db_seqs.sort()
+        held = index.ids()
+        extra = np.setdiff1d(held, db_seqs, assume_unique=True)
+        missing = np.setdiff1d(db_seqs, held, assume_unique=True)
+        if len(extra):
+            index.remove(extra)
+        for seqs, vectors in self._scan_vectors(missing if len(missing) < len(db_seqs) else None):
+            index.add(seqs, vectors)
+        if len(extra) or len(missing):
+            log.info("index caught up with DuckDB: %d added, %d removed", len(missing), len(extra))
+            self._unsaved += len(extra) + len(missing)
+
+    def _load_saved_index(self, meta: dict) -> VectorIndex:
+        expected = {"format_version": FORMAT_VERSION, "store_uuid": self._uuid,
+                    "identity": asdict(self._identity), "kind_requested": self._kind_requested}
+        for key, value in expected.items():
+            if meta.get(key) != value:
+                raise StoreError(f"index.json {key} is {meta.get(key)!r}, expected {value!r}")
+        if meta.get("high_water_seq", 0) >= self._next_seq:
+            raise StoreError("index is newer than the database (database restored from an older copy?)")
+        kind = meta["kind"]
+        if kind != self._effective_kind() and not (kind == "ivf" and self._kind_requested == "ivf"):
+            raise StoreError(f"index is {kind}, this store now needs {self._effective_kind()}")
+        index = load_index(str(self._path / meta["file"]), self._backend_name, kind, self._identity.dim)
+        if index.file_format != meta.get("format"):
+            raise StoreError(f"index file format {meta.get('format')} is not {index.file_format}")
+        if isinstance(index, (FaissIVF, FaissHNSW)):
+            index.nprobe = meta.get("nprobe", index.nprobe)
+            index.recall_at_10 = meta.get("estimated_recall_at_10")
+        return index
+
+    def _scan_vectors(self, seqs: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(seqs, normalised vectors) chunks for all rows, or for those with `seqs`."""
+        if seqs is not None and len(seqs) == 0:
+            return
+        cur = self._con.cursor()
+        try:
+            if seqs is None:
+                result = cur.sql("SELECT seq, record_vector FROM ecg")
+            else:
+                wanted = pa.table({"seq": pa.array(seqs, pa.int64())})
+                cur.register("wanted_seqs", wanted)
+                result = cur.sql("SELECT seq, record_vector FROM ecg SEMI JOIN wanted_seqs USING (seq)")
+            for batch in result.to_arrow_reader(SCAN_BATCH):
+                if batch.num_rows:
+                    vectors = _vectors_from_arrow(batch.column(1), self._identity.dim)
+                    yield (batch.column(0).to_numpy().astype(np.int64),
+                           _normalised(vectors, "stored record_vector", self._identity.dim))
+        finally:
+            cur.close()
+
+    def _build_index(self) -> VectorIndex:
+        """A fresh index of the effective kind, filled from DuckDB (IVF / HNSW tuned for recall)."""
+        kind = self._effective_kind()
+        dim = self._identity.dim
+        if kind == "flat" or self._backend_name != "faiss-cpu":
+            index = new_index(self._backend_name, kind, dim)
+            for seqs, vectors in self._scan_vectors():
+                index.add(seqs, vectors)
+            return index
+        n = self._count()
+        sample_seqs, sample = self._sample_vectors(min(n, max(IVF_MIN_TRAIN, 39 * self._nlist_for(n))))
+        if kind == "ivf":
+            index: VectorIndex = FaissIVF.train(dim, sample, self._nlist_for(n))
+        else:
+            index = FaissHNSW(dim)
+        queries, query_seqs = sample[:RECALL_QUERIES], sample_seqs[:RECALL_QUERIES]
+        truth = np.full((len(queries), 11), -np.inf, dtype=np.float32), np.full((len(queries), 11), -1, np.int64)
+        for seqs, vectors in self._scan_vectors():
+            index.add(seqs, vectors)
+            chunk = exact_top_k(queries, vectors, seqs, 11)
+            merged_scores = np.concatenate([truth[0], chunk[0]], axis=1)
+            merged_ids = np.concatenate([truth[1], chunk[1]], axis=1)
+            order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :11]
+            truth = (np.take_along_axis(merged_scores, order, 1), np.take_along_axis(merged_ids, order, 1))
+        self._tune(index, queries, query_seqs, truth[1])
+        return index
+
+    @staticmethod
+    def _nlist_for(n: int) -> int:
+        return int(min(65_536, max(16, round(math.sqrt(n)))))
+
+    def _sample_vectors(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._cursor().sql(
+            f"SELECT seq, record_vector FROM ecg USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (7)"
+        ).to_arrow_table()
+        return (rows.column(0).to_numpy().astype(np.int64),
+                _normalised(_vectors_from_arrow(rows.column(1), self._identity.dim), "stored record_vector",
+                            self._identity.dim))
+
+    @staticmethod
+    def _tune(index: FaissIVF | FaissHNSW, queries: np.ndarray, query_seqs: np.ndarray, truth: np.ndarray) -> None:
+        """Smallest nprobe (IVF) / efSearch (HNSW) whose recall@10 on stored vectors reaches TARGET_RECALL.
+
+        Each query is a stored vector; it is dropped from both result lists, so the figure is
+        recall@10 over *other* ECGs.
+        """
+        def top10(ids: np.ndarray, own: int) -> set[int]:
+            return set(ids[(ids != own) & (ids >= 0)][:10].tolist())
+
+        expected = [top10(row, own) for row, own in zip(truth, query_seqs)]
+        limit = index.index.nlist if isinstance(index, FaissIVF) else 1024
+        value = 1 if isinstance(index, FaissIVF) else 16
+        recall = 0.0
+        while True:
+            index.nprobe = value
+            _, found = index.search(queries, 11)
+            got = [top10(row, own) for row, own in zip(found, query_seqs)]
+            recall = float(np.mean([len(g & e) / max(len(e), 1) for g, e in zip(got, expected)]))
+            if recall >= TARGET_RECALL or value >= limit:
+                break
+            value = min(limit, value * 2)
+        index.recall_at_10 = round(recall, 4)
+        log.info("%s tuned: %s=%d, estimated recall@10 %.3f", index.kind,
+                 "nprobe" if isinstance(index, FaissIVF) else "efSearch", value, recall)
+
+    def _save_index(self) -> None:
+        """Write the index file, then index.json naming it (the commit point), then drop old files."""
+        index = self._index
+        high_water = self._next_seq - 1
+        name = f"index-{high_water:012d}-{uuid.uuid4().hex[:8]}.{index.file_format}"
+        _write_atomic(self._path / name, index.save)
+        meta = {
+            "format_version": FORMAT_VERSION, "store_uuid": self._uuid, "identity": asdict(self._identity),
+            "kind_requested": self._kind_requested, "kind": index.kind, "format": index.file_format,
+            "file": name, "high_water_seq": high_water, "entries": len(index),
+        }
+        if isinstance(index, (FaissIVF, FaissHNSW)):
+            meta["nprobe"] = index.nprobe
+            meta["estimated_recall_at_10"] = index.recall_at_10
+
+        def write_meta(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                json.dump(meta, f, indent=1)
+
+        _write_atomic(self._path / INDEX_META, write_meta)
+        for old in self._path.glob("index-*"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        self._unsaved = 0
+        self._index_file_stale = False
+
+    def checkpoint(self) -> None:
+        """Persist the index now and checkpoint DuckDB (the server may call this when idle)."""
+        self._require_writable()
+        with self._lock.write():
+            if self._index is not None:
+                self._save_index()
+            self._con.execute("CHECKPOINT")
+
+    # -----------------------------------------------------------------------------------------
+    # Writes
+
+    def _require_writable(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._read_only:
+            raise StoreError("the store was opened read-only")
+
+    def upsert(
+        self,
+        ecg_ids: Sequence[str],
+        record_vectors: np.ndarray,
+        *,
+        identity: EncoderIdentity,
+        patient_ids: Sequence[str | None] | None = None,
+        segment_vectors: Sequence[np.ndarray | None] | None = None,
+        sources: Sequence[str | None] | None = None,
+        fs: Sequence[float | None] | None = None,
+        lead_names: Sequence[Sequence[str] | None] | None = None,
+        duration_s: Sequence[float | None] | None = None,
+        n_segments: Sequence[int | None] | None = None,
+        metadata: Sequence[Mapping[str, object]] | None = None,
+    ) -> UpsertResult:
+        """Insert ECGs, replacing any already stored under the same ecg_id; one transaction.
+
+        record_vectors: (n, dim) float32, one per ecg_id (stored as given, searched normalised).
+        identity: the encoder that made the vectors; must be the store's (fixed on first use).
+        segment_vectors: per ECG a (n_segments, dim) array, or None. The per-ECG sequences
+        (patient_ids ... metadata) are None or length n. metadata: per ECG a dict of user
+        fields; a new key becomes a typed column (numbers, strings, booleans, datetimes, lists of
+        strings), later values must fit that type (an integer column widens to DOUBLE).
+        Returns how many ecg_ids were new and how many replaced.
+        """
+        self._require_writable()
+        if not isinstance(identity, EncoderIdentity):
+            raise StoreError("upsert needs identity=EncoderIdentity(...) naming the encoder of these vectors")
+        ecg_ids = list(ecg_ids)
+        n = len(ecg_ids)
+        if n == 0:
+            return UpsertResult(0, 0)
+        for ecg_id in ecg_ids:
+            if not isinstance(ecg_id, str) or not ecg_id:
+                raise StoreError(f"ecg_id must be a non-empty string, got {ecg_id!r}")
+        if len(set(ecg_ids)) != n:
+            raise StoreError("the batch names the same ecg_id more than once; send each ECG once")
+        if self._identity is not None:
+            self._check_identity(identity)
+        dim = identity.dim
+        raw = np.asarray(record_vectors, dtype=np.float32)
+        if raw.ndim == 1 and n == 1:
+            raw = raw[None, :]
+        normalised = _normalised(raw, "record_vectors", dim)
+        if len(normalised) != n:
+            raise StoreError(f"{n} ecg_ids but {len(normalised)} record vectors")
+
+        def per_ecg(name: str, values: Sequence | None) -> list:
+            if values is None:
+                return [None] * n
+            values = list(values)
+            if len(values) != n:
+                raise StoreError(f"{name} has {len(values)} entries for {n} ecg_ids")
+            return values
+
+        segments = per_ecg("segment_vectors", segment_vectors)
+        counts = per_ecg("n_segments", n_segments)
+        seg_offsets, seg_values, seg_valid = [0], [], []
+        for i, seg in enumerate(segments):
+            if seg is not None:
+                seg = np.asarray(seg, dtype=np.float32)
+                if seg.ndim != 2 or seg.shape[1] != dim or not np.isfinite(seg).all():
+                    raise StoreError(f"segment_vectors for ecg_id {ecg_ids[i]!r} must be finite, shape (n, {dim}); got {seg.shape}")
+                seg_values.append(seg.ravel())
+                if counts[i] is None:
+                    counts[i] = len(seg)
+            seg_valid.append(seg is not None)
+            seg_offsets.append(seg_offsets[-1] + (0 if seg is None else len(seg)))
+        flat = np.concatenate(seg_values) if seg_values else np.empty(0, np.float32)
+        segment_array = pa.ListArray.from_arrays(
+            pa.array(seg_offsets, pa.int32()),
+            pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
+            mask=pa.array([not v for v in seg_valid]),
+        )
+        rows = per_ecg("metadata", metadata)
+        rows = [dict(r) if r is not None else {} for r in rows]
+        for key in {k for r in rows for k in r}:
+            schema.check_metadata_name(key)
+
+        columns: dict[str, pa.Array] = {
+            "ecg_id": pa.array(ecg_ids, pa.string()),
+            "patient_id": pa.array(per_ecg("patient_ids", patient_ids), pa.string()),
+            "source": pa.array(per_ecg("sources", sources), pa.string()),
+            "fs": pa.array(per_ecg("fs", fs), pa.float64()),
+            "lead_names": pa.array(per_ecg("lead_names", lead_names), pa.list_(pa.string())),
+            "duration_s": pa.array(per_ecg("duration_s", duration_s), pa.float64()),
+            "n_segments": pa.array(counts, pa.int32()),
+            "model_id": pa.array([identity.model_id] * n, pa.string()),
+            "checkpoint_sha256": pa.array([identity.checkpoint_sha256] * n, pa.string()),
+            "preprocessing_version": pa.array([identity.preprocessing_version] * n, pa.string()),
+            "ingested_at": pa.array([dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)] * n, pa.timestamp("us")),
+            "record_vector": pa.FixedSizeListArray.from_arrays(pa.array(raw.ravel(), pa.float32()), dim),
+            "segment_vectors": segment_array,
+        }
+
+        with self._lock.write():
+            self._require_writable()
+            con = self._con
+            con.execute("BEGIN")
+            self._in_transaction = True
+            try:
+                if self._identity is None:
+                    self._set_identity(identity)
+                else:
+                    self._check_identity(identity)
+                self._refresh_columns()
+                typed = self._prepare_metadata(rows)
+                for name, (column_type, values) in typed.items():
+                    columns[name] = pa.array(_column_values(name, values, column_type), _arrow_type(column_type))
+                seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+                columns["seq"] = pa.array(seqs)
+                con.register("incoming", pa.table(columns))
+                replaced = con.execute(
+                    "DELETE FROM ecg WHERE ecg_id IN (SELECT ecg_id FROM incoming) RETURNING seq"
+                ).fetchnumpy()["seq"].astype(np.int64)
+                con.execute("INSERT INTO ecg BY NAME SELECT * FROM incoming")
+                con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + n)])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                self._identity = self._identity if self._has_identity_row() else None
+                raise
+            finally:
+                self._in_transaction = False
+                con.unregister("incoming")
+                self._refresh_columns()
+            self._next_seq += n
+            # After the commit: a crash from here on is repaired when the store next opens.
+            if self._index is None:
+                self._index = self._build_index()
+                self._index_file_stale = True
+            else:
+                self._index.remove(replaced)
+                self._index.add(seqs, normalised)
+                if self._kind_requested == "ivf" and self._index.kind == "flat" and len(self._index) >= IVF_MIN_TRAIN:
+                    self._index = self._build_index()
+                    self._index_file_stale = True
+            self._after_change(n + len(replaced))
+        return UpsertResult(inserted=n - len(replaced), updated=len(replaced))
+
+    def _has_identity_row(self) -> bool:
+        return bool(self._con.execute("SELECT count(*) FROM store_meta WHERE key = 'identity'").fetchone()[0])
+
+    def _prepare_metadata(self, rows: list[dict]) -> dict[str, tuple[str, list]]:
+        """Per metadata key: the column type and the coerced values; new columns are added and
+        integer columns widened (inside the caller's transaction)."""
+        out: dict[str, tuple[str, list]] = {}
+        for key, first in schema.metadata_types(rows).items():
+            column = self._columns.get(key)
+            if column is None:
+                if first is None:
+                    continue  # only nulls: nothing to store, no type to give the column
+                column_type = schema.infer_type(key, first)
+                self._con.execute(f'ALTER TABLE ecg ADD COLUMN "{key}" {column_type}')
+                column = schema.Column(key, column_type, user=True)
+                self._columns[key] = column
+            for r in rows:
+                wider = schema.widened(column.type, r.get(key))
+                if wider:
+                    self._con.execute(f'ALTER TABLE ecg ALTER COLUMN "{key}" TYPE {wider}')
+                    column = schema.Column(key, wider, user=True)
+                    self._columns[key] = column
+                    break
+            out[key] = (column.type, [schema.coerce(column, r.get(key)) for r in rows])
+        return out
+
+    def _after_change(self, changed: int) -> None:
+        self._unsaved += changed
+        if self._unsaved >= max(AUTOSAVE_MIN_CHANGES, len(self._index) // 2):
+            self._save_index()
+
+    def delete(self, ecg_ids: Sequence[str] | None = None, *, patient_ids: Sequence[str] | None = None) -> int:
+        """Delete ECGs by id and/or every ECG of the given patients (withdrawal of consent).
+
+        They leave search results at once; their bytes leave the files at `compact()`. Unknown
+        ids are ignored (deleting twice is harmless). Returns how many ECGs were deleted.
+        """
+        self._require_writable()
+        ids = [] if ecg_ids is None else ([ecg_ids] if isinstance(ecg_ids, str) else list(ecg_ids))
+        patients = [] if patient_ids is None else ([patient_ids] if isinstance(patient_ids, str) else list(patient_ids))
+        if not ids and not patients:
+            return 0
+        if self._identity is None:
+            return 0
+        with self._lock.write():
+            self._require_writable()
+            con = self._con
+            con.execute("BEGIN")
+            try:
+                gone = con.execute(
+                    "DELETE FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[])) "
+                    "OR patient_id IN (SELECT unnest(?::VARCHAR[])) RETURNING seq",
+                    [ids, patients],
+                ).fetchnumpy()["seq"].astype(np.int64)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            if self._index is not None:
+                self._index.remove(gone)
+                self._after_change(len(gone))
+        log.info("deleted %d ECGs", len(gone))
+        return len(gone)
+
+    def update_metadata(self, updates: Mapping[str, Mapping[str, object]]) -> int:
+        """Set user metadata of stored ECGs without touching their vectors; one transaction.
+
+        updates: ecg_id -> {key: value}; a value of None clears the field. New keys become
+        typed columns as in `upsert`. Raises NotFoundError (changing nothing) if an ecg_id is
+        not stored. Returns the number of ECGs updated.
+        """
+        self._require_writable()
+        ids = list(updates)
+        if not ids:
+            return 0
+        rows = [dict(updates[i]) for i in ids]
+        for key in {k for r in rows for k in r}:
+            schema.check_metadata_name(key)
+        with self._lock.write():
+            self._require_writable()
+            con = self._con
+            found = set() if self._identity is None else {r[0] for r in con.execute(
+                "SELECT ecg_id FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()}
+            missing = [i for i in ids if i not in found]
+            if missing:
+                shown = ", ".join(repr(m) for m in missing[:5])
+                raise NotFoundError(f"{len(missing)} ecg_id(s) not in the store: {shown}{' …' if len(missing) > 5 else ''}")
+            con.execute("BEGIN")
+            self._in_transaction = True
+            try:
+                for key, (column_type, values) in self._prepare_metadata(rows).items():
+                    present = [i for i, r in enumerate(rows) if key in r]
+                    table = pa.table({
+                        "ecg_id": pa.array([ids[i] for i in present], pa.string()),
+                        "value": pa.array(_column_values(key, [values[i] for i in present], column_type),
+                                          _arrow_type(column_type)),
+                    })
+                    con.register("changes", table)
+                    con.execute(f'UPDATE ecg SET "{key}" = changes.value FROM changes WHERE ecg.ecg_id = changes.ecg_id')
+                    con.unregister("changes")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                self._in_transaction = False
+                self._refresh_columns()
+        return len(ids)
+
+    def compact(self) -> None:
+        """Remove deleted ECGs from disk: rewrite the database file and the index file.
+
+        IVF / HNSW indexes are rebuilt (an IVF is retrained for the current size).
+        """
+        self._require_writable()
+        with self._lock.write():
+            self._require_writable()
+            fresh = self._path / "store.compact.duckdb"
+            for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+            con = self._con
+            con.execute("CHECKPOINT")
+            quoted = str(fresh).replace("'", "''")  # our own path; ATTACH takes no parameters
+            con.execute(f"ATTACH '{quoted}' AS fresh")
+            con.execute("CREATE TABLE fresh.store_meta AS SELECT * FROM store_meta")
+            if self._identity is not None:
+                con.execute("CREATE TABLE fresh.ecg AS SELECT * FROM ecg ORDER BY seq")
+            con.execute("DETACH fresh")
+            con.close()
+            with open(fresh, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(fresh, self._path / DB_FILE)
+            _fsync_dir(self._path)
+            self._connect()
+            if self._index is not None:
+                if self._index.kind in ("ivf", "hnsw") or self._index.needs_compaction():
+                    self._index = self._build_index()
+                self._save_index()
+        log.info("store compacted")
+
+    # -----------------------------------------------------------------------------------------
+    # Reads
+
+    def _readable(self, columns: Sequence[str] | None, allow_vectors: bool) -> list[str]:
+        if columns is None:
+            return list(self._columns)
+        out = []
+        for name in columns:
+            if name in self._columns or (allow_vectors and name in schema.VECTOR_COLUMNS):
+                out.append(name)
+            else:
+                extra = " (vectors are read with get())" if name in schema.VECTOR_COLUMNS else ""
+                raise StoreError(f"unknown column {name!r}{extra}; columns: {', '.join(sorted(self._columns))}")
+        return out
+
+    def _decode(self, names: list[str], row: tuple) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, value in zip(names, row):
+            if name in schema.VECTOR_COLUMNS and value is not None:
+                value = np.asarray(value, dtype=np.float32)
+            elif isinstance(value, dt.datetime):
+                value = value.replace(tzinfo=dt.timezone.utc)
+            out[name] = value
+        return out
+
+    def get(self, ecg_ids: Sequence[str], columns: Sequence[str] | None = None) -> list[dict[str, object]]:
+        """Stored rows, in the order asked. columns: None = every metadata column; may include
+        "record_vector" / "segment_vectors" (returned as float32 arrays, as stored).
+        Raises NotFoundError naming the ecg_ids that are not stored."""
+        ids = [ecg_ids] if isinstance(ecg_ids, str) else list(ecg_ids)
+        with self._lock.read():
+            names = self._readable(columns, allow_vectors=True)
+            rows = {}
+            if self._identity is not None and ids:
+                select = ", ".join(f'"{c}"' for c in ["ecg_id", *names])
+                for row in self._cursor().execute(
+                        f"SELECT {select} FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall():
+                    rows[row[0]] = self._decode(["ecg_id", *names], row)
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            raise NotFoundError(f"{len(missing)} ecg_id(s) not in the store: {shown}{' …' if len(missing) > 5 else ''}")
+        return [rows[i] for i in ids]
+
+    def search(
+        self,
+        queries: np.ndarray | None = None,
+        *,
+        ecg_ids: Sequence[str] | None = None,
+        k: int = 10,
+        filter: Filter | None = None,
+        exclude_same_patient: bool = False,
+        query_patient_ids: Sequence[str | None] | str | None = None,
+        columns: Sequence[str] = (),
+    ) -> list[list[Hit]]:
+        """Nearest stored ECGs by cosine similarity, one hit list per query, best first.
+
+        Query either by vectors (`queries`: (dim,) or (n, dim)) or by stored `ecg_ids` (the
+        query ECG itself is never among its own hits). filter: a `Term` / `All` / `Any` tree
+        (see `filters`); with an exact index the hits are exactly the top-k of the rows the
+        filter allows. exclude_same_patient: drop ECGs of the query's patient (the stored
+        patient for ecg_ids; `query_patient_ids` for vectors). columns: metadata to return.
+        """
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise StoreError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+        if (queries is None) == (ecg_ids is None):
+            raise StoreError("search by query vectors or by stored ecg_ids: give exactly one")
+        with self._lock.read():
+            if self._closed:
+                raise StoreError("the store is closed")
+            if self._index is None:
+                if self._identity is None:
+                    n_q = 1 if queries is None or np.ndim(queries) == 1 else len(queries)
+                    return [[] for _ in range(len(ecg_ids) if ecg_ids is not None else n_q)]
+                raise StoreError("the store was opened without its search index (with_index=False)")
+            names = self._readable(columns, allow_vectors=False)
+            cur = self._cursor()
+            dim = self._identity.dim
+            own_seqs: list[int | None]
+            if ecg_ids is not None:
+                ids = [ecg_ids] if isinstance(ecg_ids, str) else list(ecg_ids)
+                found = {row[0]: row for row in cur.execute(
+                    "SELECT ecg_id, seq, patient_id, record_vector FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [ids]).fetchall()}
+                missing = [i for i in ids if i not in found]
+                if missing:
+                    raise NotFoundError(f"query ecg_id(s) not in the store: {', '.join(repr(m) for m in missing[:5])}")
+                vectors = _normalised(np.array([found[i][3] for i in ids], dtype=np.float32).reshape(len(ids), dim),
+                                      "stored record_vector", dim)
+                own_seqs = [found[i][1] for i in ids]
+                patients = [found[i][2] for i in ids]
+            else:
+                raw = np.asarray(queries, dtype=np.float32)
+                vectors = _normalised(raw[None, :] if raw.ndim == 1 else raw, "query vectors", dim)
+                own_seqs = [None] * len(vectors)
+                if isinstance(query_patient_ids, str) or query_patient_ids is None:
+                    patients = [query_patient_ids] * len(vectors)
+                else:
+                    patients = list(query_patient_ids)
+                    if len(patients) != len(vectors):
+                        raise StoreError(f"{len(vectors)} query vectors but {len(patients)} query_patient_ids")
+                if exclude_same_patient and query_patient_ids is None:
+                    raise StoreError("exclude_same_patient with query vectors needs query_patient_ids")
+            allowed = None
+            if filter is not None:
+                where, params = compile_filter(filter, self._columns)
+                allowed = cur.execute(f"SELECT seq FROM ecg WHERE {where}", params).fetchnumpy()["seq"].astype(np.int64)
+                allowed.sort()
+            excluded = [set() if s is None else {s} for s in own_seqs]
+            if exclude_same_patient:
+                wanted = sorted({p for p in patients if p is not None})
+                by_patient: dict[str, set[int]] = {}
+                if wanted:
+                    for pid, seq in cur.execute(
+                            "SELECT patient_id, seq FROM ecg WHERE patient_id IN (SELECT unnest(?::VARCHAR[]))",
+                            [wanted]).fetchall():
+                        by_patient.setdefault(pid, set()).add(seq)
+                for i, p in enumerate(patients):
+                    excluded[i] |= by_patient.get(p, set()) if p is not None else set()
+            if allowed is not None:
+                excluded = [{s for s in ex if _contains(allowed, s)} for ex in excluded]
+            extra = max((len(ex) for ex in excluded), default=0)
+            scores, seqs = self._index.search(vectors, k + extra, allowed)
+            picked: list[list[tuple[int, float]]] = []
+            for row_scores, row_seqs, ex in zip(scores, seqs, excluded):
+                keep = [(int(s), float(sc)) for s, sc in zip(row_seqs, row_scores) if s >= 0 and int(s) not in ex]
+                picked.append(keep[:k])
+            wanted_seqs = sorted({s for hits in picked for s, _ in hits})
+            info: dict[int, tuple] = {}
+            if wanted_seqs:
+                select = ", ".join(f'"{c}"' for c in ["seq", "ecg_id", *names])
+                for row in cur.execute(f"SELECT {select} FROM ecg WHERE seq IN (SELECT unnest(?::BIGINT[]))",
+                                       [wanted_seqs]).fetchall():
+                    info[row[0]] = row
+        results = []
+        for hits in picked:
+            results.append([
+                Hit(info[s][1], sc, self._decode(names, info[s][2:]))
+                for s, sc in hits if s in info
+            ])
+        return results
+
+    def iter_batches(
+        self,
+        filter: Filter | None = None,
+        columns: Sequence[str] | None = None,
+        with_vectors: bool = False,
+        batch_size: int = 8_192,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream stored rows as Arrow record batches (ecg_id first), in ingest order.
+
+        The rows are one consistent snapshot taken when iteration starts; writes made while
+        iterating are not seen. with_vectors adds "record_vector" (as stored, not normalised).
+        """
+        with self._lock.read():
+            if self._identity is None:
+                return
+            names = [c for c in self._readable(columns, allow_vectors=False) if c != "ecg_id"]
+            if with_vectors:
+                names.append("record_vector")
+            where, params = ("TRUE", []) if filter is None else compile_filter(filter, self._columns)
+            select = ", ".join(f'"{c}"' for c in ["ecg_id", *names])
+            cur = self._con.cursor()
+            reader = cur.sql(f"SELECT {select} FROM ecg WHERE {where} ORDER BY seq", params=params).to_arrow_reader(batch_size)
+        try:
+            yield from reader
+        finally:
+            cur.close()
+
+    def columns(self) -> dict[str, str]:
+        """Readable (and filterable) columns and their DuckDB types."""
+        with self._lock.read():
+            return {name: c.type for name, c in self._columns.items()}
+
+    def info(self) -> StoreInfo:
+        """Counts, dimension, encoder identity, index kind and the backend that searches."""
+        with self._lock.read():
+            if self._closed:
+                raise StoreError("the store is closed")
+            index = self._index
+            kind = index.kind if index is not None else "not loaded"
+            if index is not None and self._kind_requested == "ivf" and index.kind == "flat":
+                kind = f"flat (ivf trains at {IVF_MIN_TRAIN} ECGs)"
+            return StoreInfo(
+                path=str(self._path),
+                n_ecgs=self._count(),
+                n_index_entries=len(index) if index is not None else 0,
+                dim=self._identity.dim if self._identity else None,
+                identity=self._identity,
+                index_kind=kind,
+                index_kind_requested=self._kind_requested,
+                backend=self._backend_name,
+                index_settings=index.settings() if index is not None else {},
+                columns={name: c.type for name, c in self._columns.items()},
+                high_water_seq=self._next_seq - 1,
+            )
+
+
+def _contains(sorted_values: np.ndarray, value: int) -> bool:
+    at = int(np.searchsorted(sorted_values, value))
+    return at < len(sorted_values) and int(sorted_values[at]) == value
