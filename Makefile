@@ -30,5 +30,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Regenerate the gRPC stubs from proto/ecg_atlas/v1/*.proto (needs grpcio-tools: the dev extra).
+proto: $(VENV)/.installed
+	$(PY) proto/generate.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

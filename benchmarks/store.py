@@ -31,6 +31,7 @@ import numpy as np
 from ecg_atlas.index import EncoderIdentity, Store, Term
 
 IDENTITY_NAME = "bench-encoder"
+BLOCK = 1000
 
 
 def identity(dim: int) -> EncoderIdentity:
@@ -48,8 +49,11 @@ def vectors(args: argparse.Namespace, start: int, stop: int) -> np.ndarray:
         # The originals once, then perturbed copies (noise at 5 % of the per-dimension scale).
         noise = rng.standard_normal(rows.shape, dtype=np.float32) * scale * args.noise
         return np.where((idx < len(base))[:, None], rows, rows + noise)
-    rng = np.random.default_rng(1000 + start)
-    return rng.standard_normal((stop - start, args.dim), dtype=np.float32)
+    # Generated in fixed blocks so any chunking of the same rows gives the same vectors.
+    first, last = start // BLOCK, (stop - 1) // BLOCK
+    blocks = [np.random.default_rng(1000 + b).standard_normal((BLOCK, args.dim), dtype=np.float32)
+              for b in range(first, last + 1)]
+    return np.concatenate(blocks)[start - first * BLOCK : stop - first * BLOCK]
 
 
 def metadata(start: int, stop: int) -> list[dict]:

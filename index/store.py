@@ -283,7 +283,11 @@ class Store:
 
     def _connect(self) -> None:
         config = {"memory_limit": self._memory_limit}
-        self._con = duckdb.connect(str(self._path / DB_FILE), read_only=self._read_only, config=config)
+        try:
+            self._con = duckdb.connect(str(self._path / DB_FILE), read_only=self._read_only, config=config)
+        except duckdb.IOException as exc:
+            raise StoreError(f"cannot open the store at {self._path}: {exc} (is another process "
+                             f"writing to it? stop it or use the running server)") from exc
         if not self._read_only:
             # Fewer, larger checkpoints: bulk ingest of vectors is ~2x faster than with 16 MB.
             self._con.execute("SET wal_autocheckpoint = '256MB'")
@@ -298,7 +302,7 @@ class Store:
                 if not self._read_only:
                     if self._index is not None and (self._unsaved or self._index_file_stale):
                         self._save_index()
-                    self._con.execute("CHECKPOINT")
+                    self._checkpoint_duckdb()
             finally:
                 self._con.close()
                 self._closed = True
@@ -326,7 +330,7 @@ class Store:
     def _load_meta(self, identity: EncoderIdentity | None) -> None:
         con = self._con
         has_meta = bool(con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_meta'").fetchone()[0])
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_meta'").fetchall()[0][0])
         if not has_meta:
             if self._read_only:
                 raise StoreError(f"{self._path} is not an ECG Atlas store (no store_meta table)")
@@ -382,7 +386,7 @@ class Store:
     def _count(self) -> int:
         if self._identity is None:
             return 0
-        return int(self._cursor().execute("SELECT count(*) FROM ecg").fetchone()[0])
+        return int(self._cursor().execute("SELECT count(*) FROM ecg").fetchall()[0][0])
 
     # -----------------------------------------------------------------------------------------
     # The derived index: load, reconcile with DuckDB, build, save
@@ -561,7 +565,15 @@ class Store:
         with self._lock.write():
             if self._index is not None:
                 self._save_index()
+            self._checkpoint_duckdb()
+
+    def _checkpoint_duckdb(self) -> None:
+        # An export still streaming rows holds a transaction that blocks CHECKPOINT; DuckDB then
+        # checkpoints later (or replays its WAL on the next open), so nothing is lost by skipping.
+        try:
             self._con.execute("CHECKPOINT")
+        except duckdb.TransactionException as exc:
+            log.debug("checkpoint postponed: %s", exc)
 
     # -----------------------------------------------------------------------------------------
     # Writes
@@ -713,7 +725,7 @@ class Store:
         return UpsertResult(inserted=n - len(replaced), updated=len(replaced))
 
     def _has_identity_row(self) -> bool:
-        return bool(self._con.execute("SELECT count(*) FROM store_meta WHERE key = 'identity'").fetchone()[0])
+        return bool(self._con.execute("SELECT count(*) FROM store_meta WHERE key = 'identity'").fetchall()[0][0])
 
     def _prepare_metadata(self, rows: list[dict]) -> dict[str, tuple[str, list]]:
         """Per metadata key: the column type and the coerced values; new columns are added and
@@ -833,7 +845,6 @@ class Store:
             for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
                 leftover.unlink(missing_ok=True)
             con = self._con
-            con.execute("CHECKPOINT")
             quoted = str(fresh).replace("'", "''")  # our own path; ATTACH takes no parameters
             con.execute(f"ATTACH '{quoted}' AS fresh")
             con.execute("CREATE TABLE fresh.store_meta AS SELECT * FROM store_meta")
@@ -868,6 +879,8 @@ class Store:
         return out
 
     def _decode(self, names: list[str], row: tuple) -> dict[str, object]:
+        if not names:
+            return {}
         out: dict[str, object] = {}
         for name, value in zip(names, row):
             if name in schema.VECTOR_COLUMNS and value is not None:
@@ -976,8 +989,8 @@ class Store:
             extra = max((len(ex) for ex in excluded), default=0)
             scores, seqs = self._index.search(vectors, k + extra, allowed)
             picked: list[list[tuple[int, float]]] = []
-            for row_scores, row_seqs, ex in zip(scores, seqs, excluded):
-                keep = [(int(s), float(sc)) for s, sc in zip(row_seqs, row_scores) if s >= 0 and int(s) not in ex]
+            for row_scores, row_seqs, ex in zip(scores.tolist(), seqs.tolist(), excluded):
+                keep = [(s, sc) for s, sc in zip(row_seqs, row_scores) if s >= 0 and s not in ex]
                 picked.append(keep[:k])
             wanted_seqs = sorted({s for hits in picked for s, _ in hits})
             info: dict[int, tuple] = {}

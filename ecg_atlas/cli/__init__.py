@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Each module defines register(subparsers) -> None and sets `func` on its parser.
-COMMAND_MODULES = ("embed",)
+COMMAND_MODULES = ("embed", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="ECG files or directories (searched recursively)")
     p.add_argument("--checkpoint", required=True,
                    help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, or random:PRESET for an untrained placeholder")
+    p.add_argument("--revision", default=None, help="hf: checkpoints only: the repo revision (commit) to pin")
+    p.add_argument("--checkpoint-sha256", default=None,
+                   help="refuse the checkpoint unless its sha256 is this (recommended for hf: downloads)")
+    p.add_argument("--fast", choices=["int8", "compile"], default=None,
+                   help="opt-in faster CPU inference (int8: dynamic int8 linear layers; compile: torch.compile); "
+                        "see BENCHMARKS.md for speed and cosine to fp32")
     p.add_argument("--out", required=True, type=Path, help="output file: .parquet or .npz")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     sources = list(find_ecgs(args.paths))
     if not sources:
         raise AtlasError("no ECG files found under the given paths (looked for .hea, .h5/.hdf5, .npy/.npz)")
-    encoder = encoder_from_spec(args.checkpoint, device=args.device, dtype=args.dtype)
+    encoder = encoder_from_spec(args.checkpoint, device=args.device, dtype=args.dtype, revision=args.revision,
+                                expected_sha256=args.checkpoint_sha256, fast=args.fast)
     if args.checkpoint.startswith("random:"):
         print(f"note: {encoder.model_id} is an UNTRAINED random-init encoder; its vectors carry no "
               "learned ECG knowledge", file=sys.stderr)

@@ -1,0 +1,222 @@
+"""Cross-request batching: one thread owns the encoder; requests queue segments for it.
+
+Every RPC that needs vectors submits its (n, 12, 2500) segments with its deadline and gets a
+Future. The encoder thread takes the oldest waiting segments, waits at most ``max_queue_delay_ms``
+for more to arrive until it has ``max_batch_segments``, and runs one forward pass over all of them
+(segments of one ECG may be split over consecutive batches). gRPC handler threads only wait on
+futures, never on the device. Work whose deadline has passed, or whose caller has gone, is dropped
+before inference. The queue is bounded: a submit that would exceed ``max_queue_segments`` fails
+at once with ``QueueFullError`` (RESOURCE_EXHAUSTED) instead of queueing forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecg_atlas.errors import AtlasError
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(AtlasError):
+    """The encoder queue holds as many segments as it may; retry later (RESOURCE_EXHAUSTED)."""
+
+
+class DeadlineExpiredError(AtlasError):
+    """The caller's deadline passed before the encoder reached its segments (DEADLINE_EXCEEDED)."""
+
+
+class EncoderStoppedError(AtlasError):
+    """The server is shutting down and takes no new encoder work (UNAVAILABLE)."""
+
+
+@dataclass(frozen=True)
+class EncodeTiming:
+    queue_ms: float
+    inference_ms: float
+
+
+@dataclass(eq=False)
+class _Job:
+    segments: np.ndarray
+    deadline: float | None  # time.monotonic() value
+    future: Future
+    submitted: float
+    vectors: np.ndarray | None = None
+    taken: int = 0  # segments handed to a batch
+    done: int = 0  # segments embedded
+    inference_s: float = 0.0
+
+
+class BatchingEncoder:
+    """Coalesces concurrent ``submit`` calls into encoder batches on a dedicated thread."""
+
+    def __init__(self, encoder, *, max_batch_segments: int = 64, max_queue_delay_ms: float = 5.0,
+                 max_queue_segments: int = 4096):
+        self.encoder = encoder
+        self.max_batch_segments = max_batch_segments
+        self.max_queue_delay_s = max_queue_delay_ms / 1000.0
+        self.max_queue_segments = max_queue_segments
+        self._pending: deque[_Job] = deque()
+        self._queued = 0  # segments submitted and not yet handed to a batch
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
+        self.batches_run = 0
+        self.segments_run = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "BatchingEncoder":
+        self._thread.start()
+        return self
+
+    def warm_up(self, rounds: int = 2) -> None:
+        """Run full-size batches so the first real request does not pay for allocation / autotuning."""
+        rng = np.random.default_rng(0)
+        segments = rng.standard_normal((self.max_batch_segments, 12, 2500)).astype(np.float32)
+        for _ in range(rounds):
+            self.submit(segments).result()
+        self.submit(segments[:1]).result()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish what is queued, then end the encoder thread; later submits fail."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def queued_segments(self) -> int:
+        return self._queued
+
+    # -- submitting -----------------------------------------------------------------------------
+    def submit(self, segments: np.ndarray, deadline: float | None = None) -> Future:
+        """Queue (n, 12, 2500) segments; the Future gives ((n, D) float32 vectors, EncodeTiming).
+
+        ``deadline`` is a ``time.monotonic()`` instant after which the work is dropped.
+        """
+        segments = np.ascontiguousarray(segments, dtype=np.float32)
+        job = _Job(segments, deadline, Future(), time.monotonic())
+        n = len(segments)
+        with self._cond:
+            if self._stopping:
+                raise EncoderStoppedError("the server is shutting down; retry on another server")
+            if self._queued and self._queued + n > self.max_queue_segments:
+                raise QueueFullError(
+                    f"the encoder queue is full ({self._queued} segments waiting, limit "
+                    f"{self.max_queue_segments}); retry with backoff")
+            if n == 0:
+                job.future.set_result((np.empty((0, self.encoder.dim), np.float32), EncodeTiming(0.0, 0.0)))
+                return job.future
+            job.vectors = np.empty((n, self.encoder.dim), dtype=np.float32)
+            self._pending.append(job)
+            self._queued += n
+            self._cond.notify_all()
+        return job.future
+
+    # -- the encoder thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run_batch(batch)
+
+    def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
+        with self._cond:
+            while True:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return None
+                # Let a batch fill: wait until it is full or the oldest work waited long enough.
+                fill_until = self._pending[0].submitted + self.max_queue_delay_s
+                while self._queued < self.max_batch_segments and not self._stopping:
+                    remaining = fill_until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                batch = self._take()
+                if batch:
+                    return batch
+
+    def _take(self) -> list[tuple[_Job, int, int]]:
+        """Slices (job, start, stop) of the oldest live jobs, up to max_batch_segments (lock held)."""
+        now = time.monotonic()
+        batch: list[tuple[_Job, int, int]] = []
+        room = self.max_batch_segments
+        while self._pending and room:
+            job = self._pending[0]
+            left = len(job.segments) - job.taken
+            expired = job.deadline is not None and now > job.deadline
+            if job.future.cancelled() or expired:
+                self._pending.popleft()
+                self._queued -= left
+                if expired:
+                    _fail(job.future, DeadlineExpiredError(
+                        "the request's deadline passed while it waited for the encoder; "
+                        "allow more time or send less at once"))
+                continue
+            take = min(left, room)
+            batch.append((job, job.taken, job.taken + take))
+            job.taken += take
+            self._queued -= take
+            room -= take
+            if job.taken == len(job.segments):
+                self._pending.popleft()
+        return batch
+
+    def _run_batch(self, batch: list[tuple[_Job, int, int]]) -> None:
+        inputs = np.concatenate([job.segments[a:b] for job, a, b in batch]) if len(batch) > 1 \
+            else batch[0][0].segments[batch[0][1]:batch[0][2]]
+        started = time.monotonic()
+        try:
+            vectors = self.encoder.embed(inputs)
+        except Exception as exc:  # noqa: BLE001 - handed to every caller in the batch
+            log.exception("encoder failed on a batch of %d segments", len(inputs))
+            failed = {id(job): job for job, _, _ in batch}
+            with self._cond:
+                for job in failed.values():
+                    if job.taken < len(job.segments):  # drop what is still queued of it
+                        self._queued -= len(job.segments) - job.taken
+                        job.taken = len(job.segments)
+                        self._pending.remove(job)
+            for job in failed.values():
+                _fail(job.future, exc)
+            return
+        elapsed = time.monotonic() - started
+        self.batches_run += 1
+        self.segments_run += len(inputs)
+        offset = 0
+        finished = time.monotonic()
+        for job, a, b in batch:
+            job.vectors[a:b] = vectors[offset:offset + (b - a)]
+            offset += b - a
+            job.done += b - a
+            job.inference_s += elapsed
+            if job.done == len(job.segments):
+                total = finished - job.submitted
+                timing = EncodeTiming(queue_ms=1000 * (total - job.inference_s), inference_ms=1000 * job.inference_s)
+                _resolve(job.future, (job.vectors, timing))
+
+
+def _resolve(future: Future, value) -> None:
+    try:
+        future.set_result(value)
+    except InvalidStateError:  # cancelled by its caller meanwhile
+        pass
+
+
+def _fail(future: Future, exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:
+        pass

@@ -1,0 +1,134 @@
+"""Server settings: one dataclass, filled from `ecg-atlas serve` flags (and a few env vars).
+
+Limits and why they default to what they do:
+
+* ``max_receive_message_bytes`` 64 MiB: the largest ECG the preprocessing accepts (600 s, 12
+  leads, 1000 Hz, float32) is 28.8 MB, so every valid ECG fits in one message with room to spare;
+  a longer one arrives whole and is refused with INVALID_ARGUMENT ("too long") rather than a bare
+  RESOURCE_EXHAUSTED. Bulk work goes through the Ingest stream, one ECG per message.
+* ``max_send_message_bytes`` 64 MiB: Get with segment vectors of many long ECGs.
+* ``max_batch_segments`` 64 / ``max_queue_delay_ms`` 5: the encoder runs batches of up to 64
+  five-second segments and waits at most 5 ms for a batch to fill.
+* ``max_queue_segments`` 4096: segments waiting for the encoder; beyond that new work gets
+  RESOURCE_EXHAUSTED at once instead of a growing queue (about a minute of base-model CPU work).
+* ``max_concurrent_rpcs`` 64: RPCs being handled at once; more get RESOURCE_EXHAUSTED.
+* ``max_ingest_in_flight`` 32: ECGs one Ingest stream may have decoded but not yet stored; the
+  server stops reading the stream until they drain, and gRPC flow control pushes back on the
+  client (backpressure).
+
+Tokens: ``--token-file`` holds one ``ROLE TOKEN`` per line (ROLE is ``read`` or ``write``; blank
+lines and ``#`` comments ignored); ``ECG_ATLAS_READ_TOKEN`` / ``ECG_ATLAS_WRITE_TOKEN`` add one
+token each. A write token may do everything a read token may.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ecg_atlas.errors import AtlasError
+
+ROLES = ("read", "write")
+READ_TOKEN_ENV = "ECG_ATLAS_READ_TOKEN"
+WRITE_TOKEN_ENV = "ECG_ATLAS_WRITE_TOKEN"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MiB = 1024 * 1024
+
+
+class ConfigError(AtlasError):
+    """Server settings that cannot work together (e.g. a public bind without TLS)."""
+
+
+@dataclass
+class ServerConfig:
+    store: Path
+    checkpoint: str = "random:small"
+    device: str = "auto"
+    dtype: str = "float32"
+    index_kind: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # batching
+    max_batch_segments: int = 64
+    max_queue_delay_ms: float = 5.0
+    max_queue_segments: int = 4096
+    preprocess_workers: int = 2
+    # limits
+    max_concurrent_rpcs: int = 64
+    max_receive_message_bytes: int = 64 * MiB
+    max_send_message_bytes: int = 64 * MiB
+    max_ingest_in_flight: int = 32
+    max_k: int = 1000
+    min_leads: int = 8
+    max_ecg_duration_s: float = 600.0
+    grace_s: float = 30.0
+    # security
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    insecure: bool = False
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)  # token -> role, filled by load_tokens
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def load_tokens(self, environ: dict[str, str] | None = None) -> None:
+        """Read the token file and the token env vars into ``tokens``."""
+        env = os.environ if environ is None else environ
+        tokens: dict[str, str] = {}
+        if self.token_file is not None:
+            tokens.update(read_token_file(self.token_file))
+        for role, name in (("read", READ_TOKEN_ENV), ("write", WRITE_TOKEN_ENV)):
+            if env.get(name):
+                tokens[env[name]] = role
+        self.tokens = tokens
+
+    def validate(self) -> None:
+        """Refuse settings that would expose patient data or cannot run."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca is not None and not self.tls:
+            raise ConfigError("--tls-client-ca (client certificates) needs --tls-cert and --tls-key")
+        for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"TLS file not found: {path}")
+        if not self.loopback and not self.insecure:
+            missing = [what for what, ok in (("TLS (--tls-cert/--tls-key)", self.tls),
+                                              ("a token (--token-file or $ECG_ATLAS_*_TOKEN)", bool(self.tokens)))
+                       if not ok]
+            if missing:
+                raise ConfigError(
+                    f"refusing to listen on {self.host} (not loopback) without {' and '.join(missing)}: "
+                    f"ECGs are patient data. Add them, bind 127.0.0.1, or pass --insecure to accept the risk")
+        for name in ("max_batch_segments", "max_queue_segments", "max_concurrent_rpcs", "max_ingest_in_flight",
+                     "max_k", "preprocess_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_queue_segments < self.max_batch_segments:
+            raise ConfigError("max_queue_segments must be at least max_batch_segments")
+
+
+def read_token_file(path: Path) -> dict[str, str]:
+    """token -> role from a file of ``ROLE TOKEN`` lines."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from exc
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in ROLES:
+            # the line may hold a secret: name the line, never echo it
+            raise ConfigError(f"{path} line {number}: expected 'read TOKEN' or 'write TOKEN'")
+        tokens[parts[1]] = parts[0]
+    return tokens

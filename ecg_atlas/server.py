@@ -1,0 +1,544 @@
+"""The gRPC server: the Atlas service, health, reflection, auth, TLS, limits and shutdown.
+
+``AtlasServer(config).start()`` binds the port at once (health says NOT_SERVING), then loads the
+encoder, opens the store and warms the encoder up in the background; only then does health say
+SERVING and do Atlas RPCs run (before that they get UNAVAILABLE). ``stop()`` refuses new RPCs,
+lets running ones finish (an Ingest that is under way still gets its summary and its writes),
+drains the encoder queue and closes the store.
+
+Logs: request contents (signals, ecg ids, patient ids, metadata) are logged only at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import time
+import warnings
+from collections import deque
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import wraps
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+import ecg_atlas
+from ecg_atlas.auth import TokenAuthInterceptor
+from ecg_atlas.batching import BatchingEncoder, DeadlineExpiredError, EncoderStoppedError, QueueFullError
+from ecg_atlas.config import ServerConfig
+from ecg_atlas.errors import AtlasError, EncoderMismatchError, InvalidECGError, NotFoundError, StoreError
+from ecg_atlas.v1 import atlas_pb2 as pb
+from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
+from ecg_atlas import wire
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Atlas"].full_name
+#: ECGs written to the store per transaction during Ingest.
+WRITE_BATCH = 64
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+_STATUS = (  # most specific first
+    (InvalidECGError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (EncoderMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreError, grpc.StatusCode.INVALID_ARGUMENT),  # bad filter, metadata type, k ...
+    (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineExpiredError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (EncoderStoppedError, grpc.StatusCode.UNAVAILABLE),
+    (AtlasError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, _Abort):
+        return exc.code, str(exc)
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code, str(exc)
+    if isinstance(exc, (ValueError, TypeError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    return grpc.StatusCode.INTERNAL, "internal server error (see the server log)"
+
+
+def _rpc(method):
+    """Ready check, error → status mapping, and total time for one Atlas method."""
+
+    @wraps(method)
+    def handler(self, request, context):
+        started = time.perf_counter()
+        if not self.ready.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is loading its model; retry shortly "
+                                                       "(health reports SERVING when it is ready)")
+        try:
+            response = method(self, request, context, started)
+        except CancelledError:
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the client")
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status the caller can act on
+            code, message = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.error("%s failed: %s", method.__name__, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+            else:
+                log.debug("%s refused: %s", method.__name__, message)
+            context.abort(code, message)
+        response.timing.total_ms = 1000 * (time.perf_counter() - started)
+        return response
+
+    return handler
+
+
+def _deadline(context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class AtlasService(pb_grpc.AtlasServicer):
+    """The Atlas RPCs over one encoder (behind a batching queue) and one store."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.ready = threading.Event()
+        self.encoder = None
+        self.batcher: BatchingEncoder | None = None
+        self.store = None
+        self.identity = None
+        self.notice = ""
+        self._pool = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="preprocess")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def load(self) -> None:
+        from ecg_atlas.embedder.encoder import encoder_from_spec
+        from ecg_atlas.embedder.preprocess import MissingLeadsWarning
+        from ecg_atlas.index import EncoderIdentity, Store
+
+        # The report of every ECG lists its zero-filled leads; a process-wide warning adds nothing.
+        warnings.filterwarnings("ignore", category=MissingLeadsWarning)
+        cfg = self.config
+        self.encoder = encoder_from_spec(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype)
+        if cfg.checkpoint.startswith("random:"):
+            self.notice = (f"{self.encoder.model_id} is an UNTRAINED random-init placeholder encoder: its "
+                           f"vectors carry no learned ECG knowledge")
+        self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
+                                        self.encoder.contract.preprocessing_version, self.encoder.dim)
+        self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device)
+        self.batcher = BatchingEncoder(self.encoder, max_batch_segments=cfg.max_batch_segments,
+                                       max_queue_delay_ms=cfg.max_queue_delay_ms,
+                                       max_queue_segments=cfg.max_queue_segments).start()
+        self.batcher.warm_up()
+        self.ready.set()
+
+    def close(self) -> None:
+        self.ready.clear()
+        self._pool.shutdown(wait=True)
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.store is not None:
+            self.store.close()
+
+    # -- shared steps ---------------------------------------------------------------------------
+    def _prepare(self, ecg: pb.ECG):
+        from ecg_atlas.embedder.preprocess import prepare
+
+        if not ecg.ByteSize():
+            raise InvalidECGError("no ECG was sent", reason="bad_signal")
+        recording = wire.ecg_from_proto(ecg, max_duration_s=self.config.max_ecg_duration_s)
+        return recording, prepare(recording, min_leads=self.config.min_leads,
+                                  max_duration_s=self.config.max_ecg_duration_s)
+
+    def _wait(self, future: Future, context):
+        context.add_callback(future.cancel)
+        remaining = context.time_remaining()
+        try:
+            return future.result(timeout=remaining)
+        except FutureTimeout:
+            future.cancel()
+            raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the encoder worked") from None
+
+    def _embed(self, ecg: pb.ECG, context, timing: pb.Timing):
+        t = time.perf_counter()
+        recording, prepared = self._prepare(ecg)
+        timing.preprocess_ms += 1000 * (time.perf_counter() - t)
+        vectors, enc = self._wait(self.batcher.submit(prepared.segments, _deadline(context)), context)
+        timing.queue_ms += enc.queue_ms
+        timing.inference_ms += enc.inference_ms
+        return recording, prepared, vectors
+
+    def _existing(self, ecg_ids: list[str]) -> set[str]:
+        from ecg_atlas.index import Term
+
+        if not ecg_ids:
+            return set()
+        found: set[str] = set()
+        for batch in self.store.iter_batches(filter=Term("ecg_id", "in", ecg_ids), columns=["ecg_id"]):
+            found.update(batch.column("ecg_id").to_pylist())
+        return found
+
+    def _metadata_columns(self) -> list[str]:
+        return list(self.store.columns())
+
+    def _stored(self, row: dict, vectors: dict | None = None) -> pb.StoredECG:
+        out = pb.StoredECG(ecg_id=row["ecg_id"], patient_id=row.get("patient_id") or "")
+        wire.metadata_to_proto(out.metadata, {k: v for k, v in row.items()
+                                              if k not in ("ecg_id", "record_vector", "segment_vectors")})
+        if row.get("record_vector") is not None:
+            out.record_vector.CopyFrom(wire.vector_to_proto(row["record_vector"]))
+        if row.get("segment_vectors") is not None:
+            out.segment_vectors.CopyFrom(wire.matrix_to_proto(np.asarray(row["segment_vectors"], np.float32)))
+        return out
+
+    # -- RPCs -----------------------------------------------------------------------------------
+    @_rpc
+    def Embed(self, request, context, started):
+        response = pb.EmbedResponse(model_id=self.encoder.model_id)
+        _, prepared, vectors = self._embed(request.ecg, context, response.timing)
+        response.record_vector.CopyFrom(wire.vector_to_proto(vectors.mean(axis=0)))
+        if request.include_segment_vectors:
+            response.segment_vectors.CopyFrom(wire.matrix_to_proto(vectors))
+        report = prepared.report
+        response.report.CopyFrom(pb.PreprocessReport(
+            original_fs=report.original_fs, original_duration_s=report.original_duration_s,
+            n_segments=report.n_segments, dropped_tail_s=report.dropped_tail_s,
+            recorded_leads=report.recorded_leads, missing_leads=report.missing_leads,
+            flat_leads=report.flat_leads, nan_leads=report.nan_leads, ignored_leads=report.ignored_leads,
+            preprocessing_version=report.preprocessing_version))
+        return response
+
+    @_rpc
+    def Ingest(self, request_iterator, context, started):
+        return _IngestStream(self, context).run(request_iterator)
+
+    @_rpc
+    def Search(self, request, context, started):
+        from ecg_atlas.index.store import MAX_K
+
+        response = pb.SearchResponse()
+        k = request.k or 10
+        if k > min(self.config.max_k, MAX_K):
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"k is {k}; this server returns at most "
+                                                           f"{min(self.config.max_k, MAX_K)} hits")
+        tree = wire.filter_from_proto(request.filter)
+        query = request.WhichOneof("query")
+        patient = request.patient_id or None
+        store_s = 0.0
+        if query == "ecg_id" and request.exclude_self:
+            vector, by_id = None, request.ecg_id
+        elif query == "ecg_id":
+            t = time.perf_counter()
+            row = self.store.get([request.ecg_id], columns=["patient_id", "record_vector"])[0]
+            store_s += time.perf_counter() - t
+            vector, by_id, patient = row["record_vector"], None, row["patient_id"]
+        elif query == "ecg":
+            _, _, vectors = self._embed(request.ecg, context, response.timing)
+            vector, by_id = vectors.mean(axis=0), None
+        elif query == "vector":
+            vector, by_id = wire.vector_from_proto(request.vector), None
+            if vector.shape != (self.encoder.dim,):
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"query vector has {vector.size} values; this "
+                             f"server's model ({self.encoder.model_id}) makes {self.encoder.dim}-d vectors")
+        else:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "say what to search with: ecg_id, ecg or vector")
+        if request.exclude_same_patient and query != "ecg_id" and not patient:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         "exclude_same_patient with a query ECG or vector needs the query's patient_id")
+        t = time.perf_counter()
+        columns = self._metadata_columns()
+        if by_id is not None:
+            hits = self.store.search(ecg_ids=[by_id], k=k, filter=tree, columns=columns,
+                                     exclude_same_patient=request.exclude_same_patient)[0]
+        else:
+            hits = self.store.search(vector, k=k, filter=tree, columns=columns,
+                                     exclude_same_patient=request.exclude_same_patient,
+                                     query_patient_ids=[patient])[0]
+            response.query_vector.CopyFrom(wire.vector_to_proto(vector))
+        vectors = {}
+        if request.include_vectors and hits:
+            rows = self.store.get([h.ecg_id for h in hits], columns=["record_vector"])
+            vectors = {h.ecg_id: r["record_vector"] for h, r in zip(hits, rows)}
+        for hit in hits:
+            row = {"ecg_id": hit.ecg_id, **hit.metadata}
+            if hit.ecg_id in vectors:
+                row["record_vector"] = vectors[hit.ecg_id]
+            response.hits.add(score=hit.score, ecg=self._stored(row))
+        response.timing.search_ms = 1000 * (store_s + time.perf_counter() - t)
+        return response
+
+    @_rpc
+    def Get(self, request, context, started):
+        response = pb.GetResponse()
+        t = time.perf_counter()
+        ids = list(dict.fromkeys(request.ecg_ids))
+        present = self._existing(ids)
+        found = [i for i in ids if i in present]
+        columns = self._metadata_columns()
+        if request.include_vectors:
+            columns.append("record_vector")
+        if request.include_segment_vectors:
+            columns.append("segment_vectors")
+        for row in self.store.get(found, columns=columns) if found else []:
+            response.ecgs.append(self._stored(row))
+        response.missing_ids.extend(i for i in ids if i not in present)
+        response.timing.search_ms = 1000 * (time.perf_counter() - t)
+        return response
+
+    @_rpc
+    def Delete(self, request, context, started):
+        if not request.ecg_ids and not request.patient_id:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "say what to delete: ecg_ids and/or patient_id")
+        t = time.perf_counter()
+        deleted = self.store.delete(list(request.ecg_ids),
+                                    patient_ids=[request.patient_id] if request.patient_id else None)
+        return pb.DeleteResponse(deleted=deleted, timing=pb.Timing(search_ms=1000 * (time.perf_counter() - t)))
+
+    @_rpc
+    def UpdateMetadata(self, request, context, started):
+        updates: dict[str, dict] = {}
+        for update in request.updates:
+            if not update.ecg_id:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "every update needs an ecg_id")
+            updates.setdefault(update.ecg_id, {}).update(wire.metadata_from_proto(update.metadata))
+        t = time.perf_counter()
+        updated = self.store.update_metadata(updates)
+        return pb.UpdateMetadataResponse(updated=updated,
+                                         timing=pb.Timing(search_ms=1000 * (time.perf_counter() - t)))
+
+    @_rpc
+    def Info(self, request, context, started):
+        import duckdb
+        import faiss
+        import torch
+
+        cfg, enc = self.config, self.encoder
+        info = self.store.info()
+        response = pb.InfoResponse(
+            model_id=enc.model_id, checkpoint_sha256=enc.checkpoint_sha256, dim=enc.dim, dtype=enc.dtype,
+            device=str(enc.device), preprocessing_version=enc.contract.preprocessing_version,
+            encoder_notice=self.notice, index_kind=info.index_kind, index_backend=info.backend,
+            ecg_count=info.n_ecgs, index_entries=info.n_index_entries, auth_enabled=bool(cfg.tokens), tls=cfg.tls,
+            limits=pb.Limits(
+                max_batch_segments=cfg.max_batch_segments, max_queue_delay_ms=cfg.max_queue_delay_ms,
+                max_queue_segments=cfg.max_queue_segments, max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+                max_receive_message_bytes=cfg.max_receive_message_bytes,
+                max_send_message_bytes=cfg.max_send_message_bytes, max_ecg_duration_s=cfg.max_ecg_duration_s,
+                min_leads=cfg.min_leads, max_k=cfg.max_k, max_ingest_in_flight=cfg.max_ingest_in_flight))
+        response.versions.update({
+            "ecg_atlas": ecg_atlas.__version__, "proto": "ecg_atlas.v1", "python": platform.python_version(),
+            "torch": torch.__version__, "faiss": faiss.__version__, "duckdb": duckdb.__version__,
+            "grpc": grpc.__version__})
+        response.columns.update(info.columns)
+        response.index_settings.update({k: str(v) for k, v in info.index_settings.items()})
+        return response
+
+
+class _IngestStream:
+    """One Ingest call: decode/preprocess on the pool, embed through the batching queue, write in
+    batches; at most ``max_ingest_in_flight`` ECGs between reading and writing (backpressure)."""
+
+    def __init__(self, service: AtlasService, context):
+        self.service = service
+        self.context = context
+        self.summary = pb.IngestSummary()
+        self.timing = self.summary.timing
+        self.in_flight: deque = deque()  # (index, request, Future of the prepare+embed step)
+        self.to_write: list = []
+        self.seen: set[str] = set()
+
+    def run(self, requests) -> pb.IngestSummary:
+        limit = self.service.config.max_ingest_in_flight
+        for index, request in enumerate(requests):
+            self.summary.received += 1
+            if not request.ecg_id:
+                self._error(index, "", grpc.StatusCode.INVALID_ARGUMENT, "ecg_id is empty")
+                continue
+            if request.ecg_id in self.seen:
+                self._error(index, request.ecg_id, grpc.StatusCode.INVALID_ARGUMENT,
+                            "this ecg_id was already sent in this stream")
+                continue
+            self.seen.add(request.ecg_id)
+            self.in_flight.append((index, request, self.service._pool.submit(self._embed, request)))
+            while len(self.in_flight) >= limit:
+                self._collect_one()
+        while self.in_flight:
+            self._collect_one()
+        self._flush()
+        return self.summary
+
+    def _embed(self, request):
+        """Runs on the preprocess pool: None if the id is stored already, else the embedding."""
+        service = self.service
+        if not request.replace and service._existing([request.ecg_id]):
+            return None
+        t = time.perf_counter()
+        recording, prepared = service._prepare(request.ecg)
+        preprocess_ms = 1000 * (time.perf_counter() - t)
+        deadline = _deadline(self.context)
+        while True:  # a full queue slows a bulk stream down instead of failing its ECGs
+            try:
+                return recording, prepared, service.batcher.submit(prepared.segments, deadline), preprocess_ms
+            except QueueFullError:
+                if not self.context.is_active():
+                    raise
+                time.sleep(0.02)
+
+    def _collect_one(self) -> None:
+        index, request, future = self.in_flight.popleft()
+        try:
+            result = future.result()
+            if result is None:
+                self.summary.skipped_existing += 1
+                return
+            recording, prepared, embedded, preprocess_ms = result
+            try:
+                vectors, timing = embedded.result(timeout=self.context.time_remaining())
+            except FutureTimeout:
+                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed during ingest; "
+                             "ECGs acknowledged so far by earlier streams are stored, resend the rest") from None
+        except Exception as exc:  # noqa: BLE001 - one bad ECG is reported, the stream goes on
+            code, message = status_of(exc)
+            if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
+                raise
+            self._error(index, request.ecg_id, code, message)
+            return
+        self.timing.preprocess_ms += preprocess_ms
+        self.timing.queue_ms += timing.queue_ms
+        self.timing.inference_ms += timing.inference_ms
+        self.to_write.append((index, request, recording, vectors))
+        if len(self.to_write) >= WRITE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.to_write:
+            return
+        batch, self.to_write = self.to_write, []
+        t = time.perf_counter()
+        try:
+            self._write(batch)
+        except (StoreError, ValueError, TypeError):
+            if len(batch) == 1:
+                raise
+            for item in batch:  # find the ECG the store refused; store the others
+                try:
+                    self._write([item])
+                except (StoreError, ValueError, TypeError) as exc:
+                    code, message = status_of(exc)
+                    self._error(item[0], item[1].ecg_id, code, message)
+        finally:
+            self.timing.search_ms += 1000 * (time.perf_counter() - t)
+
+    def _write(self, batch) -> None:
+        service = self.service
+        vectors = [v for _, _, _, v in batch]
+        service.store.upsert(
+            [r.ecg_id for _, r, _, _ in batch], np.stack([v.mean(axis=0) for v in vectors]),
+            identity=service.identity, patient_ids=[r.patient_id or None for _, r, _, _ in batch],
+            segment_vectors=vectors, sources=[r.source or None for _, r, _, _ in batch], fs=[rec.fs for _, _, rec, _ in batch],
+            lead_names=[rec.lead_names for _, _, rec, _ in batch],
+            duration_s=[rec.duration_s for _, _, rec, _ in batch],
+            metadata=[wire.metadata_from_proto(r.metadata) for _, r, _, _ in batch])
+        self.summary.stored += len(batch)
+        self.summary.segments += sum(len(v) for v in vectors)
+
+    def _error(self, index: int, ecg_id: str, code: grpc.StatusCode, message: str) -> None:
+        self.summary.failed += 1
+        self.summary.errors.add(index=index, ecg_id=ecg_id, code=code.name, message=message)
+
+
+class AtlasServer:
+    """gRPC server around :class:`AtlasService` with health, reflection, auth, TLS and limits."""
+
+    def __init__(self, config: ServerConfig):
+        config.validate()
+        self.config = config
+        self.service = AtlasService(config)
+        self.health = health.HealthServicer()
+        self.port: int | None = None
+        self.load_error: BaseException | None = None
+        self._loaded = threading.Event()
+        interceptors = [TokenAuthInterceptor(config.tokens)] if config.tokens else []
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=config.max_concurrent_rpcs + 4, thread_name_prefix="rpc"),
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+                ("grpc.max_send_message_length", config.max_send_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ])
+        pb_grpc.add_AtlasServicer_to_server(self.service, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    @property
+    def address(self) -> str:
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def start(self, *, background_load: bool = True) -> "AtlasServer":
+        """Bind and serve; the model loads in the background unless ``background_load`` is False."""
+        cfg = self.config
+        bind = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        try:
+            if cfg.tls:
+                client_ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
+                credentials = grpc.ssl_server_credentials(
+                    [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
+                    root_certificates=client_ca, require_client_auth=client_ca is not None)
+                self.port = self._server.add_secure_port(bind, credentials)
+            else:
+                self.port = self._server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            raise AtlasError(f"cannot listen on {bind}: {exc} (is the port in use?)") from exc
+        self._server.start()
+        log.info("listening on %s (tls=%s, auth=%s)", self.address, cfg.tls, bool(cfg.tokens))
+        if background_load:
+            threading.Thread(target=self._load, name="load-model", daemon=True).start()
+        else:
+            self._load()
+            if self.load_error is not None:
+                raise self.load_error
+        return self
+
+    def _load(self) -> None:
+        try:
+            t = time.perf_counter()
+            self.service.load()
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            log.info("serving: model %s on %s, warmed up in %.1f s", self.service.encoder.model_id,
+                     self.service.encoder.device, time.perf_counter() - t)
+        except BaseException as exc:  # noqa: BLE001 - reported by wait_ready / the serve command
+            self.load_error = exc
+        finally:
+            self._loaded.set()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded and warm; raise what loading raised."""
+        if not self._loaded.wait(timeout):
+            raise TimeoutError("the server did not become ready in time")
+        if self.load_error is not None:
+            raise self.load_error
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new RPCs, let running ones finish (acknowledged writes included), close the store."""
+        self.health.enter_graceful_shutdown()
+        grace = self.config.grace_s if grace is None else grace
+        self._server.stop(grace).wait()
+        self._loaded.wait()
+        self.service.close()
+        log.info("stopped")
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout)

@@ -1,0 +1,436 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SampleFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAMPLE_FORMAT_UNSPECIFIED: _ClassVar[SampleFormat]
+    FLOAT32_LE: _ClassVar[SampleFormat]
+    INT16_LE: _ClassVar[SampleFormat]
+SAMPLE_FORMAT_UNSPECIFIED: SampleFormat
+FLOAT32_LE: SampleFormat
+INT16_LE: SampleFormat
+
+class ECG(_message.Message):
+    __slots__ = ("lead_names", "sampling_rate_hz", "n_leads", "n_samples", "sample_format", "samples", "gain", "baseline")
+    LEAD_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
+    N_LEADS_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    GAIN_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    lead_names: _containers.RepeatedScalarFieldContainer[str]
+    sampling_rate_hz: float
+    n_leads: int
+    n_samples: int
+    sample_format: SampleFormat
+    samples: bytes
+    gain: float
+    baseline: int
+    def __init__(self, lead_names: _Optional[_Iterable[str]] = ..., sampling_rate_hz: _Optional[float] = ..., n_leads: _Optional[int] = ..., n_samples: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., samples: _Optional[bytes] = ..., gain: _Optional[float] = ..., baseline: _Optional[int] = ...) -> None: ...
+
+class Vector(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Matrix(_message.Message):
+    __slots__ = ("rows", "cols", "data")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    cols: int
+    data: bytes
+    def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Labels(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Value(_message.Message):
+    __slots__ = ("null_value", "number", "integer", "text", "flag", "labels", "time")
+    NULL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    null_value: bool
+    number: float
+    integer: int
+    text: str
+    flag: bool
+    labels: Labels
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, null_value: _Optional[bool] = ..., number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Timing(_message.Message):
+    __slots__ = ("queue_ms", "preprocess_ms", "inference_ms", "search_ms", "total_ms")
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    queue_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    search_ms: float
+    total_ms: float
+    def __init__(self, queue_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., search_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+
+class PreprocessReport(_message.Message):
+    __slots__ = ("original_fs", "original_duration_s", "n_segments", "dropped_tail_s", "recorded_leads", "missing_leads", "flat_leads", "nan_leads", "ignored_leads", "preprocessing_version")
+    ORIGINAL_FS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    N_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_TAIL_S_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_LEADS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_LEADS_FIELD_NUMBER: _ClassVar[int]
+    FLAT_LEADS_FIELD_NUMBER: _ClassVar[int]
+    NAN_LEADS_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_LEADS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    original_fs: float
+    original_duration_s: float
+    n_segments: int
+    dropped_tail_s: float
+    recorded_leads: _containers.RepeatedScalarFieldContainer[str]
+    missing_leads: _containers.RepeatedScalarFieldContainer[str]
+    flat_leads: _containers.RepeatedScalarFieldContainer[str]
+    nan_leads: _containers.RepeatedScalarFieldContainer[str]
+    ignored_leads: _containers.RepeatedScalarFieldContainer[str]
+    preprocessing_version: str
+    def __init__(self, original_fs: _Optional[float] = ..., original_duration_s: _Optional[float] = ..., n_segments: _Optional[int] = ..., dropped_tail_s: _Optional[float] = ..., recorded_leads: _Optional[_Iterable[str]] = ..., missing_leads: _Optional[_Iterable[str]] = ..., flat_leads: _Optional[_Iterable[str]] = ..., nan_leads: _Optional[_Iterable[str]] = ..., ignored_leads: _Optional[_Iterable[str]] = ..., preprocessing_version: _Optional[str] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("ecg", "include_segment_vectors")
+    ECG_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEGMENT_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ecg: ECG
+    include_segment_vectors: bool
+    def __init__(self, ecg: _Optional[_Union[ECG, _Mapping]] = ..., include_segment_vectors: _Optional[bool] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("record_vector", "segment_vectors", "report", "model_id", "timing")
+    RECORD_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    record_vector: Vector
+    segment_vectors: Matrix
+    report: PreprocessReport
+    model_id: str
+    timing: Timing
+    def __init__(self, record_vector: _Optional[_Union[Vector, _Mapping]] = ..., segment_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., report: _Optional[_Union[PreprocessReport, _Mapping]] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class IngestRequest(_message.Message):
+    __slots__ = ("ecg_id", "patient_id", "ecg", "metadata", "replace", "source")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ECG_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ecg_id: str
+    patient_id: str
+    ecg: ECG
+    metadata: _containers.MessageMap[str, Value]
+    replace: bool
+    source: str
+    def __init__(self, ecg_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., ecg: _Optional[_Union[ECG, _Mapping]] = ..., metadata: _Optional[_Mapping[str, Value]] = ..., replace: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class IngestError(_message.Message):
+    __slots__ = ("index", "ecg_id", "code", "message")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    ecg_id: str
+    code: str
+    message: str
+    def __init__(self, index: _Optional[int] = ..., ecg_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class IngestSummary(_message.Message):
+    __slots__ = ("received", "stored", "skipped_existing", "failed", "segments", "errors", "timing")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_EXISTING_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    stored: int
+    skipped_existing: int
+    failed: int
+    segments: int
+    errors: _containers.RepeatedCompositeFieldContainer[IngestError]
+    timing: Timing
+    def __init__(self, received: _Optional[int] = ..., stored: _Optional[int] = ..., skipped_existing: _Optional[int] = ..., failed: _Optional[int] = ..., segments: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[IngestError, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class Term(_message.Message):
+    __slots__ = ("column", "op", "value", "values")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    op: str
+    value: Value
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, column: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class FilterList(_message.Message):
+    __slots__ = ("parts",)
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    parts: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, parts: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("term", "all", "any")
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    ANY_FIELD_NUMBER: _ClassVar[int]
+    term: Term
+    all: FilterList
+    any: FilterList
+    def __init__(self, term: _Optional[_Union[Term, _Mapping]] = ..., all: _Optional[_Union[FilterList, _Mapping]] = ..., any: _Optional[_Union[FilterList, _Mapping]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("ecg_id", "ecg", "vector", "k", "filter", "exclude_same_patient", "patient_id", "exclude_self", "include_vectors")
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    ECG_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SAME_PATIENT_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SELF_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ecg_id: str
+    ecg: ECG
+    vector: Vector
+    k: int
+    filter: Filter
+    exclude_same_patient: bool
+    patient_id: str
+    exclude_self: bool
+    include_vectors: bool
+    def __init__(self, ecg_id: _Optional[str] = ..., ecg: _Optional[_Union[ECG, _Mapping]] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_same_patient: _Optional[bool] = ..., patient_id: _Optional[str] = ..., exclude_self: _Optional[bool] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class StoredECG(_message.Message):
+    __slots__ = ("ecg_id", "patient_id", "metadata", "record_vector", "segment_vectors")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    RECORD_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ecg_id: str
+    patient_id: str
+    metadata: _containers.MessageMap[str, Value]
+    record_vector: Vector
+    segment_vectors: Matrix
+    def __init__(self, ecg_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, Value]] = ..., record_vector: _Optional[_Union[Vector, _Mapping]] = ..., segment_vectors: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("score", "ecg")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ECG_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    ecg: StoredECG
+    def __init__(self, score: _Optional[float] = ..., ecg: _Optional[_Union[StoredECG, _Mapping]] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "query_vector", "timing")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    query_vector: Vector
+    timing: Timing
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., query_vector: _Optional[_Union[Vector, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("ecg_ids", "include_vectors", "include_segment_vectors")
+    ECG_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEGMENT_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ecg_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_vectors: bool
+    include_segment_vectors: bool
+    def __init__(self, ecg_ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ..., include_segment_vectors: _Optional[bool] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("ecgs", "missing_ids", "timing")
+    ECGS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    ecgs: _containers.RepeatedCompositeFieldContainer[StoredECG]
+    missing_ids: _containers.RepeatedScalarFieldContainer[str]
+    timing: Timing
+    def __init__(self, ecgs: _Optional[_Iterable[_Union[StoredECG, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("ecg_ids", "patient_id")
+    ECG_IDS_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ecg_ids: _containers.RepeatedScalarFieldContainer[str]
+    patient_id: str
+    def __init__(self, ecg_ids: _Optional[_Iterable[str]] = ..., patient_id: _Optional[str] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted", "timing")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    timing: Timing
+    def __init__(self, deleted: _Optional[int] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class MetadataUpdate(_message.Message):
+    __slots__ = ("ecg_id", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    ecg_id: str
+    metadata: _containers.MessageMap[str, Value]
+    def __init__(self, ecg_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, Value]] = ...) -> None: ...
+
+class UpdateMetadataRequest(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[MetadataUpdate]
+    def __init__(self, updates: _Optional[_Iterable[_Union[MetadataUpdate, _Mapping]]] = ...) -> None: ...
+
+class UpdateMetadataResponse(_message.Message):
+    __slots__ = ("updated", "timing")
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    timing: Timing
+    def __init__(self, updated: _Optional[int] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_batch_segments", "max_queue_delay_ms", "max_queue_segments", "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes", "max_ecg_duration_s", "min_leads", "max_k", "max_ingest_in_flight")
+    MAX_BATCH_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEND_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ECG_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_LEADS_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_INGEST_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    max_batch_segments: int
+    max_queue_delay_ms: float
+    max_queue_segments: int
+    max_concurrent_rpcs: int
+    max_receive_message_bytes: int
+    max_send_message_bytes: int
+    max_ecg_duration_s: float
+    min_leads: int
+    max_k: int
+    max_ingest_in_flight: int
+    def __init__(self, max_batch_segments: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_segments: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_ecg_duration_s: _Optional[float] = ..., min_leads: _Optional[int] = ..., max_k: _Optional[int] = ..., max_ingest_in_flight: _Optional[int] = ...) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("model_id", "checkpoint_sha256", "dim", "dtype", "device", "preprocessing_version", "encoder_notice", "index_kind", "index_backend", "ecg_count", "index_entries", "limits", "versions", "auth_enabled", "tls", "columns", "index_settings", "timing")
+    class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class IndexSettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_NOTICE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_KIND_FIELD_NUMBER: _ClassVar[int]
+    INDEX_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ECG_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    checkpoint_sha256: str
+    dim: int
+    dtype: str
+    device: str
+    preprocessing_version: str
+    encoder_notice: str
+    index_kind: str
+    index_backend: str
+    ecg_count: int
+    index_entries: int
+    limits: Limits
+    versions: _containers.ScalarMap[str, str]
+    auth_enabled: bool
+    tls: bool
+    columns: _containers.ScalarMap[str, str]
+    index_settings: _containers.ScalarMap[str, str]
+    timing: Timing
+    def __init__(self, model_id: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., preprocessing_version: _Optional[str] = ..., encoder_notice: _Optional[str] = ..., index_kind: _Optional[str] = ..., index_backend: _Optional[str] = ..., ecg_count: _Optional[int] = ..., index_entries: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., auth_enabled: _Optional[bool] = ..., tls: _Optional[bool] = ..., columns: _Optional[_Mapping[str, str]] = ..., index_settings: _Optional[_Mapping[str, str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
