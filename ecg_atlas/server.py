@@ -97,8 +97,14 @@ def _rpc(method):
     return handler
 
 
-def _deadline(context) -> float | None:
+def _remaining(context) -> float | None:
+    """Seconds left before the caller's deadline; None without one (gRPC reports a huge number)."""
     remaining = context.time_remaining()
+    return None if remaining is None or remaining > 1e7 else max(remaining, 0.0)
+
+
+def _deadline(context) -> float | None:
+    remaining = _remaining(context)
     return None if remaining is None else time.monotonic() + remaining
 
 
@@ -157,9 +163,8 @@ class AtlasService(pb_grpc.AtlasServicer):
 
     def _wait(self, future: Future, context):
         context.add_callback(future.cancel)
-        remaining = context.time_remaining()
         try:
-            return future.result(timeout=remaining)
+            return future.result(timeout=_remaining(context))
         except FutureTimeout:
             future.cancel()
             raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the encoder worked") from None
@@ -398,7 +403,7 @@ class _IngestStream:
                 return
             recording, prepared, embedded, preprocess_ms = result
             try:
-                vectors, timing = embedded.result(timeout=self.context.time_remaining())
+                vectors, timing = embedded.result(timeout=_remaining(self.context))
             except FutureTimeout:
                 raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed during ingest; "
                              "ECGs acknowledged so far by earlier streams are stored, resend the rest") from None

@@ -34,12 +34,11 @@ class ECGFMConfig:
     conv_pos_groups: int = 16
     layer_norm_eps: float = 1e-5
     num_labels: int = 0  # > 0: finetuned classifier head `proj`
-    # Pretraining-only parts (kept so pretraining and checkpoint writing share one definition).
-    mask_emb: bool = False
-    latent_vars: int = 320
-    latent_groups: int = 2
-    final_dim: int = 256
-    quantizer: bool = False
+    # Training-only regularisation (no-ops in eval mode; the pretraining recipe's values in §2).
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    dropout_input: float = 0.0
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.heads:
@@ -145,6 +144,17 @@ class ConvPositionalEmbedding(nn.Module):
         self.weight_v = nn.Parameter(torch.empty(dim, dim // groups, kernel))
         self.bias = nn.Parameter(torch.zeros(dim))
         self._folded: torch.Tensor | None = None  # cached weight for inference (see fold())
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """wav2vec 2.0's init: v ~ N(0, 4 / (K·D)), g = ‖v‖ per tap, zero bias."""
+        if self.weight_v.is_meta:
+            return
+        with torch.no_grad():
+            std = math.sqrt(4.0 / (self.kernel * self.weight_v.shape[0]))
+            self.weight_v.copy_(torch.randn(self.weight_v.shape, generator=generator) * std)
+            self.weight_g.copy_(self.weight_v.norm(dim=(0, 1), keepdim=True))
+            self.bias.zero_()
 
     def weight(self) -> torch.Tensor:
         if self._folded is not None:
@@ -174,9 +184,10 @@ class ConvPositionalEmbedding(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with separate q/k/v/out projections (all with bias)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
+        self.dropout = dropout
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.q_proj = nn.Linear(dim, dim)
@@ -193,10 +204,10 @@ class SelfAttention(nn.Module):
             # Explicit path (the reference's when weights are requested): scaled q, fp32 softmax.
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
             probs = F.softmax(scores, dim=-1, dtype=torch.float32)
-            out = probs.type_as(v) @ v
+            out = F.dropout(probs.type_as(v), self.dropout, self.training) @ v
             weights = probs.mean(dim=1)  # head-averaged (B, T, T), query × key
         else:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
             weights = None
         out = out.transpose(1, 2).reshape(batch, steps, dim)
         return self.out_proj(out), weights
@@ -208,7 +219,8 @@ class TransformerLayer(nn.Module):
     def __init__(self, cfg: ECGFMConfig):
         super().__init__()
         dim = cfg.embed_dim
-        self.self_attn = SelfAttention(dim, cfg.heads)
+        self.self_attn = SelfAttention(dim, cfg.heads, cfg.attention_dropout)
+        self.dropout, self.activation_dropout = cfg.dropout, cfg.activation_dropout
         self.self_attn_layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.fc1 = nn.Linear(dim, cfg.ffn_dim)
         self.fc2 = nn.Linear(cfg.ffn_dim, dim)
@@ -216,9 +228,10 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn, weights = self.self_attn(x, need_weights)
-        x = self.self_attn_layer_norm(x + attn)
+        x = self.self_attn_layer_norm(x + F.dropout(attn, self.dropout, self.training))
         hidden = F.gelu(self.fc1(x).float()).type_as(x)  # the reference computes this GELU in fp32
-        x = self.final_layer_norm(x + self.fc2(hidden))
+        hidden = F.dropout(hidden, self.activation_dropout, self.training)
+        x = self.final_layer_norm(x + F.dropout(self.fc2(hidden), self.dropout, self.training))
         return x, weights
 
 
@@ -250,26 +263,34 @@ class ECGFM(nn.Module):
         *,
         need_weights: bool = False,
         return_stages: bool = False,
-        features_only: bool = False,
+        mask: torch.Tensor | None = None,
+        mask_emb: torch.Tensor | None = None,
+        feature_grad_mult: float = 1.0,
     ) -> dict[str, torch.Tensor]:
-        """Run the encoder. Returns ``{"x": (B, T, D)}`` plus, on request:
+        """Run the encoder. Returns ``{"x": (B, T, D), "features": (B, T, C), "conv": (B, C, T)}``
+        (final output, LayerNorm'd conv features, raw conv features) plus, on request:
 
         * ``need_weights``: ``"attn"`` (B, L, T, T) head-averaged attention of every layer
           (explicit attention path; otherwise the fused SDPA kernel is used);
         * ``return_stages``: every intermediate activation named as in the parity files.
-        ``features_only`` is the pretraining hook: returns the LayerNorm'd conv features too.
+        Pretraining hooks: ``mask`` (B, T) bool replaces those projected steps by ``mask_emb``;
+        ``feature_grad_mult`` scales the gradient reaching the conv extractor (0.1 in the recipe).
         """
         stages: dict[str, torch.Tensor] = {}
         conv = self.feature_extractor(source)
+        if self.training and feature_grad_mult != 1.0:
+            conv = _GradScale.apply(conv, feature_grad_mult)
         features = self.layer_norm(conv.transpose(1, 2))
-        x = self.post_extract_proj(features)
+        x = F.dropout(self.post_extract_proj(features), self.cfg.dropout_input, self.training)
+        if mask is not None:
+            x = torch.where(mask.unsqueeze(-1), mask_emb.to(x.dtype), x)
         pos = self.conv_pos(x)
         if return_stages:
             stages.update(feature_extractor_out=conv, features_ln=features, post_extract_proj=x, pos_conv_out=pos)
         x = x + pos
         if return_stages:
             stages["encoder_input"] = x
-        x = self.encoder.layer_norm(x)
+        x = F.dropout(self.encoder.layer_norm(x), self.cfg.dropout, self.training)
         if return_stages:
             stages["encoder_ln_out"] = x
         attn = []
@@ -279,12 +300,23 @@ class ECGFM(nn.Module):
                 attn.append(weights)
             if return_stages:
                 stages[f"layer_{i}"] = x
-        out = {"x": x, **stages}
+        out = {"x": x, "features": features, "conv": conv, **stages}
         if attn:
             out["attn"] = torch.stack(attn, dim=1)
-        if features_only:
-            out["features"] = features
         return out
+
+
+class _GradScale(torch.autograd.Function):
+    """Identity forward; gradient multiplied by ``scale`` (fairseq's GradMultiply)."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
 
 
 def pool(x: torch.Tensor) -> torch.Tensor:
@@ -315,11 +347,7 @@ def init_weights(model: ECGFM, seed: int | None = None) -> ECGFM:
             elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
                 module.weight.fill_(1.0)
                 module.bias.zero_()
-        pos = model.conv_pos
-        std = math.sqrt(4.0 / (pos.kernel * model.cfg.embed_dim))
-        pos.weight_v.copy_(torch.randn(pos.weight_v.shape, generator=gen) * std)
-        pos.weight_g.copy_(pos.weight_v.norm(dim=(0, 1), keepdim=True))
-        pos.bias.zero_()
+    model.conv_pos.reset_parameters(gen)
     return model
 
 
@@ -333,12 +361,26 @@ PRESETS: dict[str, ECGFMConfig] = {
 }
 
 
+def flops_per_segment(cfg: ECGFMConfig, n_samples: int = 2500) -> float:
+    """Forward FLOPs (2 per multiply-add) for one segment; 29.2 G for the base model at 2500."""
+    total, length, in_ch = 0.0, n_samples, cfg.in_d
+    for out_ch, kernel, stride in cfg.conv_layers:
+        length = (length - kernel) // stride + 1
+        total += 2 * length * out_ch * in_ch * kernel
+        in_ch = out_ch
+    t, d = length, cfg.embed_dim
+    total += 2 * t * cfg.conv_dim * d  # post_extract_proj
+    total += 2 * t * d * (d // cfg.conv_pos_groups) * cfg.conv_pos  # positional conv
+    per_layer = 2 * t * d * d * 4 + 2 * 2 * t * t * d + 2 * 2 * t * d * cfg.ffn_dim
+    return total + cfg.encoder_layers * per_layer
+
+
 def config_fields(cfg: ECGFMConfig) -> dict:
     """Plain-dict view (for logs, Info, and writing checkpoints)."""
     return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
 
 
 __all__ = [
-    "ECGFM", "ECGFMConfig", "PRESETS", "attention_saliency", "config_fields", "init_weights",
+    "ECGFM", "ECGFMConfig", "PRESETS", "attention_saliency", "config_fields", "flops_per_segment", "init_weights",
     "parse_conv_layers", "pool",
 ]

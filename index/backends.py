@@ -112,48 +112,78 @@ class VectorIndex(ABC):
         """Search parameters worth reporting (nlist, nprobe, efSearch, estimated recall...)."""
         return {}
 
-    def needs_compaction(self) -> bool:
-        """Whether deleted entries still take space (tombstones)."""
-        return False
-
 
 # ---------------------------------------------------------------------------------------------
 # FAISS
 
 
 class FaissFlat(VectorIndex):
-    """Exact inner product: IndexIDMap over IndexFlatIP; deletes remove at once."""
+    """Exact inner product: IndexIDMap over IndexFlatIP.
+
+    Removing from a flat index moves every later vector, so deletes (and replaced upserts) are
+    tombstones first, purged in one pass once they pass 5 % of the entries (and before saving).
+    Unfiltered searches over-fetch past a few tombstones, or exclude many with a selector.
+    """
 
     kind = "flat"
     backend = "faiss-cpu"
     file_format = "faiss"
+    #: Up to this many tombstones, a search asks for k + tombstones and drops them.
+    OVERFETCH_MAX = 2048
 
     def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
         super().__init__(dim)
         self.index = index if index is not None else faiss.IndexIDMap(faiss.IndexFlatIP(dim))
+        self.tombstones = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.index.ntotal) - len(self.tombstones)
 
     def ids(self) -> np.ndarray:
-        return np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False))
+        held = np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False))
+        return np.setdiff1d(held, self.tombstones, assume_unique=True)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.index.add_with_ids(vectors, ids)
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            self.tombstones = np.union1d(self.tombstones, np.asarray(ids, dtype=np.int64))
+            if len(self.tombstones) > max(10_000, self.index.ntotal // 20):
+                self.purge()
+
+    def purge(self) -> None:
+        """Physically remove the tombstoned vectors."""
+        if len(self.tombstones):
+            self.index.remove_ids(self.tombstones)
+            self.tombstones = np.empty(0, dtype=np.int64)
+
+    def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(queries, k)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if len(self) == 0 or (allowed is not None and len(allowed) == 0):
             return _empty(len(queries), k)
-        if allowed is None:
-            return self.index.search(queries, k)
-        selector, _bitmap = _bitmap_selector(allowed)
-        return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+        if allowed is not None:  # allowed rows come from DuckDB: deleted rows are not among them
+            selector, _bitmap = _bitmap_selector(allowed)
+            return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+        if not len(self.tombstones):
+            return self._search_all(queries, k)
+        if len(self.tombstones) <= self.OVERFETCH_MAX:
+            scores, ids = self._search_all(queries, k + len(self.tombstones))
+            out_scores, out_ids = _empty(len(queries), k)
+            for row, (s_row, i_row) in enumerate(zip(scores, ids)):
+                live = ~np.isin(i_row, self.tombstones)
+                kept = i_row[live][:k]
+                out_ids[row, : len(kept)] = kept
+                out_scores[row, : len(kept)] = s_row[live][:k]
+            return out_scores, out_ids
+        dead = faiss.IDSelectorBatch(self.tombstones)
+        not_dead = faiss.IDSelectorNot(dead)
+        return self.index.search(queries, k, params=faiss.SearchParameters(sel=not_dead))
 
     def save(self, path: str) -> None:
+        self.purge()
         faiss.write_index(self.index, path)
 
     @classmethod
@@ -166,7 +196,7 @@ class FaissFlat(VectorIndex):
 
 class FaissGpuFlat(FaissFlat):
     """FaissFlat with a GPU copy answering unfiltered searches (filtered ones use the CPU copy,
-    whose selector search is exact)."""
+    whose selector search is exact). Untested here: no GPU faiss on the development machine."""
 
     backend = "faiss-gpu"
 
@@ -179,16 +209,14 @@ class FaissGpuFlat(FaissFlat):
         super().add(ids, vectors)
         self._gpu.add_with_ids(vectors, ids)
 
-    def remove(self, ids: np.ndarray) -> None:
-        if len(ids):
-            super().remove(ids)
+    def purge(self) -> None:
+        if len(self.tombstones):
+            super().purge()
             # The GPU flat index cannot remove in place; copy the CPU index over again.
             self._gpu = faiss.index_cpu_to_gpu(self._resources, 0, self.index)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is None and len(self):
-            return self._gpu.search(queries, k)
-        return super().search(queries, k, allowed)
+    def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._gpu.search(queries, k)
 
 
 class FaissIVF(VectorIndex):
@@ -302,9 +330,6 @@ class FaissHNSW(VectorIndex):
 
     def remove(self, ids: np.ndarray) -> None:
         self.tombstones = np.union1d(self.tombstones, ids.astype(np.int64))
-
-    def needs_compaction(self) -> bool:
-        return len(self.tombstones) > 0
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if len(self) == 0 or (allowed is not None and len(allowed) == 0):

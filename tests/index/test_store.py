@@ -318,3 +318,17 @@ def test_cli_filter_text_searches_like_the_tree(store, rows):
     tree = All([Term("age", ">=", 40), Any([Term("sex", "=", "F"), Term("labels", "contains", "AF")])])
     assert parse_filter(text) == All([Term("age", ">=", "40"), tree.parts[1]])  # values stay text
     assert store.search(q, k=10, filter=parse_filter(text)) == store.search(q, k=10, filter=tree)
+
+
+@pytest.mark.parametrize("overfetch_max", [0, 1000])
+def test_flat_deletes_excluded_by_overfetch_or_selector_are_exact(tmp_path, rows, monkeypatch, overfetch_max):
+    from ecg_atlas.index.backends import FaissFlat
+
+    monkeypatch.setattr(FaissFlat, "OVERFETCH_MAX", overfetch_max)
+    with Store.open(tmp_path / "s", device="cpu", backend="faiss") as s:
+        upsert_rows(s, rows)
+        gone = {f"ecg-{i}" for i in range(0, 600, 7)}
+        s.delete(sorted(gone))
+        queries = rows["vectors"][:12]
+        for q, got in zip(queries, s.search(queries, k=10)):
+            assert [h.ecg_id for h in got] == reference_search(rows, q, 10, exclude=gone)

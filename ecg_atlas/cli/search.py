@@ -1,0 +1,105 @@
+"""`ecg-atlas search (--id ID | --ecg PATH) -k N [--where 'age>=60' ...] [--plot out.png]`.
+
+Filters are written like ``age>=60``, ``sex=F``, ``labels contains AF``, ``site in (a, b)``,
+``note is null``, combined with ``and`` / ``or`` / parentheses; several ``--where`` are ANDed.
+They are parsed here into a structured filter: no SQL leaves this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ecg_atlas.cli._client import add_client_args, connect, print_json, rpc_errors
+from ecg_atlas.errors import AtlasError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="find the stored ECGs most similar to one", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--id", dest="ecg_id", help="a stored ECG's id")
+    query.add_argument("--ecg", type=Path, help="an ECG file (embedded by the server, not stored)")
+    p.add_argument("-k", type=int, default=5, help="number of neighbours (default 5)")
+    p.add_argument("--where", action="append", default=[], help="filter, e.g. 'age>=60' (repeatable)")
+    p.add_argument("--exclude-same-patient", action="store_true", help="leave out ECGs of the query's patient")
+    p.add_argument("--patient-id", default=None, help="the query ECG's patient (with --ecg)")
+    p.add_argument("--exclude-self", action="store_true", help="with --id: leave the query ECG out")
+    p.add_argument("--plot", type=Path, default=None, help="write the query and its neighbours as a PNG")
+    add_client_args(p)
+    p.set_defaults(func=run)
+
+
+def read_stored_signal(source: str | None):
+    """The signal behind a stored ECG's `source` (path or path#row), or None if not readable here."""
+    from ecg_atlas.embedder.readers import read_ecg
+
+    if not source:
+        return None
+    path, _, row = source.partition("#")
+    try:
+        return read_ecg(path, record_index=int(row) if row else None)
+    except (AtlasError, ValueError, OSError):
+        return None
+
+
+def plot_result(query_title: str, query_recording, query_meta: dict, hits, out: Path) -> Path:
+    from ecg_atlas.plot import Panel, describe, plot_neighbours
+
+    def panel(title, recording, meta, highlight=False):
+        if recording is None:
+            return Panel(title, describe(meta), highlight=highlight)
+        return Panel(title, describe(meta), recording.signal, recording.fs, list(recording.lead_names), highlight)
+
+    panels = [panel(query_title, query_recording, query_meta, highlight=True)]
+    for rank, hit in enumerate(hits, 1):
+        panels.append(panel(f"#{rank}  {hit.ecg_id}   cosine {hit.score:.3f}",
+                            read_stored_signal(hit.metadata.get("source")), hit.metadata))
+    return plot_neighbours(panels, out)
+
+
+@rpc_errors
+def run(args: argparse.Namespace) -> int:
+    from ecg_atlas.embedder.readers import read_ecg
+
+    recording = None
+    with connect(args) as client:
+        if args.ecg is not None:
+            recording = read_ecg(args.ecg)
+            result = client.search(signal=recording.signal, fs=recording.fs, lead_names=recording.lead_names,
+                                   k=args.k, where=args.where or None, patient_id=args.patient_id,
+                                   exclude_same_patient=args.exclude_same_patient)
+            query_meta, query_title = recording.metadata, f"QUERY  {args.ecg.name}"
+        else:
+            result = client.search(ecg_id=args.ecg_id, k=args.k, where=args.where or None,
+                                   exclude_same_patient=args.exclude_same_patient, exclude_self=args.exclude_self)
+            found, _ = client.get([args.ecg_id])
+            query_meta = found[0].metadata if found else {}
+            query_title = f"QUERY  {args.ecg_id}"
+            if args.plot:
+                recording = read_stored_signal(query_meta.get("source"))
+    hits = result.hits
+    plotted = plot_result(query_title, recording, query_meta, hits, args.plot) if args.plot else None
+    if args.json:
+        print_json({
+            "query": args.ecg_id or str(args.ecg), "k": args.k, "where": args.where,
+            "hits": [{"ecg_id": h.ecg_id, "score": h.score, "patient_id": h.patient_id,
+                      "metadata": _public(h.metadata)} for h in hits],
+            "timing_ms": result.timing, "plot": str(plotted) if plotted else None})
+        return 0
+    if not hits:
+        print("no stored ECG matches" + (f" the filter {' and '.join(args.where)}" if args.where else ""))
+    for rank, h in enumerate(hits, 1):
+        from ecg_atlas.plot import describe
+
+        print(f"{rank:>3}. {h.score:7.4f}  {h.ecg_id:<32} {describe(h.metadata)}")
+    print(f"({result.timing['total_ms']:.1f} ms on the server)")
+    if plotted:
+        print(f"plot: {plotted}")
+    return 0
+
+
+def _public(metadata: dict) -> dict:
+    """Metadata without the store's bookkeeping fields, for printing."""
+    hidden = {"checkpoint_sha256", "model_id", "preprocessing_version", "lead_names", "ingested_at", "patient_id"}
+    return {k: v for k, v in metadata.items() if k not in hidden}

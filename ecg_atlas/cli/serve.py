@@ -1,0 +1,91 @@
+"""`ecg-atlas serve --store DIR`: run the gRPC service (embed, ingest, search, manage)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ecg_atlas.config import READ_TOKEN_ENV, WRITE_TOKEN_ENV, ServerConfig
+
+DEFAULT_CHECKPOINT = "random:small"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = ServerConfig(store=Path("."))
+    p = sub.add_parser("serve", help="run the gRPC server", description=__doc__)
+    p.add_argument("--store", required=True, type=Path, help="store directory (created if missing)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, or random:PRESET (default: "
+                        f"{DEFAULT_CHECKPOINT}, an UNTRAINED placeholder until the bundled encoder lands)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--index-kind", default=None, choices=["flat", "ivf", "hnsw"],
+                   help="search index of a new store (default flat = exact); an existing store keeps its own")
+    p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port}; 0 picks a free one)")
+    g = p.add_argument_group("batching and limits")
+    g.add_argument("--max-batch-segments", type=int, default=d.max_batch_segments)
+    g.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms)
+    g.add_argument("--max-queue-segments", type=int, default=d.max_queue_segments)
+    g.add_argument("--preprocess-workers", type=int, default=d.preprocess_workers)
+    g.add_argument("--max-concurrent-rpcs", type=int, default=d.max_concurrent_rpcs)
+    g.add_argument("--max-message-mb", type=float, default=d.max_receive_message_bytes / 2**20,
+                   help="largest request and response message in MiB (default 64); bulk goes through ingest")
+    g.add_argument("--max-ingest-in-flight", type=int, default=d.max_ingest_in_flight)
+    g.add_argument("--max-k", type=int, default=d.max_k)
+    g.add_argument("--min-leads", type=int, default=d.min_leads)
+    g.add_argument("--grace-s", type=float, default=d.grace_s, help="shutdown grace for running calls")
+    s = p.add_argument_group("security")
+    s.add_argument("--token-file", type=Path, default=None,
+                   help=f"file of 'read TOKEN' / 'write TOKEN' lines (also ${READ_TOKEN_ENV}, ${WRITE_TOKEN_ENV})")
+    s.add_argument("--tls-cert", type=Path, default=None, help="PEM server certificate (turns TLS on)")
+    s.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    s.add_argument("--tls-client-ca", type=Path, default=None,
+                   help="PEM CA: require client certificates signed by it")
+    s.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback bind without TLS and a token (you accept the risk)")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    message_bytes = int(args.max_message_mb * 2**20)
+    config = ServerConfig(
+        store=args.store, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+        index_kind=args.index_kind, host=args.host, port=args.port,
+        max_batch_segments=args.max_batch_segments, max_queue_delay_ms=args.max_queue_delay_ms,
+        max_queue_segments=args.max_queue_segments, preprocess_workers=args.preprocess_workers,
+        max_concurrent_rpcs=args.max_concurrent_rpcs, max_receive_message_bytes=message_bytes,
+        max_send_message_bytes=message_bytes, max_ingest_in_flight=args.max_ingest_in_flight,
+        max_k=args.max_k, min_leads=args.min_leads, grace_s=args.grace_s, token_file=args.token_file,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, insecure=args.insecure)
+    config.load_tokens()
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from ecg_atlas.server import AtlasServer
+
+    config = config_from_args(args)
+    if config.checkpoint.startswith("random:"):
+        print(f"note: serving an UNTRAINED random-init encoder ({config.checkpoint}); pass --checkpoint "
+              "for real ECG-FM weights", file=sys.stderr)
+    server = AtlasServer(config).start()
+    # One line on stdout with the bound address (tests and scripts read it; the port may be 0).
+    print(f"listening on {server.address}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop(grace=0)
+        raise
+    print(f"serving {server.service.encoder.model_id} on {server.service.encoder.device}", flush=True)
+    while not stop.wait(1.0):
+        pass
+    print("shutting down: finishing running calls", file=sys.stderr, flush=True)
+    server.stop()
+    return 0

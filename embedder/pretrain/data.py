@@ -1,0 +1,93 @@
+"""Pretraining batches streamed from ECG files: pairs of adjacent 5-s segments, random lead masking.
+
+No per-segment files: records are read and preprocessed on worker threads (``prefetch``) and cut into
+CMSC pairs (segments 0–1, 2–3, ... of one recording). Small corpora are cached in memory after the
+first pass. Records that cannot be used (too short for two segments, too few leads) are skipped and
+counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..discover import ECGSource, read_source
+from ..engine import prefetch
+from ..preprocess import preprocess
+
+
+def patient_split(key: str, test_fraction: float = 0.2) -> str:
+    """'train' or 'test' by a stable hash of the patient (or record) key: the same everywhere.
+
+    The bundled encoder is pretrained on 'train' only; its quality is measured on 'test'.
+    """
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if bucket < test_fraction else "train"
+
+
+def mask_leads(batch: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
+    """RLM: every lead of every segment independently zeroed with probability ``prob``."""
+    keep = rng.random(batch.shape[:2]) >= prob
+    return batch * keep[:, :, None].astype(batch.dtype)
+
+
+@dataclass
+class PairStream:
+    """Endless shuffled CMSC pairs from ``sources``; ``stats`` counts what was skipped and why."""
+
+    sources: Sequence[ECGSource]
+    seed: int = 0
+    cache_limit_bytes: int = 2 << 30
+    noise_std: float = 0.0  # optional Gaussian noise on the z-scored signal (augmentation)
+    stats: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _pairs_of(self, source: ECGSource) -> list[tuple[np.ndarray, np.ndarray]]:
+        segments = preprocess(read_source(source))
+        return [(segments[i], segments[i + 1]) for i in range(0, len(segments) - 1, 2)]
+
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        order = self._rng.permutation(len(self.sources))
+        collected, size = [], 0
+        for _, result in prefetch([self.sources[i] for i in order], self._pairs_of):
+            if isinstance(result, Exception):
+                self.stats[getattr(result, "reason", type(result).__name__)] += 1
+                continue
+            if not result:
+                self.stats["shorter_than_two_segments"] += 1
+            for pair in result:
+                if collected is not None:
+                    collected.append(pair)
+                    size += pair[0].nbytes * 2
+                    if size > self.cache_limit_bytes:
+                        collected = None
+                yield pair
+        if collected is not None:
+            self._cache = collected
+
+    def pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        while True:
+            if self._cache is None:
+                yield from self._one_pass()
+                if self._cache is not None and not self._cache:
+                    raise ValueError("no record yields two 5-s segments: nothing to pretrain on")
+            else:
+                for i in self._rng.permutation(len(self._cache)):
+                    yield self._cache[i]
+
+    def batches(self, pairs_per_batch: int, mask_leads_prob: float) -> Iterator[np.ndarray]:
+        """(2P, 12, 2500) float32: rows 0..P−1 first segments, rows P..2P−1 their partners."""
+        stream = self.pairs()
+        while True:
+            chosen = [next(stream) for _ in range(pairs_per_batch)]
+            batch = np.stack([a for a, _ in chosen] + [b for _, b in chosen])
+            if self.noise_std:
+                batch = batch + self._rng.normal(0, self.noise_std, batch.shape).astype(np.float32)
+            yield mask_leads(batch, mask_leads_prob, self._rng).astype(np.float32)

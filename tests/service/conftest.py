@@ -1,0 +1,99 @@
+"""A real `ecg-atlas serve` subprocess on loopback over a real store, shared by the service tests.
+
+The session server holds the whole sample corpus (../shared/data/ecg with manifest.csv as
+metadata), ingested once through the `ecg-atlas ingest` command with the tiny real checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ecg_atlas.client import Client
+
+READ_TOKEN = "read-token-7f3a9c"
+WRITE_TOKEN = "write-token-2b8e41"
+CLI = Path(sys.executable).with_name("ecg-atlas")
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    address: str
+    stderr_path: Path
+    store: Path
+    env: dict = field(default_factory=dict)
+
+    def client(self, token: str | None = WRITE_TOKEN, **kwargs) -> Client:
+        return Client(self.address, token=token, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.stderr_path.read_text()
+
+
+def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(CLI), *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(f"ecg-atlas {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def cli_json(*args: str, env: dict | None = None) -> dict:
+    return json.loads(cli(*args, "--json", env=env).stdout)
+
+
+def start_server(store: Path, checkpoint: Path, log_dir: Path, *extra: str, env: dict | None = None,
+                 wait: bool = True) -> ServerProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stderr_path = log_dir / f"server-{len(list(log_dir.glob('server-*.log')))}.log"
+    environment = {**os.environ, "ECG_ATLAS_READ_TOKEN": READ_TOKEN, "ECG_ATLAS_WRITE_TOKEN": WRITE_TOKEN,
+                   **(env or {})}
+    process = subprocess.Popen(
+        [str(CLI), "serve", "--store", str(store), "--checkpoint", str(checkpoint), "--device", "cpu",
+         "--port", "0", *extra],
+        stdout=subprocess.PIPE, stderr=open(stderr_path, "w"), text=True, env=environment)
+    line = process.stdout.readline()
+    if not line.startswith("listening on "):
+        process.kill()
+        raise AssertionError(f"server did not start: {line!r}\n{stderr_path.read_text()}")
+    server = ServerProcess(process, line.split()[-1], stderr_path, store, environment)
+    if wait:
+        with server.client() as c:
+            c.wait_ready(timeout=120)
+    return server
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(parity_dir) -> Path:
+    return parity_dir / "tiny_pretrained.pt"
+
+
+@pytest.fixture(scope="session")
+def corpus_server(tmp_path_factory, tiny_checkpoint, ecg_dir):
+    """A server whose store holds every usable sample ECG, with the manifest as metadata."""
+    root = tmp_path_factory.mktemp("corpus")
+    server = start_server(root / "store", tiny_checkpoint, root / "logs")
+    ingest = cli_json("ingest", str(ecg_dir), "--metadata", str(ecg_dir / "manifest.csv"), "--id-column", "record",
+                      "--server", server.address, "--token", WRITE_TOKEN)
+    server.ingest = ingest
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def client(corpus_server):
+    with corpus_server.client() as c:
+        yield c
