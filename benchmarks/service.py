@@ -1,0 +1,215 @@
+"""Service overhead: ingest, search and concurrent embedding over gRPC against bare references
+measured in the same run (figures for BENCHMARKS.md; never in tests).
+
+    python benchmarks/service.py                        # all three parts, random:small encoder, CPU
+    python benchmarks/service.py --only search          # one part: ingest | search | concurrency
+
+* ingest: ECGs/s of `ecg-atlas ingest`'s code path (read files, stream, server preprocesses,
+  embeds, stores) against bare ``EmbeddingEngine`` ECGs/s on the same ECGs' segments (target
+  service / bare >= 0.85);
+* search: p50 / p99 latency of Search by vector over loopback at 100k stored ECGs against the
+  bare ``Store.search`` on the same store returning the same columns (target p50 delta <= 3 ms);
+* concurrency: 32 clients calling Embed (10-s ECGs) for ``--seconds`` against one client sending
+  full batches (64 segments per call); segments/s ratio (target >= 0.9), errors, server RSS.
+
+The server is a real `ecg-atlas serve` subprocess on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ECG_ATLAS_SHARED_DATA", REPO.parent / "shared" / "data"))
+CLI = Path(sys.executable).with_name("ecg-atlas")
+
+
+class Server:
+    def __init__(self, store: Path, checkpoint: str, *extra: str):
+        self.process = subprocess.Popen(
+            [str(CLI), "serve", "--store", str(store), "--checkpoint", checkpoint, "--device", "cpu", "--port", "0",
+             *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.address = self.process.stdout.readline().split()[-1]
+        from ecg_atlas.client import Client
+
+        with Client(self.address) as c:
+            c.wait_ready(timeout=300)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(120)
+
+
+def bench_ingest(args) -> dict:
+    from ecg_atlas.cli.ingest import ingest_files
+    from ecg_atlas.client import Client
+    from ecg_atlas.embedder.discover import find_ecgs, read_source
+    from ecg_atlas.embedder.encoder import encoder_from_spec
+    from ecg_atlas.embedder.engine import EmbeddingEngine
+    from ecg_atlas.embedder.preprocess import prepare
+
+    ecg_dir = SHARED / "ecg"
+    records = []
+    for source in find_ecgs([ecg_dir]):
+        try:
+            records.append((source.ecg_id, prepare(read_source(source)).segments))
+        except ValueError:
+            continue
+    n_segments = sum(len(s) for _, s in records)
+    engine = EmbeddingEngine(encoder_from_spec(args.checkpoint, device="cpu"), batch_size=64)
+    engine.embed_segments(records[0][1])  # warm-up
+    started = time.perf_counter()
+    for _ in engine.embed_records(records):
+        pass
+    bare_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp) / "store", args.checkpoint)
+        try:
+            with Client(server.address) as client:
+                result = ingest_files(client, [ecg_dir])
+        finally:
+            server.stop()
+    bare = len(records) / bare_s
+    service = result["stored"] / result["seconds"]
+    return {"ecgs": len(records), "segments": n_segments, "stored": result["stored"],
+            "bare_ecgs_per_s": round(bare, 2), "service_ecgs_per_s": round(service, 2),
+            "ratio": round(service / bare, 3), "target_ratio": 0.85, "server_timing_ms": result["server_timing_ms"]}
+
+
+def bench_search(args) -> dict:
+    from ecg_atlas.client import Client
+    from ecg_atlas.embedder.encoder import encoder_from_spec
+    from ecg_atlas.index import EncoderIdentity, Store
+
+    encoder = encoder_from_spec(args.checkpoint, device="cpu")
+    identity = EncoderIdentity(encoder.model_id, encoder.checkpoint_sha256, encoder.contract.preprocessing_version,
+                               encoder.dim)
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((args.queries, encoder.dim)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        store_dir = Path(tmp) / "store"
+        with Store.open(store_dir, identity=identity) as store:
+            for start in range(0, args.stored, 10_000):
+                n = min(10_000, args.stored - start)
+                store.upsert([f"ecg-{start + i}" for i in range(n)],
+                             rng.standard_normal((n, encoder.dim)).astype(np.float32), identity=identity,
+                             patient_ids=[f"p-{(start + i) // 3}" for i in range(n)],
+                             metadata=[{"age": int(a)} for a in rng.integers(18, 95, n)])
+            columns = list(store.columns())
+            bare = []
+            for q in queries:
+                t = time.perf_counter()
+                store.search(q, k=10, columns=columns)
+                bare.append(time.perf_counter() - t)
+        server = Server(store_dir, args.checkpoint)
+        try:
+            with Client(server.address) as client:
+                client.search(vector=queries[0], k=10)
+                served = []
+                for q in queries:
+                    t = time.perf_counter()
+                    client.search(vector=q, k=10)
+                    served.append(time.perf_counter() - t)
+        finally:
+            server.stop()
+    ms = lambda xs, p: round(1000 * float(np.percentile(xs, p)), 2)  # noqa: E731
+    return {"stored": args.stored, "dim": encoder.dim, "k": 10, "queries": args.queries,
+            "bare_p50_ms": ms(bare, 50), "bare_p99_ms": ms(bare, 99),
+            "service_p50_ms": ms(served, 50), "service_p99_ms": ms(served, 99),
+            "p50_delta_ms": round(ms(served, 50) - ms(bare, 50), 2), "target_delta_ms": 3.0}
+
+
+def bench_concurrency(args) -> dict:
+    import grpc
+
+    from ecg_atlas.client import Client
+    from ecg_atlas.embedder import read_ecg
+
+    recording = read_ecg(SHARED / "ecg" / "cinc_georgia" / "E00001")  # 10 s, 500 Hz: 2 segments
+    long_signal = np.tile(recording.signal, (1, 32))  # 320 s: 64 segments, one full batch per call
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp) / "store", args.checkpoint)
+        try:
+            with Client(server.address) as client:
+                client.embed(long_signal, recording.fs, recording.lead_names)
+                n, started = 0, time.perf_counter()
+                while time.perf_counter() - started < args.seconds / 3:
+                    client.embed(long_signal, recording.fs, recording.lead_names)
+                    n += 64
+                single = n / (time.perf_counter() - started)
+            rss_start = server.rss_mb()
+            stop = time.perf_counter() + args.seconds
+            counts, errors, lock = [], {}, threading.Lock()
+            samples = []
+
+            def worker():
+                done = 0
+                with Client(server.address) as c:
+                    while time.perf_counter() < stop:
+                        try:
+                            c.embed(recording.signal, recording.fs, recording.lead_names)
+                            done += 2
+                        except grpc.RpcError as exc:
+                            with lock:
+                                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                with lock:
+                    counts.append(done)
+
+            threads = [threading.Thread(target=worker) for _ in range(args.clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                samples.append(server.rss_mb())
+                time.sleep(1)
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+        finally:
+            server.stop()
+    many = sum(counts) / elapsed
+    return {"clients": args.clients, "seconds": args.seconds, "single_client_batch_segments_per_s": round(single, 2),
+            "concurrent_segments_per_s": round(many, 2), "ratio": round(many / single, 3), "target_ratio": 0.9,
+            "errors": errors, "server_rss_mb_start": round(rss_start, 1),
+            "server_rss_mb_first_third": round(float(np.median(samples[: max(1, len(samples) // 3)])), 1),
+            "server_rss_mb_last_third": round(float(np.median(samples[-max(1, len(samples) // 3):])), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["ingest", "search", "concurrency"], default=None)
+    parser.add_argument("--checkpoint", default="random:small", help="encoder spec (default random:small)")
+    parser.add_argument("--stored", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    import torch
+
+    print(json.dumps({"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
+                                  "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available()},
+                      "checkpoint": args.checkpoint}), flush=True)
+    parts = {"ingest": bench_ingest, "search": bench_search, "concurrency": bench_concurrency}
+    for name, bench in parts.items():
+        if args.only in (None, name):
+            print(json.dumps({name: bench(args)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Servers that restart, get killed, shut down, refuse unsafe binds, limit load and speak TLS."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+from ecg_atlas.client import Client, IngestItem
+from ecg_atlas.embedder import read_ecg
+from ecg_atlas.v1 import atlas_pb2 as pb
+
+from .conftest import CLI, READ_TOKEN, WRITE_TOKEN, start_server
+
+RECORDS = [f"cinc_cpsc2018/A000{i}" for i in range(1, 10)] + [f"cinc_georgia/E0000{i}" for i in range(1, 10)]
+
+
+@pytest.fixture(scope="module")
+def recordings(ecg_dir):
+    return {r: read_ecg(ecg_dir / r) for r in RECORDS}
+
+
+def _items(recordings, prefix, copies=1):
+    return [IngestItem(f"{prefix}/{c}/{r}", rec.signal, rec.fs, rec.lead_names, patient_id=f"p-{r[-2:]}",
+                       metadata={"copy": c}) for c in range(copies) for r, rec in recordings.items()]
+
+
+def _assert_searchable(client, ecg_ids):
+    found, missing = client.get(ecg_ids)
+    assert not missing, f"{len(missing)} acknowledged ECGs lost"
+    for ecg_id in ecg_ids[:: max(1, len(ecg_ids) // 6)]:
+        hits = client.search(ecg_id=ecg_id, k=5).hits  # copies of one recording tie at the top
+        assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert ecg_id in {h.ecg_id for h in hits if h.score > 1 - 1e-4}
+    info = client.info()
+    assert int(info["ecg_count"]) == int(info["index_entries"])
+
+
+def test_restart_with_the_same_store_keeps_everything(tmp_path, tiny_checkpoint, recordings):
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
+    with server.client() as c:
+        summary = c.ingest(_items(recordings, "restart"))
+        assert summary.stored == len(RECORDS)
+        c.update_metadata({f"restart/0/{RECORDS[0]}": {"note": "kept"}})
+    assert server.stop() == 0
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
+    try:
+        with server.client() as c:
+            ids = [i.ecg_id for i in _items(recordings, "restart")]
+            _assert_searchable(c, ids)
+            assert c.get([ids[0]])[0][0].metadata["note"] == "kept"
+    finally:
+        server.stop()
+
+
+def test_kill_9_during_ingest_loses_no_acknowledged_ecg(tmp_path, tiny_checkpoint, recordings):
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
+    acknowledged = _items(recordings, "acked")
+    with server.client() as c:
+        assert c.ingest(acknowledged).stored == len(acknowledged)
+    outcome = {}
+
+    def ingest_more():
+        with server.client() as c:
+            try:
+                outcome["summary"] = c.ingest(_items(recordings, "inflight", copies=20))
+            except grpc.RpcError as exc:
+                outcome["error"] = exc.code()
+
+    writer = threading.Thread(target=ingest_more)
+    writer.start()
+    with server.client() as c:  # kill once the second stream has written something
+        for _ in range(600):
+            if int(c.info()["ecg_count"]) > len(acknowledged) or "summary" in outcome:
+                break
+            time.sleep(0.05)
+    server.process.send_signal(signal.SIGKILL)
+    writer.join(60)
+    assert "error" in outcome  # the stream was cut: nothing of it was acknowledged
+    server.process.wait(30)
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
+    try:
+        with server.client() as c:
+            _assert_searchable(c, [i.ecg_id for i in acknowledged])
+    finally:
+        server.stop()
+
+
+def test_sigterm_finishes_a_running_ingest_before_exiting(tmp_path, tiny_checkpoint, recordings):
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
+    items = _items(recordings, "graceful", copies=3)
+    started = threading.Event()
+    outcome = {}
+
+    def slow_items():
+        for n, item in enumerate(items):
+            if n == 5:
+                started.set()
+            yield item
+
+    def ingest():
+        with server.client() as c:
+            outcome["summary"] = c.ingest(slow_items())
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    assert started.wait(60)
+    server.process.send_signal(signal.SIGTERM)
+    writer.join(120)
+    assert server.process.wait(120) == 0
+    assert outcome["summary"].stored == len(items)  # acknowledged after the shutdown began
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
+    try:
+        with server.client() as c:
+            _assert_searchable(c, [i.ecg_id for i in items])
+    finally:
+        server.stop()
+
+
+def test_too_many_concurrent_rpcs_get_resource_exhausted(tmp_path, tiny_checkpoint, recordings):
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--max-concurrent-rpcs", "1")
+    release = threading.Event()
+    holding = threading.Event()
+    first = _items(recordings, "held")[0]
+    outcome = {}
+
+    def held_stream():  # an Ingest that stays open until released: it occupies the only slot
+        from ecg_atlas.client import ingest_request
+
+        yield ingest_request(first)
+        holding.set()
+        release.wait(60)
+
+    def ingest():
+        with server.client() as c:
+            outcome["summary"] = c.ingest(held_stream())
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    try:
+        assert holding.wait(60)
+        time.sleep(0.5)  # let the first message reach the server
+        with server.client() as c:
+            with pytest.raises(grpc.RpcError) as err:
+                c.info()
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        release.set()
+        writer.join(60)
+        assert outcome["summary"].stored == 1
+        with server.client() as c:
+            assert int(c.info()["ecg_count"]) == 1  # serving again once the slot is free
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_a_public_bind_without_tls_and_token_is_refused(tmp_path, tiny_checkpoint):
+    done = subprocess.run([str(CLI), "serve", "--store", str(tmp_path / "s"), "--checkpoint", str(tiny_checkpoint),
+                           "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in done.stderr and "--insecure" in done.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def _self_signed(tmp_path):
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_round_trip_with_a_self_signed_certificate(tmp_path, tiny_checkpoint, recordings):
+    cert, key = _self_signed(tmp_path)
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--tls-cert", str(cert),
+                          "--tls-key", str(key), wait=False)
+    try:
+        with Client(server.address, token=WRITE_TOKEN, tls_ca=cert) as c:
+            c.wait_ready(timeout=120)
+            info = c.info()
+            assert info["tls"] is True
+            record, recording = next(iter(recordings.items()))
+            assert c.ingest(_items({record: recording}, "tls")).stored == 1
+            assert c.search(ecg_id=f"tls/0/{record}", k=1).hits[0].score == pytest.approx(1.0, abs=1e-4)
+        with Client(server.address, token=READ_TOKEN, timeout=10) as plaintext:
+            with pytest.raises(grpc.RpcError) as err:
+                plaintext.info()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop()
+
+
+def test_health_is_not_serving_and_rpcs_unavailable_until_warm(tmp_path, tiny_checkpoint):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    # A big first batch makes the warm-up long enough to observe from outside.
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--max-batch-segments", "512",
+                          "--max-queue-segments", "4096", wait=False)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                pb_stub = __import__("ecg_atlas.v1.atlas_pb2_grpc", fromlist=["AtlasStub"]).AtlasStub(channel)
+                pb_stub.Info(pb.InfoRequest(), metadata=(("authorization", f"Bearer {READ_TOKEN}"),), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with server.client() as c:
+            c.wait_ready(timeout=180)
+            assert c.info()["limits"]["max_batch_segments"] == 512
+    finally:
+        server.stop()
