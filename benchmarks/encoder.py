@@ -38,7 +38,7 @@ H100_BF16_DENSE_TFLOPS = 989.0  # SXM datasheet; MFU reference
 def real_segments(n: int) -> np.ndarray:
     """``n`` preprocessed 5-s segments of real 12-lead ECGs (repeated if the corpus has fewer)."""
     from ecg_atlas.embedder.discover import find_ecgs, read_source
-    from ecg_atlas.embedder.preprocess import preprocess
+    from ecg_atlas.embedder.preprocessing import preprocess
 
     out = []
     for source in find_ecgs([SHARED / "ecg" / "cinc_georgia", SHARED / "ecg" / "cinc_cpsc2018",

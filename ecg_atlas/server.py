@@ -124,7 +124,7 @@ class AtlasService(pb_grpc.AtlasServicer):
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
         from ecg_atlas.embedder.encoder import encoder_from_spec
-        from ecg_atlas.embedder.preprocess import MissingLeadsWarning
+        from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
         from ecg_atlas.index import EncoderIdentity, Store
 
         # The report of every ECG lists its zero-filled leads; a process-wide warning adds nothing.
@@ -153,7 +153,7 @@ class AtlasService(pb_grpc.AtlasServicer):
 
     # -- shared steps ---------------------------------------------------------------------------
     def _prepare(self, ecg: pb.ECG):
-        from ecg_atlas.embedder.preprocess import prepare
+        from ecg_atlas.embedder.preprocessing import prepare
 
         if not ecg.ByteSize():
             raise InvalidECGError("no ECG was sent", reason="bad_signal")
@@ -405,8 +405,8 @@ class _IngestStream:
             try:
                 vectors, timing = embedded.result(timeout=_remaining(self.context))
             except FutureTimeout:
-                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed during ingest; "
-                             "ECGs acknowledged so far by earlier streams are stored, resend the rest") from None
+                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed during ingest; this stream "
+                             "is not acknowledged: resend it (ids already stored are skipped)") from None
         except Exception as exc:  # noqa: BLE001 - one bad ECG is reported, the stream goes on
             code, message = status_of(exc)
             if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):

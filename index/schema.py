@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from ecg_atlas.errors import StoreError
 
-#: DuckDB types a user-metadata column can have, and the kind of value each holds.
-NUMBER_TYPES = ("BIGINT", "DOUBLE", "INTEGER")
+#: DuckDB types a user-metadata column can have.
 TYPE_BIGINT = "BIGINT"
 TYPE_DOUBLE = "DOUBLE"
 TYPE_TEXT = "VARCHAR"
@@ -54,14 +53,6 @@ class Column:
     name: str
     type: str
     user: bool
-
-    @property
-    def is_number(self) -> bool:
-        return self.type in NUMBER_TYPES
-
-    @property
-    def is_labels(self) -> bool:
-        return self.type == TYPE_LABELS
 
 
 def table_ddl(dim: int) -> str:

@@ -45,7 +45,6 @@ from ecg_atlas.errors import EncoderMismatchError, NotFoundError, StoreError
 
 from . import schema
 from .backends import (
-    FaissFlat,
     FaissHNSW,
     FaissIVF,
     VectorIndex,
@@ -209,12 +208,6 @@ def _vectors_from_arrow(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndar
 
 #: Python types that need no coercion for a column type (checked exactly: bool is not an int here).
 _EXACT_TYPES = {"BIGINT": int, "DOUBLE": float, "VARCHAR": str, "BOOLEAN": bool}
-
-
-def _column_values(name: str, values: list, column_type: str) -> list:
-    if column_type == schema.TYPE_TIME:
-        return [None if v is None else v.replace(tzinfo=dt.timezone.utc) for v in values]
-    return values
 
 
 class Store:
@@ -697,7 +690,7 @@ class Store:
                     self._check_identity(identity)
                 typed = self._prepare_metadata(rows)
                 for name, (column_type, values) in typed.items():
-                    columns[name] = pa.array(_column_values(name, values, column_type), _arrow_type(column_type))
+                    columns[name] = pa.array(values, _arrow_type(column_type))
                 seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
                 columns["seq"] = pa.array(seqs)
                 con.register("incoming", pa.table(columns))
@@ -828,8 +821,7 @@ class Store:
                     present = [i for i, r in enumerate(rows) if key in r]
                     table = pa.table({
                         "ecg_id": pa.array([ids[i] for i in present], pa.string()),
-                        "value": pa.array(_column_values(key, [values[i] for i in present], column_type),
-                                          _arrow_type(column_type)),
+                        "value": pa.array([values[i] for i in present], _arrow_type(column_type)),
                     })
                     con.register("changes", table)
                     con.execute(f'UPDATE ecg SET "{key}" = changes.value FROM changes WHERE ecg.ecg_id = changes.ecg_id')

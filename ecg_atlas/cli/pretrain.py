@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-pairs", type=int, default=16, help="pairs of adjacent 5-s segments per update")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on cuda)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std added to z-scored inputs")
+    p.add_argument("--random-offset", action="store_true",
+                   help="augmentation: pairs of long records start at a random sample")
     p.add_argument("--manifest", type=Path, default=None,
                    help="CSV with `record` and `patient_id` columns: with --split, keeps only that split's patients")
     p.add_argument("--split", choices=["train", "test", "all"], default="all",
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         result = pretrain(sources, args.out, preset=args.config, init=args.init, resume=args.resume,
                           max_updates=args.max_updates, max_minutes=args.minutes,
                           pairs_per_batch=args.batch_pairs, device=args.device, seed=args.seed,
-                          save_every=args.save_every, noise_std=args.noise, on_update=progress)
+                          save_every=args.save_every, noise_std=args.noise, random_offset=args.random_offset,
+                          on_update=progress)
     summary = {"checkpoint": str(result.checkpoint), "loss_curves": str(result.curve), "updates": result.updates,
                "seconds": round(result.seconds, 1), "segments_per_s": round(result.segments_per_s, 2),
                "records": len(sources), "skipped_records": result.skipped,

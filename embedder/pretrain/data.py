@@ -1,9 +1,11 @@
 """Pretraining batches streamed from ECG files: pairs of adjacent 5-s segments, random lead masking.
 
 No per-segment files: records are read and preprocessed on worker threads (``prefetch``) and cut into
-CMSC pairs (segments 0–1, 2–3, ... of one recording). Small corpora are cached in memory after the
-first pass. Records that cannot be used (too short for two segments, too few leads) are skipped and
-counted.
+CMSC pairs (segments 0–1, 2–3, ... of one recording). With ``random_offset`` the pairs of a record
+longer than 10 s start at a random sample instead (still two adjacent, non-overlapping 5-s windows of
+the standardised record): an augmentation for small corpora. Small corpora are cached in memory after
+the first pass. Records that cannot be used (too short for two segments, too few leads) are skipped
+and counted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 
 from ..discover import ECGSource, read_source
 from ..engine import prefetch
-from ..preprocess import preprocess
+from ..preprocessing import preprocess
+from ..recording import SEGMENT_SAMPLES
 
 
 def patient_split(key: str, test_fraction: float = 0.2) -> str:
@@ -43,32 +46,43 @@ class PairStream:
     seed: int = 0
     cache_limit_bytes: int = 2 << 30
     noise_std: float = 0.0  # optional Gaussian noise on the z-scored signal (augmentation)
+    random_offset: bool = False
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
-        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._cache: list[np.ndarray] | None = None
 
-    def _pairs_of(self, source: ECGSource) -> list[tuple[np.ndarray, np.ndarray]]:
+    @staticmethod
+    def _record(source: ECGSource) -> np.ndarray:
+        """The standardised record cut to whole windows (12, n·2500): its segments side by side."""
         segments = preprocess(read_source(source))
-        return [(segments[i], segments[i + 1]) for i in range(0, len(segments) - 1, 2)]
+        return np.concatenate(list(segments), axis=-1)
+
+    def _pairs_of(self, record: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        n_pairs = record.shape[-1] // (2 * SEGMENT_SAMPLES)
+        spare = record.shape[-1] - 2 * SEGMENT_SAMPLES
+        for i in range(n_pairs):
+            start = int(self._rng.integers(0, spare + 1)) if self.random_offset else 2 * i * SEGMENT_SAMPLES
+            yield record[:, start:start + SEGMENT_SAMPLES], record[:, start + SEGMENT_SAMPLES:start + 2 * SEGMENT_SAMPLES]
 
     def _one_pass(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self._rng.permutation(len(self.sources))
-        collected, size = [], 0
-        for _, result in prefetch([self.sources[i] for i in order], self._pairs_of):
+        collected: list[np.ndarray] | None = []
+        size = 0
+        for _, result in prefetch([self.sources[i] for i in order], self._record):
             if isinstance(result, Exception):
                 self.stats[getattr(result, "reason", type(result).__name__)] += 1
                 continue
-            if not result:
+            if result.shape[-1] < 2 * SEGMENT_SAMPLES:
                 self.stats["shorter_than_two_segments"] += 1
-            for pair in result:
-                if collected is not None:
-                    collected.append(pair)
-                    size += pair[0].nbytes * 2
-                    if size > self.cache_limit_bytes:
-                        collected = None
-                yield pair
+                continue
+            if collected is not None:
+                collected.append(result)
+                size += result.nbytes
+                if size > self.cache_limit_bytes:
+                    collected = None  # too big to keep: stream from the files every pass
+            yield from self._pairs_of(result)
         if collected is not None:
             self._cache = collected
 
@@ -80,7 +94,7 @@ class PairStream:
                     raise ValueError("no record yields two 5-s segments: nothing to pretrain on")
             else:
                 for i in self._rng.permutation(len(self._cache)):
-                    yield self._cache[i]
+                    yield from self._pairs_of(self._cache[i])
 
     def batches(self, pairs_per_batch: int, mask_leads_prob: float) -> Iterator[np.ndarray]:
         """(2P, 12, 2500) float32: rows 0..P−1 first segments, rows P..2P−1 their partners."""

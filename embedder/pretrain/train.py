@@ -62,7 +62,8 @@ def build_model(preset: str, init: str | None, out_dir: Path, resume: bool,
 def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str = "small", init: str | None = None,
              resume: bool = False, max_updates: int = 1000, max_minutes: float | None = None,
              pairs_per_batch: int = 16, device: str = "auto", seed: int = 1, save_every: int = 200,
-             log_every: int = 10, noise_std: float = 0.0, overrides: dict | None = None,
+             log_every: int = 10, noise_std: float = 0.0, random_offset: bool = False,
+             overrides: dict | None = None,
              on_update: Callable[[dict], None] | None = None) -> PretrainResult:
     """Pretrain (or continue pretraining) an ECG-FM-architecture encoder on ``sources``."""
     out_dir = Path(out_dir)
@@ -77,7 +78,7 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-    stream = PairStream(list(sources), seed=seed + updates, noise_std=noise_std)
+    stream = PairStream(list(sources), seed=seed + updates, noise_std=noise_std, random_offset=random_offset)
     rng = np.random.default_rng(seed + updates)
     enc_cfg = model.encoder_model.cfg
     steps = enc_cfg.tokens_for(2500)

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ecg_atlas.embedder.preprocess import (
+from ecg_atlas.embedder.preprocessing import (
     DEFAULT_MAX_DURATION_S,
     DEFAULT_MIN_LEADS,
     MissingLeadsWarning,

@@ -143,3 +143,20 @@ def test_train_save_load_resume(tmp_path, ecg_dir, parity_dir):
     resumed = pretrain(sources, tmp_path, resume=True, max_updates=6, pairs_per_batch=4, log_every=2,
                        device="cpu")
     assert resumed.updates == 6 and len(resumed.history) == 3  # picked up at update 4
+
+
+def test_pairs_are_adjacent_windows_of_one_record(ecg_dir):
+    from ecg_atlas.embedder import preprocess, read_ecg
+    from ecg_atlas.embedder.pretrain.data import PairStream
+
+    sources = list(find_ecgs([ecg_dir / "cinc_ptb" / "S0001.hea"]))  # 38.4 s: 7 windows, 3 pairs
+    record = np.concatenate(list(preprocess(read_ecg(ecg_dir / "cinc_ptb" / "S0001"))), axis=-1)
+    for random_offset in (False, True):
+        stream = PairStream(sources, random_offset=random_offset).pairs()
+        pairs = [next(stream) for _ in range(3)]
+        for first, second in pairs:
+            joined = np.concatenate([first, second], axis=-1)
+            starts = [s for s in range(0, record.shape[-1] - 4999)
+                      if np.array_equal(record[:, s:s + 5000], joined)] if random_offset else \
+                [s for s in range(0, record.shape[-1] - 4999, 5000) if np.array_equal(record[:, s:s + 5000], joined)]
+            assert len(starts) == 1  # two adjacent 5-s windows of this record

@@ -13,7 +13,7 @@ import pytest
 import wfdb
 
 from ecg_atlas.embedder.leads import canonical_lead_name
-from ecg_atlas.embedder.preprocess import prepare
+from ecg_atlas.embedder.preprocessing import prepare
 from ecg_atlas.embedder.readers import (
     iter_hdf5_ecgs,
     parse_header_comments,

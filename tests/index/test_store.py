@@ -332,3 +332,17 @@ def test_flat_deletes_excluded_by_overfetch_or_selector_are_exact(tmp_path, rows
         queries = rows["vectors"][:12]
         for q, got in zip(queries, s.search(queries, k=10)):
             assert [h.ecg_id for h in got] == reference_search(rows, q, 10, exclude=gone)
+
+
+def test_timestamp_metadata_is_stored_as_utc_and_filterable(tmp_path, rows):
+    import datetime as dt
+
+    recorded = dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    with Store.open(tmp_path / "s") as s:
+        upsert_rows(s, rows)
+        s.update_metadata({"ecg-4": {"recorded_at": recorded}, "ecg-5": {"recorded_at": dt.datetime(2020, 5, 1)}})
+        assert s.columns()["recorded_at"] == "TIMESTAMP"
+        got = s.get(["ecg-4"], columns=["recorded_at"])[0]["recorded_at"]
+        assert got == recorded and got.tzinfo == dt.timezone.utc
+        hits = s.search(rows["vectors"][5], k=5, filter=parse_filter("recorded_at >= 2023-06-01"))[0]
+        assert [h.ecg_id for h in hits] == ["ecg-4"]

@@ -13,6 +13,7 @@ import pytest
 from ecg_atlas.client import Client, IngestItem
 from ecg_atlas.embedder import read_ecg
 from ecg_atlas.v1 import atlas_pb2 as pb
+from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
 
 from .conftest import CLI, READ_TOKEN, WRITE_TOKEN, start_server
 
@@ -206,8 +207,7 @@ def test_health_is_not_serving_and_rpcs_unavailable_until_warm(tmp_path, tiny_ch
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(grpc.RpcError) as err:
-                pb_stub = __import__("ecg_atlas.v1.atlas_pb2_grpc", fromlist=["AtlasStub"]).AtlasStub(channel)
-                pb_stub.Info(pb.InfoRequest(), metadata=(("authorization", f"Bearer {READ_TOKEN}"),), timeout=10)
+                pb_grpc.AtlasStub(channel).Info(pb.InfoRequest(), metadata=(("authorization", f"Bearer {READ_TOKEN}"),), timeout=10)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         with server.client() as c:
             c.wait_ready(timeout=180)
