@@ -152,7 +152,7 @@ def random_init_like(encoder_or_config, seed: int = 0):
     from ecg_atlas.embedder.model import ECGFM, init_weights
 
     cfg = getattr(encoder_or_config, "config", encoder_or_config)
-    cfg = dataclasses.replace(cfg, num_labels=0, mask_emb=False, quantizer=False)
+    cfg = dataclasses.replace(cfg, num_labels=0)
     model = init_weights(ECGFM(cfg), seed=seed)
     return Encoder(model, model_id=f"random-init-{cfg.encoder_layers}x{cfg.embed_dim}-seed{seed}",
                    checkpoint_sha256="none", source="random-init baseline")

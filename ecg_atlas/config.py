@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecg_atlas.errors import AtlasError
+from ecg_atlas.embedder.weights import DEFAULT_ENCODER
 
 ROLES = ("read", "write")
 READ_TOKEN_ENV = "ECG_ATLAS_READ_TOKEN"
@@ -43,7 +44,7 @@ class ConfigError(AtlasError):
 @dataclass
 class ServerConfig:
     store: Path
-    checkpoint: str = "random:small"
+    checkpoint: str = DEFAULT_ENCODER
     device: str = "auto"
     dtype: str = "float32"
     index_kind: str | None = None

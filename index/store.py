@@ -404,7 +404,10 @@ class Store:
 
     def _open_index(self, meta: dict | None) -> None:
         index = None
-        if meta is not None:
+        if meta is not None and meta.get("kind_requested") != self._kind_requested:
+            log.info("index kind changed from %s to %s; building it from DuckDB", meta.get("kind_requested"),
+                     self._kind_requested)
+        elif meta is not None:
             try:
                 index = self._load_saved_index(meta)
             except Exception as exc:  # noqa: BLE001 - any unreadable index is rebuilt from the rows

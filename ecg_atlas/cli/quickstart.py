@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ecg_atlas.errors import AtlasError
 
-#: Until the bundled open encoder exists (pretraining issue), the quickstart runs this placeholder.
-PLACEHOLDER = "random:small"
+from ecg_atlas.embedder.weights import DEFAULT_ENCODER as PLACEHOLDER
 SHARED_ENV = "ECG_ATLAS_SHARED_DATA"
 PREFERRED_QUERIES = ("cinc_ptbxl/HR00001", "cinc_cpsc2018/A0001")
 REPORT_COLUMNS = "dataset,age,sex,labels_abbr,label_groups,ptbxl_superclass"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ecg_atlas.config import READ_TOKEN_ENV, WRITE_TOKEN_ENV, ServerConfig
 
-DEFAULT_CHECKPOINT = "random:small"
+from ecg_atlas.embedder.weights import DEFAULT_ENCODER as DEFAULT_CHECKPOINT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
