@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CSV with `record` and `patient_id` columns: with --split, keeps only that split's patients")
     p.add_argument("--split", choices=["train", "test", "all"], default="all",
                    help="patient split to train on (stable hash of the patient id; see pretrain.data)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="override the recipe's fixed 5e-5 (tuned for 1024-segment batches; small runs need more)")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                           max_updates=args.max_updates, max_minutes=args.minutes,
                           pairs_per_batch=args.batch_pairs, device=args.device, seed=args.seed,
                           save_every=args.save_every, noise_std=args.noise, random_offset=args.random_offset,
-                          on_update=progress)
+                          overrides={"lr": args.lr} if args.lr else None, on_update=progress)
     summary = {"checkpoint": str(result.checkpoint), "loss_curves": str(result.curve), "updates": result.updates,
                "seconds": round(result.seconds, 1), "segments_per_s": round(result.segments_per_s, 2),
                "records": len(sources), "skipped_records": result.skipped,

@@ -77,6 +77,8 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
                                   weight_decay=cfg.weight_decay)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
+        for group in optimizer.param_groups:  # the configured lr wins over the one saved with the state
+            group["lr"] = cfg.lr
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     stream = PairStream(list(sources), seed=seed + updates, noise_std=noise_std, random_offset=random_offset)
     rng = np.random.default_rng(seed + updates)
