@@ -222,7 +222,7 @@ def plot_ecg_grid(rows: Sequence[tuple[str, Sequence[ECGTrace]]], out: str | os.
     """A grid of one lead of several ECGs: one row per group (a cluster's exemplars, the outliers)."""
     index = STANDARD_LEADS.index(lead)
     n_cols = max((len(t) for _, t in rows), default=1)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.3 * n_cols, 1.9 * len(rows) + 0.8), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.3 * n_cols, 1.25 * len(rows) + 0.7), squeeze=False)
     for r, (row_title, traces) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]

@@ -42,6 +42,8 @@ from .store_io import (
 from .targets import build_targets, spec_columns
 
 log = logging.getLogger(__name__)
+#: Legend / colour-bar titles for columns whose unit a reader needs.
+UNITS = {"age": "age (years)"}
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,8 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
         if col_type == "VARCHAR[]":
             values = [None if v is None else (";".join(sorted(v)) or "none") for v in values]
         figures[f"map_{column}"] = plots.plot_map(result.map_2d, values, directory / f"map_{column}.png", kind=kind,
-                                                  title=f"Cohort map '{run}' coloured by {column}", colour_label=column)
+                                                  title=f"Cohort map '{run}' coloured by {column}",
+                                                  colour_label=UNITS.get(column, column))
     if exemplar_grid:
         figures.update(_ecg_grids(cohort, result, directory))
     return ClusterRun(result, table, directory, figures)

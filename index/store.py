@@ -219,6 +219,8 @@ class Store:
     def __init__(self) -> None:  # use Store.open
         self._lock = _ReadWriteLock()
         self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []  # per-thread readers, closed by compact()
+        self._lock_cursors = threading.Lock()
         self._generation = 0
         self._closed = True
         self._in_transaction = False
@@ -320,6 +322,8 @@ class Store:
         if getattr(local, "generation", None) != self._generation:
             local.cursor = self._con.cursor()
             local.generation = self._generation
+            with self._lock_cursors:
+                self._cursors.append(local.cursor)
         return local.cursor
 
     # -----------------------------------------------------------------------------------------
@@ -441,9 +445,10 @@ class Store:
         kind = meta["kind"]
         if kind != self._effective_kind() and not (kind == "ivf" and self._kind_requested == "ivf"):
             raise StoreError(f"index is {kind}, this store now needs {self._effective_kind()}")
+        wanted_format = "npz" if self._backend_name.startswith("torch") else "faiss"
+        if meta.get("format") != wanted_format:
+            raise StoreError(f"index file is {meta.get('format')}, backend {self._backend_name} reads {wanted_format}")
         index = load_index(str(self._path / meta["file"]), self._backend_name, kind, self._identity.dim)
-        if index.file_format != meta.get("format"):
-            raise StoreError(f"index file format {meta.get('format')} is not {index.file_format}")
         if isinstance(index, (FaissIVF, FaissHNSW)):
             index.nprobe = meta.get("nprobe", index.nprobe)
             index.recall_at_10 = meta.get("estimated_recall_at_10")
@@ -850,13 +855,25 @@ class Store:
             for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
                 leftover.unlink(missing_ok=True)
             con = self._con
+            # The file is about to be replaced: every connection must be closed (so DuckDB
+            # checkpoints and drops its WAL) and nothing may be left in the WAL.
+            con.execute("FORCE CHECKPOINT")
             quoted = str(fresh).replace("'", "''")  # our own path; ATTACH takes no parameters
             con.execute(f"ATTACH '{quoted}' AS fresh")
             con.execute("CREATE TABLE fresh.store_meta AS SELECT * FROM store_meta")
             if self._identity is not None:
-                con.execute("CREATE TABLE fresh.ecg AS SELECT * FROM ecg ORDER BY seq")
+                con.execute("CREATE TABLE fresh.ecg AS SELECT * FROM ecg")  # keeps insertion (seq) order
             con.execute("DETACH fresh")
+            with self._lock_cursors:
+                for cursor in self._cursors:
+                    cursor.close()
+                self._cursors.clear()
             con.close()
+            if (self._path / (DB_FILE + ".wal")).exists():
+                fresh.unlink(missing_ok=True)
+                self._connect()
+                raise StoreError("compaction stopped: the database still has a WAL after closing "
+                                 "(another connection is open); nothing was replaced")
             with open(fresh, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(fresh, self._path / DB_FILE)

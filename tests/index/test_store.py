@@ -346,3 +346,22 @@ def test_timestamp_metadata_is_stored_as_utc_and_filterable(tmp_path, rows):
         assert got == recorded and got.tzinfo == dt.timezone.utc
         hits = s.search(rows["vectors"][5], k=5, filter=parse_filter("recorded_at >= 2023-06-01"))[0]
         assert [h.ecg_id for h in hits] == ["ecg-4"]
+
+
+def test_torch_backend_deletes_reopens_and_reports_itself(tmp_path, rows):
+    gone = {f"ecg-{i}" for i in range(0, 600, 3)}  # a third: past the point where dead rows are squeezed out
+    with Store.open(tmp_path / "s", device="cpu", backend="torch") as s:
+        assert s.info().backend == "torch-cpu"
+        upsert_rows(s, rows)
+        s.delete(sorted(gone)[:10])
+        s.delete(sorted(gone)[10:])
+        queries = rows["vectors"][:6]
+        for q, got in zip(queries, s.search(queries, k=10, filter=Term("age", "<", 70))):
+            assert [h.ecg_id for h in got] == reference_search(
+                rows, q, 10, allow=lambda i: rows["metadata"][i]["age"] < 70, exclude=gone)
+    with Store.open(tmp_path / "s", device="cpu", backend="torch") as s:
+        assert s.info().n_index_entries == len(rows["ecg_ids"]) - len(gone)
+        for q, got in zip(queries, s.search(queries, k=10)):
+            assert [h.ecg_id for h in got] == reference_search(rows, q, 10, exclude=gone)
+    with Store.open(tmp_path / "s", device="cpu") as s:  # the same store, now on faiss: rebuilt
+        assert s.info().backend == "faiss-cpu" and s.info().n_index_entries == len(rows["ecg_ids"]) - len(gone)
