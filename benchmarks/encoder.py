@@ -66,21 +66,28 @@ def time_embed(embed, x: np.ndarray, batch: int, seconds: float) -> float:
             return done / elapsed
 
 
-def gemm_gflops(device: str = "cpu", dtype=torch.float32, seconds: float = 3.0) -> float:
-    """This machine's rate on the encoder's largest GEMM shape (tokens × 768 @ 768 × 3072)."""
-    m = 156 * 8
-    a = torch.randn(m, 768, device=device, dtype=dtype)
-    b = torch.randn(768, 3072, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
+GEMM_SHAPES = ((156 * 8, 768, 3072), (156 * 8, 3072, 768), (2048, 2048, 2048))
+
+
+def gemm_gflops(device: str = "cpu", dtype=torch.float32, seconds: float = 1.0, repeats: int = 3) -> float:
+    """This machine's best dense GEMM rate now: the max over the encoder's FFN shapes and a large
+    square product, each timed ``repeats`` times (the hardware ceiling for a GEMM-bound network)."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    sync()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        n += 1
-    sync()
-    return n * 2 * m * 768 * 3072 / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for m, k, n in GEMM_SHAPES:
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        for _ in range(repeats):
+            sync()
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                a @ b
+                count += 1
+            sync()
+            best = max(best, count * 2 * m * k * n / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
