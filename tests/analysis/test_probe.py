@@ -9,7 +9,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ecg_atlas.analysis.metrics import auroc_auprc, bootstrap_weights, evaluate
+from ecg_atlas.analysis.metrics import auroc_auprc, bootstrap_weights
 from ecg_atlas.analysis.probe import BINARY, MULTICLASS, Targets, fit_path, fit_probe, train_probe
 from ecg_atlas.analysis.splits import (
     ColumnSplit,
