@@ -94,8 +94,11 @@ class Cohort:
 
 
 def load_cohort(store, where: Sequence[str] = (), columns: Sequence[str] = ()) -> Cohort:
-    """Every stored ECG matching all `where` filters (``age>=60``, ``labels contains AF``...)."""
+    """Every stored ECG matching all `where` filters (``age>=60``, ``labels contains AF``...).
+
+    `where` may also be a filter tree (``ecg_atlas.index.filters.Term`` / ``All`` / ``Any``)."""
     from ecg_atlas.index import parse_filter
+    from ecg_atlas.index.filters import All, Any, Term
 
     info = store.info()
     if info.identity is None:
@@ -105,8 +108,11 @@ def load_cohort(store, where: Sequence[str] = (), columns: Sequence[str] = ()) -
     missing = [c for c in wanted if c not in column_types]
     if missing:
         raise AtlasError(f"column(s) {', '.join(missing)} not in the store; columns: {', '.join(sorted(column_types))}")
-    where = [where] if isinstance(where, str) else list(where)
-    tree = parse_filter(where) if where else None
+    if isinstance(where, (Term, All, Any)):  # a structured filter tree (what the service receives)
+        tree, where = where, [repr(where)]
+    else:
+        where = [where] if isinstance(where, str) else list(where)
+        tree = parse_filter(where) if where else None
     ids: list[str] = []
     chunks: list[np.ndarray] = []
     meta: dict[str, list] = {c: [] for c in wanted}

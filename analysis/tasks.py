@@ -258,12 +258,16 @@ def _ecg_grids(cohort: Cohort, result: CohortResult, directory: Path) -> dict[st
 
 
 def explain_ecg(encoder, recording, out: str | Path, *, lead: str = "II", title: str = "",
-                page: bool = True) -> Path:
-    """Saliency of `recording` under `encoder`, drawn over `lead` (whole 12-lead page by default)."""
+                page: bool = True, token_saliency: np.ndarray | None = None) -> Path:
+    """Saliency of `recording` under `encoder`, drawn over `lead` (whole 12-lead page by default).
+
+    token_saliency: the (n_segments, T) ``encoder.saliency`` of the recording when the caller has
+    it already (it is computed here otherwise)."""
     from ecg_atlas.embedder import preprocess
 
-    segments = preprocess(recording)
-    saliency = plots.saliency_to_samples(encoder.saliency(segments))
+    if token_saliency is None:
+        token_saliency = encoder.saliency(preprocess(recording))
+    saliency = plots.saliency_to_samples(token_saliency)
     trace = plots.trace_from_recording(recording, title or f"ECG-FM attention saliency ({encoder.model_id})", saliency)
     if page:
         return plots.plot_ecg(trace, out, rhythm_lead=lead)

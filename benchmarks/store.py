@@ -48,7 +48,7 @@ def vectors(args: argparse.Namespace, start: int, stop: int) -> np.ndarray:
         scale = np.linalg.norm(rows, axis=1, keepdims=True) / np.sqrt(rows.shape[1])
         # The originals once, then perturbed copies (noise at 5 % of the per-dimension scale).
         noise = rng.standard_normal(rows.shape, dtype=np.float32) * scale * args.noise
-        return np.where((idx < len(base))[:, None], rows, rows + noise)
+        return np.where((idx < len(base))[:, None], rows, rows + noise).astype(np.float32)
     # Generated in fixed blocks so any chunking of the same rows gives the same vectors.
     first, last = start // BLOCK, (stop - 1) // BLOCK
     blocks = [np.random.default_rng(1000 + b).standard_normal((BLOCK, args.dim), dtype=np.float32)

@@ -1,5 +1,5 @@
-"""Bearer-token roles for the gRPC service: ``read`` (Embed, Search, Get, Info) and ``write`` (also
-Ingest, Delete, UpdateMetadata).
+"""Bearer-token roles for the gRPC service: ``read`` (Embed, Search, Get, Info, Predict, Explain) and
+``write`` (also Ingest, Delete, UpdateMetadata, TrainProbe, Cluster).
 
 The token arrives as ``authorization: Bearer TOKEN`` metadata and is compared in constant time
 against every configured token. Health checking and reflection stay open: load balancers probe
@@ -20,6 +20,7 @@ SERVICE = "/ecg_atlas.v1.Atlas/"
 METHOD_ROLES = {
     "Embed": "read", "Search": "read", "Get": "read", "Info": "read",
     "Ingest": "write", "Delete": "write", "UpdateMetadata": "write",
+    "Predict": "read", "Explain": "read", "TrainProbe": "write", "Cluster": "write",
 }
 _RANK = {"read": 1, "write": 2}
 

@@ -84,6 +84,61 @@ def _stored(message: pb.StoredECG) -> StoredECG:
         segment_vectors=wire.matrix_from_proto(message.segment_vectors) if message.HasField("segment_vectors") else None)
 
 
+@dataclass
+class ProbeReport:
+    """What TrainProbe measured: per-label and macro AUROC / AUPRC, each {value, ci_low, ci_high, ...}."""
+
+    name: str
+    kind: str
+    labels: list[dict]
+    macro_auroc: dict
+    macro_auprc: dict
+    macro_labels: list[str]
+    n_ecgs: int
+    n_patients: int
+    split: str
+    report: dict  # the full report (fraction curve, folds, ...)
+    timing: dict
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    keys: list[str]  # stored ecg_ids, then "ecg:<i>" for sent ECGs
+    probabilities: np.ndarray  # (len(keys), len(labels))
+    timing: dict
+
+
+@dataclass
+class ClusterResult:
+    run: str
+    n_clusters: int
+    noise: int
+    cluster_sizes: dict[int, int]  # label -> ECGs (noise under -1)
+    n_ecgs: int
+    columns: list[str]
+    directory: str
+    figures: dict[str, str]
+    tables: list[str]
+    timing: dict
+
+
+@dataclass
+class Explanation:
+    saliency: np.ndarray  # (T,) in [0, 1]
+    segment_saliency: np.ndarray  # (n_segments, T)
+    png: bytes | None
+    model_id: str
+    timing: dict
+
+
+def _filter(where) -> pb.Filter | None:
+    if where is None or where == [] or where == "":
+        return None
+    tree = parse_filter(where) if isinstance(where, (str, list, tuple)) else where
+    return wire.filter_to_proto(tree)
+
+
 class Client:
     """A connection to an ECG Atlas server. ``target`` is ``host:port``.
 
@@ -226,6 +281,91 @@ class Client:
 
         response = self._call(self.stub.Info, pb.InfoRequest(), timeout)
         return MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+    # -- analysis verbs -------------------------------------------------------------------------
+    def train_probe(self, name: str, targets: str | Sequence[str], *, where=None, split: str = "patient",
+                    fractions: Sequence[float] | None = None, balanced: bool = False, n_bootstrap: int = 1000,
+                    seed: int = 0, min_positives: int = 0, overwrite: bool = False,
+                    timeout: float | None = None) -> ProbeReport:
+        """Train and keep probe `name` on target spec(s) (``label_groups:AF_AFL``, ``sex=F``, ...)
+        over the cohort `where` selects; needs a write token."""
+        import json
+
+        request = pb.TrainProbeRequest(
+            name=name, targets=[targets] if isinstance(targets, str) else list(targets), split=split,
+            split_fractions=list(fractions or ()), balanced_class_weight=balanced, n_bootstrap=n_bootstrap,
+            seed=seed, min_positives=min_positives, overwrite=overwrite)
+        tree = _filter(where)
+        if tree is not None:
+            request.filter.CopyFrom(tree)
+        r = self._call(self.stub.TrainProbe, request, timeout)
+        labels = [{"label": m.label, "train_positive": m.train_positive, "train_negative": m.train_negative,
+                   "test_positive": m.test_positive, "test_negative": m.test_negative,
+                   "auroc": wire.estimate_from_proto(m.auroc), "auprc": wire.estimate_from_proto(m.auprc),
+                   "C": m.c, "flag": m.flag or None} for m in r.labels]
+        return ProbeReport(r.name, r.kind, labels, wire.estimate_from_proto(r.macro_auroc),
+                           wire.estimate_from_proto(r.macro_auprc), list(r.macro_labels), r.n_ecgs, r.n_patients,
+                           r.split, json.loads(r.report_json) if r.report_json else {}, timing_dict(r.timing))
+
+    def predict(self, probe: str, ecg_ids: Sequence[str] = (), *, signals: Sequence = (), fs: float | None = None,
+                lead_names: Sequence[str] | None = None, timeout: float | None = None) -> Prediction:
+        """Probabilities of probe `probe` (or ``ecgfm-head``) for stored ids and/or signals
+        ((leads, samples) arrays sharing `fs` and `lead_names`)."""
+        request = pb.PredictRequest(probe=probe, ecg_ids=list(ecg_ids))
+        for signal in signals:
+            request.ecgs.append(wire.ecg_to_proto(signal, fs, lead_names))
+        r = self._call(self.stub.Predict, request, timeout)
+        return Prediction(list(r.labels), list(r.keys), wire.matrix_from_proto(r.probabilities), timing_dict(r.timing))
+
+    def cluster_stream(self, run: str, *, where=None, label_columns: Sequence[str] = (),
+                       colour_by: Sequence[str] = (), n_epochs: int = 0, min_cluster_size: int = 0,
+                       min_samples: int = 0, n_neighbors: int = 0, pca_dims: int = 0, seed: int = 0,
+                       exemplar_grid: bool = False, timeout: float | None = None):
+        """Yield ("progress", (stage, percent)) items, then ("result", ClusterResult) last."""
+        request = pb.ClusterRequest(run=run, label_columns=list(label_columns), colour_by=list(colour_by),
+                                    n_epochs=n_epochs, min_cluster_size=min_cluster_size, min_samples=min_samples,
+                                    n_neighbors=n_neighbors, pca_dims=pca_dims, seed=seed,
+                                    exemplar_grid=exemplar_grid)
+        tree = _filter(where)
+        if tree is not None:
+            request.filter.CopyFrom(tree)
+        for update in self.stub.Cluster(request, timeout=timeout, metadata=self._metadata):
+            if update.HasField("progress"):
+                yield "progress", (update.progress.stage, update.progress.percent)
+            elif update.HasField("result"):
+                r = update.result
+                yield "result", ClusterResult(
+                    r.run, r.n_clusters, r.noise, {int(k): int(v) for k, v in r.cluster_sizes.items()}, r.n_ecgs,
+                    list(r.columns), r.directory, dict(r.figures), list(r.tables), timing_dict(r.timing))
+
+    def cluster(self, run: str, *, progress=None, **kwargs) -> ClusterResult:
+        """Cluster a cohort (see ``cluster_stream`` for the options); ``progress(stage, percent)``
+        is called for each progress message. Needs a write token; no deadline unless ``timeout``."""
+        result = None
+        for kind, value in self.cluster_stream(run, **kwargs):
+            if kind == "progress":
+                if progress is not None:
+                    progress(*value)
+            else:
+                result = value
+        if result is None:
+            raise RuntimeError("the Cluster stream ended without a result")
+        return result
+
+    def explain(self, ecg_id: str | None = None, *, signal=None, fs: float | None = None,
+                lead_names: Sequence[str] | None = None, png: bool = False, lead: str = "II",
+                single_lead: bool = False, timeout: float | None = None) -> Explanation:
+        """Attention saliency of a stored ECG (by id) or of a signal; ``png`` also draws it."""
+        if (ecg_id is None) == (signal is None):
+            raise ValueError("explain needs exactly one of ecg_id or signal")
+        request = pb.ExplainRequest(include_png=png, lead=lead, single_lead=single_lead)
+        if ecg_id is not None:
+            request.ecg_id = ecg_id
+        else:
+            request.ecg.CopyFrom(wire.ecg_to_proto(signal, fs, lead_names))
+        r = self._call(self.stub.Explain, request, timeout)
+        return Explanation(wire.vector_from_proto(r.saliency), wire.matrix_from_proto(r.segment_saliency),
+                           r.png or None, r.model_id, timing_dict(r.timing))
 
 
 def ingest_request(item: IngestItem) -> pb.IngestRequest:

@@ -11,8 +11,11 @@ Logs: request contents (signals, ecg ids, patient ids, metadata) are logged only
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
+import queue
+import tempfile
 import threading
 import time
 import warnings
@@ -20,6 +23,7 @@ from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import wraps
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Atlas"].full_name
 #: ECGs written to the store per transaction during Ingest.
 WRITE_BATCH = 64
+#: Analysis calls (TrainProbe, Predict, Cluster, Explain) that run at once; more wait their turn.
+ANALYSIS_WORKERS = 2
 
 
 class _Abort(Exception):
@@ -97,6 +103,30 @@ def _rpc(method):
     return handler
 
 
+def _stream_rpc(method):
+    """`_rpc` for server-streaming methods: `method` yields the response messages."""
+
+    @wraps(method)
+    def handler(self, request, context):
+        started = time.perf_counter()
+        if not self.ready.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is loading its model; retry shortly "
+                                                       "(health reports SERVING when it is ready)")
+        try:
+            yield from method(self, request, context, started)
+        except CancelledError:
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the client")
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status the caller can act on
+            code, message = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.error("%s failed: %s", method.__name__, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+            else:
+                log.debug("%s refused: %s", method.__name__, message)
+            context.abort(code, message)
+
+    return handler
+
+
 def _remaining(context) -> float | None:
     """Seconds left before the caller's deadline; None without one (gRPC reports a huge number)."""
     remaining = context.time_remaining()
@@ -120,6 +150,9 @@ class AtlasService(pb_grpc.AtlasServicer):
         self.identity = None
         self.notice = ""
         self._pool = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="preprocess")
+        # Long analysis work runs here, off the RPC threads' hot path and never on the encoder thread.
+        self._analysis = ThreadPoolExecutor(ANALYSIS_WORKERS, thread_name_prefix="analysis")
+        self._head = None  # the built-in ecgfm-head probe, made on first use
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -146,6 +179,7 @@ class AtlasService(pb_grpc.AtlasServicer):
     def close(self) -> None:
         self.ready.clear()
         self._pool.shutdown(wait=True)
+        self._analysis.shutdown(wait=True)
         if self.batcher is not None:
             self.batcher.stop()
         if self.store is not None:
@@ -342,6 +376,220 @@ class AtlasService(pb_grpc.AtlasServicer):
         response.columns.update(info.columns)
         response.index_settings.update({k: str(v) for k, v in info.index_settings.items()})
         return response
+
+
+    # -- analysis RPCs --------------------------------------------------------------------------
+    def _in_worker(self, context, work, *args, **kwargs):
+        """Run `work` on the analysis pool and wait for it (up to the caller's deadline)."""
+        return self._wait(self._analysis.submit(work, *args, **kwargs), context)
+
+    @_rpc
+    def TrainProbe(self, request, context, started):
+        from ecg_atlas.analysis.probe import DEFAULT_MIN_POSITIVES
+        from ecg_atlas.analysis.store_io import load_probe
+        from ecg_atlas.analysis.tasks import SplitSpec, train_stored_probe
+
+        if not request.name:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "name the probe (it is kept in the store under that name)")
+        if not request.targets:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "name at least one target (e.g. label_groups:AF_AFL, "
+                                                           "sex=F, or a boolean column)")
+        fractions = tuple(request.split_fractions) or (0.7, 0.1, 0.2)
+        if len(fractions) != 3:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "split_fractions are three numbers: train, val, test")
+        split = SplitSpec.parse(request.split or "patient", fractions)
+        tree = wire.filter_from_proto(request.filter)
+
+        def work():
+            run = train_stored_probe(
+                self.store, request.name, list(request.targets), where=() if tree is None else tree, split=split,
+                class_weight="balanced" if request.balanced_class_weight else None,
+                n_bootstrap=request.n_bootstrap or 1000, seed=request.seed,
+                min_positives=request.min_positives or DEFAULT_MIN_POSITIVES, overwrite=request.overwrite)
+            return run, load_probe(self.store, request.name)[1]
+
+        run, meta = self._in_worker(context, work)
+        report = run.report
+        response = pb.TrainProbeResponse(
+            name=request.name, kind=report.kind, macro_auroc=wire.estimate_to_proto(report.test.macro_auroc),
+            macro_auprc=wire.estimate_to_proto(report.test.macro_auprc), macro_labels=report.test.macro_labels,
+            n_ecgs=int(meta.get("n_ecgs", 0)), n_patients=int(meta.get("n_patients", 0)),
+            split=str(report.split.get("method", "")),
+            report_json=json.dumps(report.to_dict(), default=_jsonable))
+        metrics = {m.label: m for m in report.test.labels}
+        for c in report.counts:
+            m = metrics[c.label]
+            response.labels.add(label=c.label, train_positive=c.train_positive, train_negative=c.train_negative,
+                                test_positive=c.test_positive, test_negative=c.test_negative,
+                                auroc=wire.estimate_to_proto(m.auroc), auprc=wire.estimate_to_proto(m.auprc),
+                                c=float(c.C), flag=c.flag or "")
+        response.timing.search_ms = 1000 * (time.perf_counter() - started)
+        return response
+
+    def _head_probe(self):
+        from ecg_atlas.analysis.store_io import HeadProbe
+
+        if not self.encoder.can_classify:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"the built-in ecgfm-head probe needs a finetuned ECG-FM checkpoint; this server runs "
+                         f"{self.encoder.model_id}, which has no classifier head")
+        if self._head is None:
+            self._head = HeadProbe.from_encoder(self.encoder)
+        return self._head
+
+    @_rpc
+    def Predict(self, request, context, started):
+        from ecg_atlas.analysis.store_io import HEAD_PROBE_NAME, check_same_encoder, load_probe, predict_stored
+
+        if not request.probe:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "name the probe (a kept probe, or ecgfm-head)")
+        if not request.ecg_ids and not request.ecgs:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "send stored ecg_ids and/or ECGs to score")
+        response = pb.PredictResponse()
+        head = request.probe == HEAD_PROBE_NAME
+        if head:
+            model = self._head_probe()
+            labels, meta = model.labels, {"name": HEAD_PROBE_NAME, "identity": model.identity}
+        else:
+            model, meta = load_probe(self.store, request.probe)
+            labels = model.labels
+        keys, scores = [], []
+        if request.ecg_ids:
+            ids = list(request.ecg_ids)
+            t = time.perf_counter()
+            scores.append(self._in_worker(context, model.predict_stored, self.store, ids) if head
+                          else self._in_worker(context, predict_stored, self.store, model, meta, ids))
+            response.timing.search_ms += 1000 * (time.perf_counter() - t)
+            keys += ids
+        if request.ecgs:
+            check_same_encoder(self.identity, meta)
+            for i, ecg in enumerate(request.ecgs):
+                _, _, vectors = self._embed(ecg, context, response.timing)
+                scores.append(model.predict_segments([vectors]) if head
+                              else model.predict_proba(vectors.mean(axis=0, keepdims=True)))
+                keys.append(f"ecg:{i}")
+        response.labels.extend(labels)
+        response.keys.extend(keys)
+        response.probabilities.CopyFrom(wire.matrix_to_proto(np.concatenate(scores).reshape(len(keys), len(labels))))
+        return response
+
+    @_stream_rpc
+    def Cluster(self, request, context, started):
+        from ecg_atlas.analysis.cohort import CohortParams
+        from ecg_atlas.analysis.store_io import cluster_columns
+        from ecg_atlas.analysis.tasks import cluster_stored
+
+        if not request.run:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "name the run (its labels go into cluster_<run> columns)")
+        columns = cluster_columns(request.run)  # checks the name before any work
+        defaults = CohortParams()
+        params = CohortParams(pca_dims=request.pca_dims or defaults.pca_dims, n_epochs=request.n_epochs or None,
+                              min_cluster_size=request.min_cluster_size or None,
+                              min_samples=request.min_samples or None,
+                              n_neighbors=request.n_neighbors or defaults.n_neighbors,
+                              seed=request.seed or defaults.seed)
+        tree = wire.filter_from_proto(request.filter)
+        updates: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+
+        def progress(stage: str, percent: float) -> None:
+            if cancelled.is_set():  # stops the run at the next stage boundary
+                raise CancelledError()
+            updates.put(pb.ClusterUpdate(progress=pb.ClusterProgress(stage=stage, percent=percent)))
+
+        def work():
+            return cluster_stored(self.store, request.run, where=() if tree is None else tree, params=params,
+                                  label_columns=list(request.label_columns), colour_by=list(request.colour_by),
+                                  exemplar_grid=request.exemplar_grid, progress=progress)
+
+        future = self._analysis.submit(work)
+        future.add_done_callback(lambda _: updates.put(None))
+        deadline = _deadline(context)
+        while True:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                cancelled.set()
+                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while clustering")
+            try:
+                update = updates.get(timeout=0.5 if timeout is None else min(timeout, 0.5))
+            except queue.Empty:
+                continue
+            if update is None:
+                break
+            yield update
+        done = future.result()  # raises what the run raised
+        r = done.result
+        sizes = r.sizes()
+        directory = Path(done.directory)
+        tables = [str(directory / n) for n in ("enrichment.csv", "enrichment.md", "assignments.parquet", "run.json")
+                  if (directory / n).exists()]
+        result = pb.ClusterResult(run=request.run, n_clusters=r.n_clusters, noise=int(sizes.get(-1, 0)),
+                                  n_ecgs=len(r.labels), columns=list(columns), directory=str(directory),
+                                  tables=tables)
+        result.cluster_sizes.update({int(k): int(v) for k, v in sizes.items()})
+        result.figures.update({name: str(path) for name, path in done.figures.items()})
+        result.timing.search_ms = 1000 * (time.perf_counter() - started)
+        result.timing.total_ms = result.timing.search_ms
+        yield pb.ClusterUpdate(result=result)
+
+    @_rpc
+    def Explain(self, request, context, started):
+        from ecg_atlas.analysis.tasks import explain_ecg
+        from ecg_atlas.embedder import STANDARD_LEADS, read_ecg
+        from ecg_atlas.embedder.leads import canonical_lead_name
+
+        response = pb.ExplainResponse(model_id=self.encoder.model_id)
+        lead = canonical_lead_name(request.lead or "II")
+        if lead is None:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"lead {request.lead!r} is not one of {', '.join(STANDARD_LEADS)}")
+        query = request.WhichOneof("query")
+        if query == "ecg_id":
+            t = time.perf_counter()
+            source = self.store.get([request.ecg_id], columns=["source"])[0]["source"]
+            response.timing.search_ms = 1000 * (time.perf_counter() - t)
+            if not source or not (Path(source).exists() or Path(source + ".hea").exists()):
+                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"ECG {request.ecg_id!r} has no stored source file this server can read; send the ECG")
+            t = time.perf_counter()
+            recording = self._in_worker(context, read_ecg, source)
+            segments = self._in_worker(context, self._prepare_recording, recording)
+        elif query == "ecg":
+            t = time.perf_counter()
+            recording, prepared = self._prepare(request.ecg)
+            segments = prepared.segments
+        else:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "say what to explain: ecg_id or ecg")
+        response.timing.preprocess_ms = 1000 * (time.perf_counter() - t)
+        t = time.perf_counter()
+        tokens = np.asarray(self._in_worker(context, self.encoder.saliency, segments), dtype=np.float32)
+        response.timing.inference_ms = 1000 * (time.perf_counter() - t)
+        mean = tokens.mean(axis=0)
+        lo, hi = float(mean.min()), float(mean.max())
+        response.saliency.CopyFrom(wire.vector_to_proto(np.zeros_like(mean) if hi == lo else (mean - lo) / (hi - lo)))
+        response.segment_saliency.CopyFrom(wire.matrix_to_proto(tokens))
+        if request.include_png:
+            with tempfile.TemporaryDirectory(prefix="ecg-atlas-explain-") as tmp:
+                title = f"ECG-FM attention saliency — {request.ecg_id or 'sent ECG'}"
+                path = self._in_worker(context, explain_ecg, self.encoder, recording, Path(tmp) / "explain.png",
+                                       lead=lead, title=title, page=not request.single_lead, token_saliency=tokens)
+                response.png = Path(path).read_bytes()
+        return response
+
+    def _prepare_recording(self, recording):
+        from ecg_atlas.embedder.preprocessing import prepare
+
+        return prepare(recording, min_leads=self.config.min_leads,
+                       max_duration_s=self.config.max_ecg_duration_s).segments
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
 class _IngestStream:

@@ -103,6 +103,19 @@ def matrix_from_proto(matrix: pb.Matrix) -> np.ndarray:
     return np.frombuffer(matrix.data, dtype="<f4").reshape(matrix.rows, matrix.cols).astype(np.float32)
 
 
+# ---- analysis -----------------------------------------------------------------------------------
+
+def estimate_to_proto(interval) -> pb.Estimate:
+    """An ``analysis.metrics.Interval`` (value, low, high, resamples_used); NaN stays NaN."""
+    return pb.Estimate(value=float(interval.value), ci_low=float(interval.low), ci_high=float(interval.high),
+                       resamples_used=int(interval.resamples_used))
+
+
+def estimate_from_proto(estimate: pb.Estimate) -> dict:
+    return {"value": estimate.value, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
+            "resamples_used": estimate.resamples_used}
+
+
 # ---- metadata values ----------------------------------------------------------------------------
 
 def value_to_proto(value: object) -> pb.Value:

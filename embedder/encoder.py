@@ -61,8 +61,7 @@ class Encoder:
             raise AtlasError(f"{dtype} inference is GPU-only (CPU reduced precision is slower and "
                              "less accurate); use float32 on the CPU")
         self.dtype = dtype
-        # int8 swaps the Linear modules for quantised ones, so it keeps q/k/v separate
-        self.model = model.to(self.device).prepare_for_inference(fuse_qkv=fast != "int8")
+        self.model = model.to(self.device).prepare_for_inference()
         self.fast = fast
         self._run = self._fast_runner(fast)
         self.model_id = model_id

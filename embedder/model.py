@@ -174,7 +174,6 @@ class ConvPositionalEmbedding(nn.Module):
             self.fold()
         return self
 
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
         y = F.conv1d(x.transpose(1, 2), self.weight(), self.bias, padding=self.kernel // 2, groups=self.groups)
         if self.kernel % 2 == 0:
@@ -193,19 +192,6 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.q_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        self._qkv: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def fuse_qkv(self) -> None:
-        """Inference: one (3D × D) projection instead of three. The q/k/v parameters become views
-        into the fused tensors, so no memory is added and state-dict names are unchanged."""
-        with torch.no_grad():
-            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        dim = self.q_proj.weight.shape[0]
-        for i, proj in enumerate((self.q_proj, self.k_proj, self.v_proj)):
-            proj.weight = nn.Parameter(weight[i * dim:(i + 1) * dim], requires_grad=False)
-            proj.bias = nn.Parameter(bias[i * dim:(i + 1) * dim], requires_grad=False)
-        self._qkv = (weight, bias)
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, steps, dim = x.shape
@@ -213,10 +199,7 @@ class SelfAttention(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(batch, steps, self.heads, self.head_dim).transpose(1, 2)
 
-        if self._qkv is not None and not self.training:
-            q, k, v = (split(t) for t in F.linear(x, *self._qkv).split(dim, dim=-1))
-        else:
-            q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
         if need_weights:
             # Explicit path (the reference's when weights are requested): scaled q, fp32 softmax.
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
@@ -274,13 +257,10 @@ class ECGFM(nn.Module):
         self.encoder = TransformerStack(cfg)
         self.proj = nn.Linear(cfg.embed_dim, cfg.num_labels) if cfg.num_labels else None
 
-    def prepare_for_inference(self, fuse_qkv: bool = True) -> "ECGFM":
-        """Eval mode, frozen, weight norm folded, q/k/v fused. Call after moving to the device."""
+    def prepare_for_inference(self) -> "ECGFM":
+        """Eval mode, frozen, weight norm folded once. Call after moving to the device."""
         self.eval().requires_grad_(False)
         self.conv_pos.fold()
-        if fuse_qkv:
-            for layer in self.encoder.layers:
-                layer.self_attn.fuse_qkv()
         return self
 
     def forward(

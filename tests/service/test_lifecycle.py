@@ -196,6 +196,36 @@ def test_tls_round_trip_with_a_self_signed_certificate(tmp_path, tiny_checkpoint
         server.stop()
 
 
+def _client_certificate(tmp_path):
+    """A CA and a client certificate it signed (for --tls-client-ca)."""
+    ca_key, ca, key, csr, cert = (tmp_path / n for n in ("ca.key", "ca.pem", "client.key", "client.csr", "client.pem"))
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "1",
+        "-subj", "/CN=ecg-atlas test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=research-client")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
+        "-days", "1")
+    return ca, cert, key
+
+
+def test_client_certificates_are_required_when_a_client_ca_is_configured(tmp_path, tiny_checkpoint):
+    server_cert, server_key = _self_signed(tmp_path)
+    ca, client_cert, client_key = _client_certificate(tmp_path)
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--tls-cert", str(server_cert),
+                          "--tls-key", str(server_key), "--tls-client-ca", str(ca), wait=False)
+    try:
+        with Client(server.address, token=READ_TOKEN, tls_ca=server_cert, client_cert=client_cert,
+                    client_key=client_key) as c:
+            c.wait_ready(timeout=120)
+            assert c.info()["tls"] is True
+        with Client(server.address, token=READ_TOKEN, tls_ca=server_cert, timeout=10) as no_cert:
+            with pytest.raises(grpc.RpcError) as err:
+                no_cert.info()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake is refused
+    finally:
+        server.stop()
+
+
 def test_health_is_not_serving_and_rpcs_unavailable_until_warm(tmp_path, tiny_checkpoint):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

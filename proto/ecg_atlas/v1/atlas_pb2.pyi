@@ -434,3 +434,217 @@ class InfoResponse(_message.Message):
     index_settings: _containers.ScalarMap[str, str]
     timing: Timing
     def __init__(self, model_id: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., preprocessing_version: _Optional[str] = ..., encoder_notice: _Optional[str] = ..., index_kind: _Optional[str] = ..., index_backend: _Optional[str] = ..., ecg_count: _Optional[int] = ..., index_entries: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., auth_enabled: _Optional[bool] = ..., tls: _Optional[bool] = ..., columns: _Optional[_Mapping[str, str]] = ..., index_settings: _Optional[_Mapping[str, str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class TrainProbeRequest(_message.Message):
+    __slots__ = ("name", "targets", "filter", "split", "split_fractions", "balanced_class_weight", "n_bootstrap", "seed", "min_positives", "overwrite")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FRACTIONS_FIELD_NUMBER: _ClassVar[int]
+    BALANCED_CLASS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    N_BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    filter: Filter
+    split: str
+    split_fractions: _containers.RepeatedScalarFieldContainer[float]
+    balanced_class_weight: bool
+    n_bootstrap: int
+    seed: int
+    min_positives: int
+    overwrite: bool
+    def __init__(self, name: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., split: _Optional[str] = ..., split_fractions: _Optional[_Iterable[float]] = ..., balanced_class_weight: _Optional[bool] = ..., n_bootstrap: _Optional[int] = ..., seed: _Optional[int] = ..., min_positives: _Optional[int] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class Estimate(_message.Message):
+    __slots__ = ("value", "ci_low", "ci_high", "resamples_used")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLES_USED_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    ci_low: float
+    ci_high: float
+    resamples_used: int
+    def __init__(self, value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., resamples_used: _Optional[int] = ...) -> None: ...
+
+class LabelReport(_message.Message):
+    __slots__ = ("label", "train_positive", "train_negative", "test_positive", "test_negative", "auroc", "auprc", "c", "flag")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    TEST_POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    TEST_NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    AUROC_FIELD_NUMBER: _ClassVar[int]
+    AUPRC_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    train_positive: int
+    train_negative: int
+    test_positive: int
+    test_negative: int
+    auroc: Estimate
+    auprc: Estimate
+    c: float
+    flag: str
+    def __init__(self, label: _Optional[str] = ..., train_positive: _Optional[int] = ..., train_negative: _Optional[int] = ..., test_positive: _Optional[int] = ..., test_negative: _Optional[int] = ..., auroc: _Optional[_Union[Estimate, _Mapping]] = ..., auprc: _Optional[_Union[Estimate, _Mapping]] = ..., c: _Optional[float] = ..., flag: _Optional[str] = ...) -> None: ...
+
+class TrainProbeResponse(_message.Message):
+    __slots__ = ("name", "kind", "labels", "macro_auroc", "macro_auprc", "macro_labels", "n_ecgs", "n_patients", "split", "report_json", "timing")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MACRO_AUROC_FIELD_NUMBER: _ClassVar[int]
+    MACRO_AUPRC_FIELD_NUMBER: _ClassVar[int]
+    MACRO_LABELS_FIELD_NUMBER: _ClassVar[int]
+    N_ECGS_FIELD_NUMBER: _ClassVar[int]
+    N_PATIENTS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    labels: _containers.RepeatedCompositeFieldContainer[LabelReport]
+    macro_auroc: Estimate
+    macro_auprc: Estimate
+    macro_labels: _containers.RepeatedScalarFieldContainer[str]
+    n_ecgs: int
+    n_patients: int
+    split: str
+    report_json: str
+    timing: Timing
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelReport, _Mapping]]] = ..., macro_auroc: _Optional[_Union[Estimate, _Mapping]] = ..., macro_auprc: _Optional[_Union[Estimate, _Mapping]] = ..., macro_labels: _Optional[_Iterable[str]] = ..., n_ecgs: _Optional[int] = ..., n_patients: _Optional[int] = ..., split: _Optional[str] = ..., report_json: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("probe", "ecg_ids", "ecgs")
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    ECG_IDS_FIELD_NUMBER: _ClassVar[int]
+    ECGS_FIELD_NUMBER: _ClassVar[int]
+    probe: str
+    ecg_ids: _containers.RepeatedScalarFieldContainer[str]
+    ecgs: _containers.RepeatedCompositeFieldContainer[ECG]
+    def __init__(self, probe: _Optional[str] = ..., ecg_ids: _Optional[_Iterable[str]] = ..., ecgs: _Optional[_Iterable[_Union[ECG, _Mapping]]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("labels", "keys", "probabilities", "timing")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    probabilities: Matrix
+    timing: Timing
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., keys: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[Matrix, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class ClusterRequest(_message.Message):
+    __slots__ = ("run", "filter", "label_columns", "colour_by", "n_epochs", "min_cluster_size", "min_samples", "n_neighbors", "pca_dims", "seed", "exemplar_grid")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    COLOUR_BY_FIELD_NUMBER: _ClassVar[int]
+    N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLUSTER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    N_NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    PCA_DIMS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EXEMPLAR_GRID_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    filter: Filter
+    label_columns: _containers.RepeatedScalarFieldContainer[str]
+    colour_by: _containers.RepeatedScalarFieldContainer[str]
+    n_epochs: int
+    min_cluster_size: int
+    min_samples: int
+    n_neighbors: int
+    pca_dims: int
+    seed: int
+    exemplar_grid: bool
+    def __init__(self, run: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., label_columns: _Optional[_Iterable[str]] = ..., colour_by: _Optional[_Iterable[str]] = ..., n_epochs: _Optional[int] = ..., min_cluster_size: _Optional[int] = ..., min_samples: _Optional[int] = ..., n_neighbors: _Optional[int] = ..., pca_dims: _Optional[int] = ..., seed: _Optional[int] = ..., exemplar_grid: _Optional[bool] = ...) -> None: ...
+
+class ClusterProgress(_message.Message):
+    __slots__ = ("stage", "percent")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    percent: float
+    def __init__(self, stage: _Optional[str] = ..., percent: _Optional[float] = ...) -> None: ...
+
+class ClusterResult(_message.Message):
+    __slots__ = ("run", "n_clusters", "noise", "cluster_sizes", "n_ecgs", "columns", "directory", "figures", "tables", "timing")
+    class ClusterSizesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    class FiguresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_SIZES_FIELD_NUMBER: _ClassVar[int]
+    N_ECGS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    n_clusters: int
+    noise: int
+    cluster_sizes: _containers.ScalarMap[int, int]
+    n_ecgs: int
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    directory: str
+    figures: _containers.ScalarMap[str, str]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    timing: Timing
+    def __init__(self, run: _Optional[str] = ..., n_clusters: _Optional[int] = ..., noise: _Optional[int] = ..., cluster_sizes: _Optional[_Mapping[int, int]] = ..., n_ecgs: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., directory: _Optional[str] = ..., figures: _Optional[_Mapping[str, str]] = ..., tables: _Optional[_Iterable[str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class ClusterUpdate(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: ClusterProgress
+    result: ClusterResult
+    def __init__(self, progress: _Optional[_Union[ClusterProgress, _Mapping]] = ..., result: _Optional[_Union[ClusterResult, _Mapping]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("ecg_id", "ecg", "include_png", "lead", "single_lead")
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    ECG_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PNG_FIELD_NUMBER: _ClassVar[int]
+    LEAD_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_LEAD_FIELD_NUMBER: _ClassVar[int]
+    ecg_id: str
+    ecg: ECG
+    include_png: bool
+    lead: str
+    single_lead: bool
+    def __init__(self, ecg_id: _Optional[str] = ..., ecg: _Optional[_Union[ECG, _Mapping]] = ..., include_png: _Optional[bool] = ..., lead: _Optional[str] = ..., single_lead: _Optional[bool] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("saliency", "segment_saliency", "png", "model_id", "timing")
+    SALIENCY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SALIENCY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    saliency: Vector
+    segment_saliency: Matrix
+    png: bytes
+    model_id: str
+    timing: Timing
+    def __init__(self, saliency: _Optional[_Union[Vector, _Mapping]] = ..., segment_saliency: _Optional[_Union[Matrix, _Mapping]] = ..., png: _Optional[bytes] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...

@@ -69,6 +69,26 @@ class AtlasStub:
                 request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.InfoRequest.SerializeToString,
                 response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.TrainProbe = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/TrainProbe',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.TrainProbeRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.TrainProbeResponse.FromString,
+                _registered_method=True)
+        self.Predict = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/Predict',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictResponse.FromString,
+                _registered_method=True)
+        self.Cluster = channel.unary_stream(
+                '/ecg_atlas.v1.Atlas/Cluster',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterUpdate.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/Explain',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class AtlasServicer:
@@ -126,6 +146,38 @@ class AtlasServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TrainProbe(self, request, context):
+        """Train a linear probe on the stored vectors of a filtered cohort and keep it in the store
+        (patient-disjoint split, AUROC / AUPRC with patient-bootstrap 95% CIs). Role: write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Predict(self, request, context):
+        """A kept probe's (or the built-in "ecgfm-head"'s) probabilities for stored ECGs and/or sent
+        ECGs. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Cluster(self, request, context):
+        """Cluster a filtered cohort (UMAP + HDBSCAN), write the labels back as cluster_<run> columns
+        and write figures and tables beside the store. Streams progress messages, then one result
+        (the last message). Role: write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Attention saliency of one ECG (stored or sent), optionally drawn as a PNG. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AtlasServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +215,26 @@ def add_AtlasServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.InfoRequest.FromString,
                     response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.InfoResponse.SerializeToString,
+            ),
+            'TrainProbe': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrainProbe,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.TrainProbeRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.TrainProbeResponse.SerializeToString,
+            ),
+            'Predict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictResponse.SerializeToString,
+            ),
+            'Cluster': grpc.unary_stream_rpc_method_handler(
+                    servicer.Cluster,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterUpdate.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +426,114 @@ class Atlas:
             '/ecg_atlas.v1.Atlas/Info',
             ecg__atlas_dot_v1_dot_atlas__pb2.InfoRequest.SerializeToString,
             ecg__atlas_dot_v1_dot_atlas__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainProbe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/TrainProbe',
+            ecg__atlas_dot_v1_dot_atlas__pb2.TrainProbeRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.TrainProbeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Predict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/Predict',
+            ecg__atlas_dot_v1_dot_atlas__pb2.PredictRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/Cluster',
+            ecg__atlas_dot_v1_dot_atlas__pb2.ClusterRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.ClusterUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/Explain',
+            ecg__atlas_dot_v1_dot_atlas__pb2.ExplainRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
