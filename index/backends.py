@@ -117,7 +117,27 @@ class VectorIndex(ABC):
 # FAISS
 
 
-class FaissFlat(VectorIndex):
+class _TombstonedIDMap(VectorIndex):
+    """An id-mapped FAISS index whose deletes are first recorded as tombstones (``self.tombstones``)."""
+
+    index: faiss.Index
+    tombstones: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal) - len(self.tombstones)
+
+    def ids(self) -> np.ndarray:
+        held = np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False))
+        return np.setdiff1d(held, self.tombstones, assume_unique=True)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.index.add_with_ids(vectors, ids)
+
+    def _tombstone(self, ids: np.ndarray) -> None:
+        self.tombstones = np.union1d(self.tombstones, np.asarray(ids, dtype=np.int64))
+
+
+class FaissFlat(_TombstonedIDMap):
     """Exact inner product: IndexIDMap over IndexFlatIP.
 
     Removing from a flat index moves every later vector, so deletes (and replaced upserts) are
@@ -136,19 +156,9 @@ class FaissFlat(VectorIndex):
         self.index = index if index is not None else faiss.IndexIDMap(faiss.IndexFlatIP(dim))
         self.tombstones = np.empty(0, dtype=np.int64)
 
-    def __len__(self) -> int:
-        return int(self.index.ntotal) - len(self.tombstones)
-
-    def ids(self) -> np.ndarray:
-        held = np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False))
-        return np.setdiff1d(held, self.tombstones, assume_unique=True)
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.index.add_with_ids(vectors, ids)
-
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self.tombstones = np.union1d(self.tombstones, np.asarray(ids, dtype=np.int64))
+            self._tombstone(ids)
             if len(self.tombstones) > max(10_000, self.index.ntotal // 20):
                 self.purge()
 
@@ -292,7 +302,7 @@ class FaissIVF(VectorIndex):
         return {"nlist": int(self.index.nlist), "nprobe": self.nprobe, "estimated_recall_at_10": self.recall_at_10}
 
 
-class FaissHNSW(VectorIndex):
+class FaissHNSW(_TombstonedIDMap):
     """HNSW graph (IndexIDMap2 over IndexHNSWFlat). HNSW cannot remove nodes, so deletes are
     tombstones excluded by a selector until `compact` rebuilds the graph."""
 
@@ -318,18 +328,8 @@ class FaissHNSW(VectorIndex):
     def nprobe(self, value: int) -> None:
         faiss.downcast_index(self.index.index).hnsw.efSearch = int(value)
 
-    def __len__(self) -> int:
-        return int(self.index.ntotal) - len(self.tombstones)
-
-    def ids(self) -> np.ndarray:
-        held = np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False))
-        return np.setdiff1d(held, self.tombstones, assume_unique=True)
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.index.add_with_ids(vectors, ids)
-
     def remove(self, ids: np.ndarray) -> None:
-        self.tombstones = np.union1d(self.tombstones, ids.astype(np.int64))
+        self._tombstone(ids)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if len(self) == 0 or (allowed is not None and len(allowed) == 0):
