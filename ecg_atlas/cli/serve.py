@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import signal
 import sys
 import threading
@@ -65,7 +67,28 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return config
 
 
+#: glibc's mallopt parameter for the number of malloc arenas (malloc.h: M_ARENA_MAX = -8).
+M_ARENA_MAX = -8
+
+
+def cap_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's per-thread malloc arenas before the server starts its threads.
+
+    With dozens of gRPC threads each allocating ECG-sized NumPy/torch buffers, glibc's default
+    (8 arenas per core) let resident memory climb steadily under load (BENCHMARKS.md, Service);
+    MALLOC_ARENA_MAX in the environment still wins. Returns whether the cap was applied.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to cap
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
+    cap_malloc_arenas()
     from ecg_atlas.server import AtlasServer
 
     config = config_from_args(args)
