@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import wraps
@@ -77,26 +78,33 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal server error (see the server log)"
 
 
+@contextmanager
+def _guarded(service, context, name: str):
+    """Ready check, then every error becomes a status the caller can act on."""
+    if not service.ready.is_set():
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is loading its model; retry shortly "
+                                                   "(health reports SERVING when it is ready)")
+    try:
+        yield
+    except CancelledError:
+        context.abort(grpc.StatusCode.CANCELLED, "cancelled by the client")
+    except Exception as exc:  # noqa: BLE001 - every error becomes a status the caller can act on
+        code, message = status_of(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("%s failed: %s", name, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+        else:
+            log.debug("%s refused: %s", name, message)
+        context.abort(code, message)
+
+
 def _rpc(method):
     """Ready check, error → status mapping, and total time for one Atlas method."""
 
     @wraps(method)
     def handler(self, request, context):
         started = time.perf_counter()
-        if not self.ready.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is loading its model; retry shortly "
-                                                       "(health reports SERVING when it is ready)")
-        try:
+        with _guarded(self, context, method.__name__):
             response = method(self, request, context, started)
-        except CancelledError:
-            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the client")
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status the caller can act on
-            code, message = status_of(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.error("%s failed: %s", method.__name__, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
-            else:
-                log.debug("%s refused: %s", method.__name__, message)
-            context.abort(code, message)
         response.timing.total_ms = 1000 * (time.perf_counter() - started)
         return response
 
@@ -109,20 +117,8 @@ def _stream_rpc(method):
     @wraps(method)
     def handler(self, request, context):
         started = time.perf_counter()
-        if not self.ready.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is loading its model; retry shortly "
-                                                       "(health reports SERVING when it is ready)")
-        try:
+        with _guarded(self, context, method.__name__):
             yield from method(self, request, context, started)
-        except CancelledError:
-            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the client")
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status the caller can act on
-            code, message = status_of(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.error("%s failed: %s", method.__name__, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
-            else:
-                log.debug("%s refused: %s", method.__name__, message)
-            context.abort(code, message)
 
     return handler
 
