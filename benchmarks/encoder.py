@@ -31,8 +31,16 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ECG_ATLAS_SHARED_DATA", REPO.parent / "shared" / "data"))
 REFERENCE_SEG_PER_S = {1: 4.7, 8: 5.4, 32: 4.7}  # reference implementation, this machine class
-GFLOP_PER_SEGMENT = 29.2  # full-size encoder, 12 × 2500 input (issue 2)
 H100_BF16_DENSE_TFLOPS = 989.0  # SXM datasheet; MFU reference
+
+
+def _base_gflop() -> float:
+    from ecg_atlas.embedder.model import PRESETS, flops_per_segment
+
+    return flops_per_segment(PRESETS["base"]) / 1e9  # 29.2 for 12 × 2500 (the issue's figure)
+
+
+GFLOP_PER_SEGMENT = _base_gflop()
 
 
 def real_segments(n: int) -> np.ndarray:
