@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="patient split to train on (stable hash of the patient id; see pretrain.data)")
     p.add_argument("--lr", type=float, default=None,
                    help="override the recipe's fixed 5e-5 (tuned for 1024-segment batches; small runs need more)")
+    p.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up over this many updates")
+    p.add_argument("--max-pairs-per-record", type=int, default=None,
+                   help="cap on the pairs one record gives per pass (long Holter records would dominate)")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -61,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         raise AtlasError("no ECG files to pretrain on")
     with tqdm(total=args.max_updates, unit="update", desc="pretraining", disable=None) as bar:
         def progress(row: dict) -> None:
+            if bar.disable:  # not a terminal (a log file, CI): one line per logged update instead
+                print(f"update {row['update']}: loss {row['loss']:.3f} (infonce {row['infonce']:.3f}, "
+                      f"cmsc {row['cmsc']:.3f}), masked-step accuracy {row['accuracy']:.3f}, "
+                      f"{row['segments_per_s']:.1f} segments/s", flush=True)
+                return
             bar.n = row["update"]
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}",
                             seg_s=f"{row['segments_per_s']:.1f}")
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                           max_updates=args.max_updates, max_minutes=args.minutes,
                           pairs_per_batch=args.batch_pairs, device=args.device, seed=args.seed,
                           save_every=args.save_every, noise_std=args.noise, random_offset=args.random_offset,
+                          max_pairs_per_record=args.max_pairs_per_record, warmup_updates=args.warmup,
                           overrides={"lr": args.lr} if args.lr else None, on_update=progress)
     summary = {"checkpoint": str(result.checkpoint), "loss_curves": str(result.curve), "updates": result.updates,
                "seconds": round(result.seconds, 1), "segments_per_s": round(result.segments_per_s, 2),

@@ -6,6 +6,11 @@ longer than 10 s start at a random sample instead (still two adjacent, non-overl
 the standardised record): an augmentation for small corpora. Small corpora are cached in memory after
 the first pass. Records that cannot be used (too short for two segments, too few leads) are skipped
 and counted.
+
+Pairs go through a shuffle buffer before they are batched, so the pairs of one long record spread
+over many batches; each pair carries its record's index, so CMSC treats two pairs of the same record
+in one batch as positives rather than as negatives. ``max_pairs_per_record`` caps what one record
+contributes per pass (a 30-min Holter would otherwise outweigh hundreds of 10-s ECGs).
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from ..discover import ECGSource, read_source
 from ..engine import prefetch
 from ..preprocessing import preprocess
 from ..recording import SEGMENT_SAMPLES
+
+
+#: (first 5-s window, the adjacent window, index of the record they come from)
+Pair = tuple[np.ndarray, np.ndarray, int]
 
 
 def patient_split(key: str, test_fraction: float = 0.2) -> str:
@@ -47,11 +56,13 @@ class PairStream:
     cache_limit_bytes: int = 2 << 30
     noise_std: float = 0.0  # optional Gaussian noise on the z-scored signal (augmentation)
     random_offset: bool = False
+    max_pairs_per_record: int | None = None
+    shuffle_buffer: int = 256
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
-        self._cache: list[np.ndarray] | None = None
+        self._cache: list[tuple[int, np.ndarray]] | None = None
 
     @staticmethod
     def _record(source: ECGSource) -> np.ndarray:
@@ -59,18 +70,22 @@ class PairStream:
         segments = preprocess(read_source(source))
         return np.concatenate(list(segments), axis=-1)
 
-    def _pairs_of(self, record: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _pairs_of(self, record: np.ndarray, index: int) -> Iterator[Pair]:
         n_pairs = record.shape[-1] // (2 * SEGMENT_SAMPLES)
         spare = record.shape[-1] - 2 * SEGMENT_SAMPLES
-        for i in range(n_pairs):
+        chosen = range(n_pairs)
+        if self.max_pairs_per_record is not None and n_pairs > self.max_pairs_per_record:
+            chosen = sorted(self._rng.choice(n_pairs, self.max_pairs_per_record, replace=False))
+        for i in chosen:
             start = int(self._rng.integers(0, spare + 1)) if self.random_offset else 2 * i * SEGMENT_SAMPLES
-            yield record[:, start:start + SEGMENT_SAMPLES], record[:, start + SEGMENT_SAMPLES:start + 2 * SEGMENT_SAMPLES]
+            yield (record[:, start:start + SEGMENT_SAMPLES],
+                   record[:, start + SEGMENT_SAMPLES:start + 2 * SEGMENT_SAMPLES], index)
 
-    def _one_pass(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        order = self._rng.permutation(len(self.sources))
-        collected: list[np.ndarray] | None = []
+    def _one_pass(self) -> Iterator[Pair]:
+        order = [int(i) for i in self._rng.permutation(len(self.sources))]
+        collected: list[tuple[int, np.ndarray]] | None = []
         size = 0
-        for _, result in prefetch([self.sources[i] for i in order], self._record):
+        for index, result in prefetch(order, lambda i: self._record(self.sources[i])):
             if isinstance(result, Exception):
                 self.stats[getattr(result, "reason", type(result).__name__)] += 1
                 continue
@@ -78,15 +93,16 @@ class PairStream:
                 self.stats["shorter_than_two_segments"] += 1
                 continue
             if collected is not None:
-                collected.append(result)
+                collected.append((index, result))
                 size += result.nbytes
                 if size > self.cache_limit_bytes:
                     collected = None  # too big to keep: stream from the files every pass
-            yield from self._pairs_of(result)
+            yield from self._pairs_of(result, index)
         if collected is not None:
             self._cache = collected
 
-    def pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def pairs(self) -> Iterator[Pair]:
+        """(first 5-s window, the adjacent one, record index), endlessly; records reshuffled each pass."""
         while True:
             if self._cache is None:
                 yield from self._one_pass()
@@ -94,14 +110,27 @@ class PairStream:
                     raise ValueError("no record yields two 5-s segments: nothing to pretrain on")
             else:
                 for i in self._rng.permutation(len(self._cache)):
-                    yield from self._pairs_of(self._cache[i])
+                    yield from self._pairs_of(self._cache[i][1], self._cache[i][0])
 
-    def batches(self, pairs_per_batch: int, mask_leads_prob: float) -> Iterator[np.ndarray]:
-        """(2P, 12, 2500) float32: rows 0..P−1 first segments, rows P..2P−1 their partners."""
+    def shuffled_pairs(self) -> Iterator[Pair]:
+        """``pairs()`` through a buffer of ``shuffle_buffer`` pairs, drawn from at random."""
         stream = self.pairs()
+        buffer: list[Pair] = []
+        for pair in stream:
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(pair)
+                continue
+            i = int(self._rng.integers(len(buffer)))
+            yield buffer[i]
+            buffer[i] = pair
+
+    def batches(self, pairs_per_batch: int, mask_leads_prob: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """((2P, 12, 2500) float32, (P,) record index): rows 0..P−1 first segments, P..2P−1 partners."""
+        stream = self.shuffled_pairs() if self.shuffle_buffer > 1 else self.pairs()
         while True:
             chosen = [next(stream) for _ in range(pairs_per_batch)]
-            batch = np.stack([a for a, _ in chosen] + [b for _, b in chosen])
+            batch = np.stack([a for a, _, _ in chosen] + [b for _, b, _ in chosen])
             if self.noise_std:
                 batch = batch + self._rng.normal(0, self.noise_std, batch.shape).astype(np.float32)
-            yield mask_leads(batch, mask_leads_prob, self._rng).astype(np.float32)
+            records = np.array([r for _, _, r in chosen], dtype=np.int64)
+            yield mask_leads(batch, mask_leads_prob, self._rng).astype(np.float32), records

@@ -63,9 +63,14 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
              resume: bool = False, max_updates: int = 1000, max_minutes: float | None = None,
              pairs_per_batch: int = 16, device: str = "auto", seed: int = 1, save_every: int = 200,
              log_every: int = 10, noise_std: float = 0.0, random_offset: bool = False,
+             max_pairs_per_record: int | None = None, warmup_updates: int = 0,
              overrides: dict | None = None,
              on_update: Callable[[dict], None] | None = None) -> PretrainResult:
-    """Pretrain (or continue pretraining) an ECG-FM-architecture encoder on ``sources``."""
+    """Pretrain (or continue pretraining) an ECG-FM-architecture encoder on ``sources``.
+
+    ``warmup_updates`` ramps the learning rate linearly from 0 (the recipe has none: it starts from a
+    fixed 5e-5 with 1024-segment batches; small batches at a higher rate are steadier with one).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -80,7 +85,8 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
         for group in optimizer.param_groups:  # the configured lr wins over the one saved with the state
             group["lr"] = cfg.lr
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-    stream = PairStream(list(sources), seed=seed + updates, noise_std=noise_std, random_offset=random_offset)
+    stream = PairStream(list(sources), seed=seed + updates, noise_std=noise_std, random_offset=random_offset,
+                        max_pairs_per_record=max_pairs_per_record)
     rng = np.random.default_rng(seed + updates)
     enc_cfg = model.encoder_model.cfg
     steps = enc_cfg.tokens_for(2500)
@@ -91,10 +97,14 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
     last = out_dir / "checkpoint_last.pt"
     batches = stream.batches(pairs_per_batch, cfg.mask_leads_prob)
     while updates < max_updates and (deadline is None or time.monotonic() < deadline):
-        source = torch.from_numpy(next(batches)).to(dev, non_blocking=True)
+        batch, records = next(batches)
+        source = torch.from_numpy(batch).to(dev, non_blocking=True)
         mask = torch.from_numpy(span_mask(len(source), steps, mask_prob=cfg.mask_prob,
                                           mask_length=cfg.mask_length, min_masks=cfg.min_masks, rng=rng)).to(dev)
-        record_ids = torch.arange(pairs_per_batch, device=dev)
+        record_ids = torch.from_numpy(records).to(dev)
+        if warmup_updates:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (updates + 1) / warmup_updates)
         with autocast:
             out = model(source, mask, record_ids, updates)
         optimizer.zero_grad(set_to_none=True)
@@ -108,7 +118,7 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
             now = time.perf_counter()
             rate = window_segments / (now - window_start)
             row = {"update": updates, "loss": out["loss"].item(), "segments_per_s": rate,
-                   "temperature": cfg.temperature(updates),
+                   "temperature": cfg.temperature(updates), "lr": optimizer.param_groups[0]["lr"],
                    **{k: float(out[k]) for k in ("infonce", "diversity", "feature_penalty", "cmsc",
                                                    "accuracy", "perplexity")}}
             if dev.type == "cuda":

@@ -154,9 +154,27 @@ def test_pairs_are_adjacent_windows_of_one_record(ecg_dir):
     for random_offset in (False, True):
         stream = PairStream(sources, random_offset=random_offset).pairs()
         pairs = [next(stream) for _ in range(3)]
-        for first, second in pairs:
+        for first, second, index in pairs:
+            assert index == 0  # the one source's index: CMSC groups its pairs as one record
             joined = np.concatenate([first, second], axis=-1)
             starts = [s for s in range(0, record.shape[-1] - 4999)
                       if np.array_equal(record[:, s:s + 5000], joined)] if random_offset else \
                 [s for s in range(0, record.shape[-1] - 4999, 5000) if np.array_equal(record[:, s:s + 5000], joined)]
             assert len(starts) == 1  # two adjacent 5-s windows of this record
+
+
+def test_batches_carry_record_ids_and_cap_pairs_per_record(ecg_dir):
+    from ecg_atlas.embedder.pretrain.data import PairStream
+
+    long_record = find_ecgs([ecg_dir / "cinc_ptb" / "S0001.hea"])  # 3 pairs
+    short = find_ecgs([ecg_dir / "cinc_ptbxl" / "HR00001.hea"])  # 10 s: 1 pair
+    sources = list(long_record) + list(short)
+    stream = PairStream(sources, max_pairs_per_record=1, shuffle_buffer=1)
+    first_pass = [next(stream.pairs()) for _ in range(1)]
+    assert first_pass[0][2] in (0, 1)
+    pairs = stream.pairs()
+    indices = [next(pairs)[2] for _ in range(20)]
+    assert sorted(set(indices)) == [0, 1] and abs(indices.count(0) - indices.count(1)) <= 1  # capped: 1 each per pass
+    batch, records = next(PairStream(sources, shuffle_buffer=4).batches(3, mask_leads_prob=0.0))
+    assert batch.shape == (6, 12, 2500) and batch.dtype == np.float32
+    assert records.shape == (3,) and set(records.tolist()) <= {0, 1}
