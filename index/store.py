@@ -750,13 +750,21 @@ class Store:
                 column = schema.Column(key, column_type, user=True)
                 self._columns[key] = column
             values = [r.get(key) for r in rows]
-            wider = next((w for w in map(lambda v: schema.widened(column.type, v), values) if w), None)
-            if wider:
-                self._con.execute(f'ALTER TABLE ecg ALTER COLUMN "{key}" TYPE {wider}')
-                column = schema.Column(key, wider, user=True)
-                self._columns[key] = column
+            kinds = {type(v) for v in values}  # one pass; most batches hold one Python type per key
+            if float in kinds:
+                wider = next((w for w in map(lambda v: schema.widened(column.type, v), values) if w), None)
+                if wider:
+                    self._con.execute(f'ALTER TABLE ecg ALTER COLUMN "{key}" TYPE {wider}')
+                    column = schema.Column(key, wider, user=True)
+                    self._columns[key] = column
             exact = _EXACT_TYPES.get(column.type)
-            if exact is None or not all(v is None or type(v) is exact for v in values):
+            kinds.discard(type(None))
+            if exact is not None and kinds <= {exact}:
+                pass  # already what DuckDB binds for this column
+            elif column.type == schema.TYPE_LABELS and kinds <= {list} and all(
+                    type(x) is str for v in values if v is not None for x in v):
+                pass  # lists of strings: the label-list column's own type
+            else:
                 values = [schema.coerce(column, v) for v in values]
             out[key] = (column.type, values)
         return out
