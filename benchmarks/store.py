@@ -7,8 +7,10 @@
     python benchmarks/store.py ivf    [--n 1000000] [--real-vectors FILE.npy]
                                                             IVF recall@10 and QPS vs exact search
 
-Vectors are Gaussian unless --real-vectors names an (m, dim) float32 .npy of real ECG embeddings,
-which is augmented up to --n rows by small perturbations. IVF recall on Gaussian vectors is NOT
+Vectors are Gaussian unless --real-vectors names an (m, dim) float32 .npy of real ECG embeddings
+(benchmarks/real_vectors.py makes one: augmented real ECG windows through the bundled encoder). The
+m real vectors are stored once; the rows past them up to --n are each a real vector mixed with a
+random other one (weight --mix) plus a little noise, so every row is distinct. IVF recall on Gaussian vectors is NOT
 the required measurement (real embeddings are clustered; Gaussian noise is IVF's worst case) and
 is labelled so.
 """
@@ -38,21 +40,34 @@ def identity(dim: int) -> EncoderIdentity:
     return EncoderIdentity(IDENTITY_NAME, "0" * 64, "bench-v1", dim)
 
 
+def _real_block(args: argparse.Namespace, b: int) -> np.ndarray:
+    """Rows b·BLOCK .. (b+1)·BLOCK of the real-vector set (deterministic per block)."""
+    base = np.load(args.real_vectors, mmap_mode="r")
+    m = len(base)
+    idx = np.arange(b * BLOCK, (b + 1) * BLOCK)
+    main = np.asarray(base[idx % m], dtype=np.float32)
+    main /= np.linalg.norm(main, axis=1, keepdims=True)
+    if idx[0] + BLOCK <= m:
+        return main  # the real vectors themselves, once
+    # Past the real ones: each row is a real vector mixed with another real one (a fixed random
+    # partner per row), plus a little noise: distinct rows, real-ECG geometry, no duplicate copies.
+    rng = np.random.default_rng(2000 + b)
+    partner = np.asarray(base[rng.integers(0, m, BLOCK)], dtype=np.float32)
+    partner /= np.linalg.norm(partner, axis=1, keepdims=True)
+    noise = rng.standard_normal(main.shape, dtype=np.float32) * (args.noise / np.sqrt(main.shape[1]))
+    mixed = (1 - args.mix) * main + args.mix * partner + noise
+    return np.where((idx < m)[:, None], main, mixed).astype(np.float32)
+
+
 def vectors(args: argparse.Namespace, start: int, stop: int) -> np.ndarray:
-    """Rows start..stop of the benchmark's vectors (deterministic, generated chunk by chunk)."""
-    if args.real_vectors:
-        base = np.load(args.real_vectors, mmap_mode="r")
-        idx = np.arange(start, stop)
-        rng = np.random.default_rng(start)
-        rows = np.asarray(base[idx % len(base)], dtype=np.float32)
-        scale = np.linalg.norm(rows, axis=1, keepdims=True) / np.sqrt(rows.shape[1])
-        # The originals once, then perturbed copies (noise at 5 % of the per-dimension scale).
-        noise = rng.standard_normal(rows.shape, dtype=np.float32) * scale * args.noise
-        return np.where((idx < len(base))[:, None], rows, rows + noise).astype(np.float32)
-    # Generated in fixed blocks so any chunking of the same rows gives the same vectors.
+    """Rows start..stop of the benchmark's vectors (deterministic, generated in fixed blocks, so any
+    chunking of the same rows gives the same vectors)."""
     first, last = start // BLOCK, (stop - 1) // BLOCK
-    blocks = [np.random.default_rng(1000 + b).standard_normal((BLOCK, args.dim), dtype=np.float32)
-              for b in range(first, last + 1)]
+    if args.real_vectors:
+        blocks = [_real_block(args, b) for b in range(first, last + 1)]
+    else:
+        blocks = [np.random.default_rng(1000 + b).standard_normal((BLOCK, args.dim), dtype=np.float32)
+                  for b in range(first, last + 1)]
     return np.concatenate(blocks)[start - first * BLOCK : stop - first * BLOCK]
 
 
@@ -216,7 +231,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--add-repeats", type=int, default=3)
     parser.add_argument("--real-vectors", help="(m, dim) .npy of real ECG embeddings to augment up to --n")
-    parser.add_argument("--noise", type=float, default=0.05, help="augmentation noise, fraction of per-dim scale")
+    parser.add_argument("--noise", type=float, default=0.05,
+                        help="augmentation noise: norm relative to a unit vector (real vectors), query perturbation")
+    parser.add_argument("--mix", type=float, default=0.3,
+                        help="real vectors past the originals: weight of the random real partner mixed in")
     parser.add_argument("--tmp", default=None, help="where to put the temporary stores")
     args = parser.parse_args()
     if args.real_vectors:
