@@ -74,7 +74,8 @@ def fairseq_model_cfg(enc: ECGFMConfig, cfg: PretrainConfig) -> dict:
 
 
 def save_pretraining_checkpoint(path: Path, model: PretrainingModel, optimizer: torch.optim.Optimizer,
-                                *, num_updates: int, epoch: int, history: list[dict], seconds: float) -> Path:
+                                *, num_updates: int, epoch: int, history: list[dict], seconds: float,
+                                warmup_updates: int = 0) -> Path:
     """Write atomically (temp file + rename) so a killed run never leaves half a checkpoint."""
     cfg = model.cfg
     payload = {
@@ -92,7 +93,7 @@ def save_pretraining_checkpoint(path: Path, model: PretrainingModel, optimizer: 
             "optimization": {"lr": [cfg.lr], "max_update": num_updates},
             "optimizer": {"_name": "adam", "adam_betas": list(cfg.betas), "adam_eps": cfg.eps,
                           "weight_decay": cfg.weight_decay},
-            "lr_scheduler": {"_name": "fixed"},
+            "lr_scheduler": {"_name": "fixed", "warmup_updates": warmup_updates},
         },
         "model": fairseq_state_dict(model),
         "criterion": None,

@@ -129,10 +129,11 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
                 on_update(row)
         if updates % save_every == 0:
             save_pretraining_checkpoint(last, model, optimizer, num_updates=updates, epoch=0, history=history,
-                                        seconds=seconds + time.perf_counter() - started)
+                                        seconds=seconds + time.perf_counter() - started,
+                                        warmup_updates=warmup_updates)
     elapsed = time.perf_counter() - started
     save_pretraining_checkpoint(last, model, optimizer, num_updates=updates, epoch=0, history=history,
-                                seconds=seconds + elapsed)
+                                seconds=seconds + elapsed, warmup_updates=warmup_updates)
     curve = plot_curves(history, out_dir / "loss_curves.png")
     done = sum(r["segments_per_s"] for r in history[-5:]) / max(1, len(history[-5:])) if history else 0.0
     return PretrainResult(last, curve, updates, seconds + elapsed, done, history, dict(stream.stats))

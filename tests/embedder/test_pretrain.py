@@ -144,6 +144,19 @@ def test_train_save_load_resume(tmp_path, ecg_dir, parity_dir):
                        device="cpu")
     assert resumed.updates == 6 and len(resumed.history) == 3  # picked up at update 4
 
+    from ecg_atlas.embedder.pretrain.export import export_release
+
+    release = tmp_path / "release.pt"
+    digest = export_release(resumed.checkpoint, release, name="unit-v0", notes={"recipe": "test"})
+    payload = torch.load(release, map_location="cpu", weights_only=True)
+    assert payload["last_optimizer_state"] is None and "quantizer.vars" in payload["model"]  # heads kept
+    assert payload["extra_state"]["ecg_atlas_release"] == {"name": "unit-v0", "num_updates": 6, "logged_updates": 3,
+                                                          "recipe": "test"}
+    assert release.stat().st_size < resumed.checkpoint.stat().st_size / 2  # no Adam moments
+    released = load_encoder(release, expected_sha256=digest)
+    np.testing.assert_array_equal(released.embed(np.zeros((1, 12, 2500), np.float32) + 0.1),
+                                  load_encoder(resumed.checkpoint).embed(np.zeros((1, 12, 2500), np.float32) + 0.1))
+
 
 def test_pairs_are_adjacent_windows_of_one_record(ecg_dir):
     from ecg_atlas.embedder import preprocess, read_ecg

@@ -1,0 +1,64 @@
+"""Turn a pretraining run's checkpoint into a release file: no optimizer state, same layout.
+
+The file keeps the fairseq-signals layout and the pretraining heads (so ``--init`` can continue
+pretraining from it), drops the Adam moments (two thirds of the run's checkpoint), and records where
+it came from in ``extra_state["ecg_atlas_release"]``. This is how the bundled encoder was made::
+
+    python -m ecg_atlas.embedder.pretrain.export runs/bundled/checkpoint_last.pt \\
+        embedder/bundled/ecg-atlas-small-v1.pt --name ecg-atlas-small-v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from ecg_atlas.errors import CheckpointError
+
+
+def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str, notes: dict | None = None) -> str:
+    """Write ``dst`` from the pretraining checkpoint ``src``; returns the new file's sha256."""
+    if not Path(src).is_file():
+        raise CheckpointError(f"no checkpoint at {src}")
+    try:
+        payload = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise CheckpointError(f"cannot read pretraining checkpoint {src}: {exc}") from exc
+    if not isinstance(payload, dict) or "model" not in payload or "cfg" not in payload:
+        raise CheckpointError(f"{src} is not a pretraining checkpoint (no cfg / model)")
+    payload["last_optimizer_state"] = None
+    history = payload.get("extra_state", {}).get("ecg_atlas_history", [])
+    updates = payload.get("optimizer_history", [{}])[-1].get("num_updates")
+    payload.setdefault("extra_state", {})["ecg_atlas_release"] = {
+        "name": name, "num_updates": updates, "logged_updates": len(history), **(notes or {})}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(dst.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, dst)
+    return hashlib.sha256(dst.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path, help="a run's checkpoint_last.pt")
+    ap.add_argument("dst", type=Path, help="the release file to write")
+    ap.add_argument("--name", required=True, help="release name, e.g. ecg-atlas-small-v1")
+    ap.add_argument("--recipe", default=None, help="the command that made the run (recorded in the file)")
+    args = ap.parse_args(argv)
+    try:
+        digest = export_release(args.src, args.dst, name=args.name,
+                                notes={"recipe": args.recipe} if args.recipe else None)
+    except CheckpointError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"wrote {args.dst} ({args.dst.stat().st_size / 2**20:.1f} MiB), sha256 {digest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
