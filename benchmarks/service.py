@@ -1,7 +1,7 @@
 """Service overhead: ingest, search and concurrent embedding over gRPC against bare references
 measured in the same run (figures for BENCHMARKS.md; never in tests).
 
-    python benchmarks/service.py                        # all three parts, random:small encoder, CPU
+    python benchmarks/service.py                        # all three parts, the bundled encoder, CPU
     python benchmarks/service.py --only search          # one part: ingest | search | concurrency
 
 * ingest: ECGs/s of `ecg-atlas ingest`'s code path (read files, stream, server preprocesses,
@@ -196,7 +196,7 @@ def bench_concurrency(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["ingest", "search", "concurrency"], default=None)
-    parser.add_argument("--checkpoint", default="random:small", help="encoder spec (default random:small)")
+    parser.add_argument("--checkpoint", default="bundled", help="encoder spec (default: bundled, the service default)")
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--clients", type=int, default=32)

@@ -154,15 +154,16 @@ class AtlasService(pb_grpc.AtlasServicer):
     def load(self) -> None:
         from ecg_atlas.embedder.encoder import encoder_from_spec
         from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
+        from ecg_atlas.embedder.weights import encoder_notice
         from ecg_atlas.index import EncoderIdentity, Store
 
         # The report of every ECG lists its zero-filled leads; a process-wide warning adds nothing.
         warnings.filterwarnings("ignore", category=MissingLeadsWarning)
         cfg = self.config
         self.encoder = encoder_from_spec(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype)
-        if cfg.checkpoint.startswith("random:"):
-            self.notice = (f"{self.encoder.model_id} is an UNTRAINED random-init placeholder encoder: its "
-                           f"vectors carry no learned ECG knowledge")
+        self.notice = encoder_notice(cfg.checkpoint)
+        if self.notice:
+            log.info("encoder notice: %s", self.notice)
         self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
                                         self.encoder.contract.preprocessing_version, self.encoder.dim)
         self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ecg_atlas.errors import AtlasError
+from ecg_atlas.errors import AtlasError, CheckpointError
 
 from .checkpoint import FINETUNED, load_checkpoint
 from .model import ECGFM, PRESETS, ECGFMConfig, attention_saliency, init_weights, pool
@@ -191,7 +191,18 @@ def random_encoder(preset: str = "base", *, seed: int = 0, device: str = "cpu", 
 def encoder_from_spec(spec: str, device: str = "auto", dtype: str = "float32", *,
                       revision: str | None = None, expected_sha256: str | None = None,
                       fast: str | None = None) -> Encoder:
-    """``random:PRESET[:SEED]`` for an untrained placeholder, else a checkpoint path or ``hf:`` name."""
+    """``bundled`` (the packaged open encoder), ``random:PRESET[:SEED]`` (untrained), a path or ``hf:`` name."""
+    from .weights import BUNDLED_NAME, BUNDLED_SHA256, bundled_path, is_bundled
+
+    if is_bundled(spec):
+        path = bundled_path()
+        if not path.is_file():
+            raise CheckpointError(f"the bundled encoder file is missing from this installation ({path}); "
+                                  f"reinstall ecg-atlas or pass --checkpoint")
+        encoder = load_encoder(path, device=device, dtype=dtype, expected_sha256=BUNDLED_SHA256, fast=fast)
+        encoder.model_id = BUNDLED_NAME
+        encoder.source = BUNDLED_NAME
+        return encoder
     if spec.startswith("random:"):
         _, preset, *seed = spec.split(":")
         return random_encoder(preset, seed=int(seed[0]) if seed else 0, device=device, dtype=dtype, fast=fast)

@@ -1,5 +1,42 @@
-"""Which encoder runs when none is configured (torch-free, so client-side commands stay light)."""
+"""Which encoder runs when none is configured (torch-free, so client-side commands stay light).
 
-#: An UNTRAINED placeholder until the bundled open encoder (pretraining issue) ships in the package;
-#: every entry point (serve, quickstart, config) reads this one name.
-DEFAULT_ENCODER = "random:small"
+``bundled`` is ecg-atlas-small-v1: a small ECG-FM-architecture encoder pretrained with this package's
+own pretraining code on the train-split patients of the project's 367 public ECGs. It ships inside
+the package so the service works offline; it is *not* ECG-FM's published model. Its data, compute
+and measured quality are in embedder/bundled/MODEL_CARD.md. Every entry point (serve, quickstart,
+embed, config) reads ``DEFAULT_ENCODER``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED_SPEC = "bundled"
+BUNDLED_NAME = "ecg-atlas-small-v1"
+BUNDLED_FILE = "ecg-atlas-small-v1.pt"
+#: pinned: the loader refuses a bundled file whose bytes differ from the released one
+BUNDLED_SHA256 = "b1baa0cf39b446013d17ed97a3c81b11687184d475f25c3b686ebad4f8d1ee8a"
+DEFAULT_ENCODER = BUNDLED_SPEC
+#: where ECG-FM's own weights live, for messages that tell a user how to switch
+ECGFM_HUB_CHECKPOINT = "hf:wanglab/ecg-fm/mimic_iv_ecg_physionet_pretrained.pt"
+
+
+def bundled_path() -> Path:
+    return Path(__file__).resolve().parent / "bundled" / BUNDLED_FILE
+
+
+def is_bundled(spec: str) -> bool:
+    return spec in (BUNDLED_SPEC, f"{BUNDLED_SPEC}:{BUNDLED_NAME}")
+
+
+def encoder_notice(spec: str) -> str:
+    """What the service says, in Info and at start-up, about an encoder that is not ECG-FM's own."""
+    if is_bundled(spec):
+        return (f"no ECG-FM checkpoint configured: running the bundled open encoder {BUNDLED_NAME} (a small "
+                f"ECG-FM-architecture model that ECG Atlas pretrained on public ECGs; see its model card, "
+                f"embedder/bundled/MODEL_CARD.md). It is not ECG-FM's published model: for that, pass "
+                f"--checkpoint {ECGFM_HUB_CHECKPOINT} or a local .pt file")
+    if spec.startswith("random:"):
+        return (f"{spec} is an UNTRAINED random-init encoder: its vectors carry no learned ECG knowledge "
+                f"(a baseline, not a model)")
+    return ""

@@ -71,6 +71,7 @@ RECALL_QUERIES = 200
 #: The index file is rewritten once this many rows changed since the last save (and on close):
 #: it bounds what an open after a crash must re-read from DuckDB (~10 s on a 2-core machine).
 AUTOSAVE_MIN_CHANGES = 250_000
+FLOAT_CODECS_OFF = "alp,alprd,chimp,patas"
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,9 @@ class Store:
         if not self._read_only:
             # Fewer, larger checkpoints: bulk ingest of vectors is ~2x faster than with 16 MB.
             self._con.execute("SET wal_autocheckpoint = '256MB'")
+            # DuckDB's float codecs (ALP, ALPRD, Chimp, Patas) cannot shrink embedding floats but
+            # analysing them made up 60 % of each checkpoint (BENCHMARKS.md, Store): skip them.
+            self._con.execute(f"SET disabled_compression_methods = '{FLOAT_CODECS_OFF}'")
         self._generation += 1
 
     def close(self) -> None:

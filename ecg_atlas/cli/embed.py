@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecg_atlas.embedder.weights import DEFAULT_ENCODER
 from ecg_atlas.errors import AtlasError
 
 
@@ -18,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="embed ECG files into record and segment vectors (Parquet or .npz)",
                        description=__doc__)
     p.add_argument("paths", nargs="+", type=Path, help="ECG files or directories (searched recursively)")
-    p.add_argument("--checkpoint", required=True,
-                   help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, or random:PRESET for an untrained placeholder")
+    p.add_argument("--checkpoint", default=DEFAULT_ENCODER,
+                   help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, bundled (the default: the small open encoder "
+                        "shipped in the package, not ECG-FM) or random:PRESET (untrained)")
     p.add_argument("--revision", default=None, help="hf: checkpoints only: the repo revision (commit) to pin")
     p.add_argument("--checkpoint-sha256", default=None,
                    help="refuse the checkpoint unless its sha256 is this (recommended for hf: downloads)")

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="architecture for a new model (base = ECG-FM's released shape)")
     p.add_argument("--init", default=None, help="continue pretraining from this checkpoint (e.g. ECG-FM's .pt)")
     p.add_argument("--resume", action="store_true", help="resume from OUT/checkpoint_last.pt if it exists")
-    p.add_argument("--max-updates", type=int, default=1000)
+    p.add_argument("--max-updates", type=int, default=1000,
+                   help="updates to run (with --resume: the run's total, so an interrupted run finishes its plan)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     p.add_argument("--batch-pairs", type=int, default=16, help="pairs of adjacent 5-s segments per update")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on cuda)")

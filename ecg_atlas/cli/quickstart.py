@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ecg_atlas.errors import AtlasError
 
-from ecg_atlas.embedder.weights import DEFAULT_ENCODER as PLACEHOLDER
+from ecg_atlas.embedder.weights import DEFAULT_ENCODER, encoder_notice
 SHARED_ENV = "ECG_ATLAS_SHARED_DATA"
 PREFERRED_QUERIES = ("cinc_ptbxl/HR00001", "cinc_cpsc2018/A0001")
 REPORT_COLUMNS = "dataset,age,sex,labels_abbr,label_groups,ptbxl_superclass"
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ecg-dir", type=Path, default=None,
                    help=f"sample ECGs (default: ../shared/data/ecg from the repo or the current dir, "
                         f"or ${SHARED_ENV}/ecg)")
-    p.add_argument("--checkpoint", default=PLACEHOLDER, help=f"encoder (default {PLACEHOLDER})")
+    p.add_argument("--checkpoint", default=DEFAULT_ENCODER,
+                   help=f"encoder: bundled, an ECG-FM .pt, hf:OWNER/REPO/FILE.pt or random:PRESET (default {DEFAULT_ENCODER})")
     p.add_argument("--device", default="auto")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -61,10 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from ecg_atlas.server import AtlasServer
 
     placeholder = args.checkpoint.startswith("random:")
-    if placeholder:
-        print(f"NOTE: this quickstart runs an UNTRAINED random-init encoder ({args.checkpoint}) as a placeholder "
-              "until the bundled open ECG encoder ships; neighbours show the pipeline, not clinical similarity.",
-              flush=True)
+    notice = encoder_notice(args.checkpoint)
+    if notice:
+        print(f"NOTE: {notice}", flush=True)
     ecg_dir = find_sample_ecgs(args.ecg_dir)
     store_dir = args.out / "store"
     if store_dir.exists():
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop(grace=5)
     report = {
-        "encoder": info["model_id"], "placeholder_encoder": placeholder, "device": info["device"],
+        "encoder": info["model_id"], "untrained_encoder": placeholder, "encoder_notice": notice, "device": info["device"],
         "store": str(store_dir), "ingest": {k: v for k, v in ingested.items() if k != "errors"},
         "query": query, "query_metadata": describe(query_meta),
         "neighbours": [{"ecg_id": h.ecg_id, "score": round(h.score, 4), "metadata": describe(h.metadata)}

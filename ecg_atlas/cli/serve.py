@@ -13,6 +13,7 @@ from pathlib import Path
 from ecg_atlas.config import READ_TOKEN_ENV, WRITE_TOKEN_ENV, ServerConfig
 
 from ecg_atlas.embedder.weights import DEFAULT_ENCODER as DEFAULT_CHECKPOINT
+from ecg_atlas.embedder.weights import encoder_notice
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC server", description=__doc__)
     p.add_argument("--store", required=True, type=Path, help="store directory (created if missing)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, or random:PRESET (default: "
-                        f"{DEFAULT_CHECKPOINT}, an UNTRAINED placeholder until the bundled encoder lands)")
+                   help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, bundled, or random:PRESET (default: "
+                        f"{DEFAULT_CHECKPOINT}: the small open encoder shipped in the package, not ECG-FM)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--index-kind", default=None, choices=["flat", "ivf", "hnsw"],
@@ -69,32 +70,44 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 #: glibc's mallopt parameter for the number of malloc arenas (malloc.h: M_ARENA_MAX = -8).
 M_ARENA_MAX = -8
+#: ... and for the size from which malloc maps a block on its own (M_MMAP_THRESHOLD = -3).
+M_MMAP_THRESHOLD = -3
 
 
-def cap_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's per-thread malloc arenas before the server starts its threads.
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> dict[str, bool]:
+    """Settle glibc malloc for a long-running, many-threaded server before it starts its threads.
 
-    With dozens of gRPC threads each allocating ECG-sized NumPy/torch buffers, glibc's default
-    (8 arenas per core) let resident memory climb steadily under load (BENCHMARKS.md, Service);
-    MALLOC_ARENA_MAX in the environment still wins. Returns whether the cap was applied.
+    * ``M_ARENA_MAX``: dozens of gRPC threads each allocating ECG-sized buffers made glibc's default
+      (8 arenas per core) let resident memory climb under load (BENCHMARKS.md, Service).
+    * ``M_MMAP_THRESHOLD``: blocks of 1 MiB and more (batched ECG tensors, activations) are mapped
+      and unmapped on their own instead of carved from the heap, where batches of changing size
+      fragment it; fixing the threshold also stops glibc from raising it after each large free.
+
+    The environment (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``) still wins. Returns what was
+    applied.
     """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return False
+    applied = {"arena_max": False, "mmap_threshold": False}
+    if not sys.platform.startswith("linux"):
+        return applied
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to cap
-        return False
+        if not os.environ.get("MALLOC_ARENA_MAX"):
+            applied["arena_max"] = bool(libc.mallopt(M_ARENA_MAX, arenas))
+        if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+            applied["mmap_threshold"] = bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold))
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        pass
+    return applied
 
 
 def run(args: argparse.Namespace) -> int:
-    cap_malloc_arenas()
+    tune_malloc()
     from ecg_atlas.server import AtlasServer
 
     config = config_from_args(args)
-    if config.checkpoint.startswith("random:"):
-        print(f"note: serving an UNTRAINED random-init encoder ({config.checkpoint}); pass --checkpoint "
-              "for real ECG-FM weights", file=sys.stderr)
+    notice = encoder_notice(config.checkpoint)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr, flush=True)
     server = AtlasServer(config).start()
     # One line on stdout with the bound address (tests and scripts read it; the port may be 0).
     print(f"listening on {server.address}", flush=True)

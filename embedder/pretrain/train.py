@@ -68,6 +68,9 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
              on_update: Callable[[dict], None] | None = None) -> PretrainResult:
     """Pretrain (or continue pretraining) an ECG-FM-architecture encoder on ``sources``.
 
+    ``max_updates`` is the run's total when resuming (``resume`` with a checkpoint in ``out_dir``)
+    and the number of updates to add when continuing from ``init`` (whose update count carries on,
+    so the Gumbel temperature schedule continues where that file left it).
     ``warmup_updates`` ramps the learning rate linearly from 0 (the recipe has none: it starts from a
     fixed 5e-5 with 1024-segment batches; small batches at a higher rate are steadier with one).
     """
@@ -77,6 +80,9 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
     dev = resolve_device(device)
     model, opt_state, updates, history, seconds = build_model(preset, init, out_dir, resume, overrides or {})
     model.to(dev).train()
+    resumed = resume and (out_dir / "checkpoint_last.pt").exists()
+    stop_at = max_updates if resumed or not init else updates + max_updates
+    first_update = updates
     cfg = model.cfg
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   weight_decay=cfg.weight_decay)
@@ -96,7 +102,7 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
     window_start, window_segments = started, 0
     last = out_dir / "checkpoint_last.pt"
     batches = stream.batches(pairs_per_batch, cfg.mask_leads_prob)
-    while updates < max_updates and (deadline is None or time.monotonic() < deadline):
+    while updates < stop_at and (deadline is None or time.monotonic() < deadline):
         batch, records = next(batches)
         source = torch.from_numpy(batch).to(dev, non_blocking=True)
         mask = torch.from_numpy(span_mask(len(source), steps, mask_prob=cfg.mask_prob,
@@ -104,7 +110,7 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
         record_ids = torch.from_numpy(records).to(dev)
         if warmup_updates:
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (updates + 1) / warmup_updates)
+                group["lr"] = cfg.lr * min(1.0, (updates - first_update + 1) / warmup_updates)
         with autocast:
             out = model(source, mask, record_ids, updates)
         optimizer.zero_grad(set_to_none=True)
@@ -112,7 +118,7 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
         optimizer.step()
         updates += 1
         window_segments += len(source)
-        if updates % log_every == 0 or updates == max_updates:
+        if updates % log_every == 0 or updates == stop_at:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()

@@ -55,15 +55,15 @@ def cli_json(*args: str, env: dict | None = None) -> dict:
     return json.loads(cli(*args, "--json", env=env).stdout)
 
 
-def start_server(store: Path, checkpoint: Path, log_dir: Path, *extra: str, env: dict | None = None,
+def start_server(store: Path, checkpoint: Path | None, log_dir: Path, *extra: str, env: dict | None = None,
                  wait: bool = True) -> ServerProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     stderr_path = log_dir / f"server-{len(list(log_dir.glob('server-*.log')))}.log"
     environment = {**os.environ, "ECG_ATLAS_READ_TOKEN": READ_TOKEN, "ECG_ATLAS_WRITE_TOKEN": WRITE_TOKEN,
                    **(env or {})}
     process = subprocess.Popen(
-        [str(CLI), "serve", "--store", str(store), "--checkpoint", str(checkpoint), "--device", "cpu",
-         "--port", "0", *extra],
+        [str(CLI), "serve", "--store", str(store), *(["--checkpoint", str(checkpoint)] if checkpoint else []),
+         "--device", "cpu", "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=open(stderr_path, "w"), text=True, env=environment)
     line = process.stdout.readline()
     if not line.startswith("listening on "):
