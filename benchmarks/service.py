@@ -190,7 +190,10 @@ def bench_concurrency(args) -> dict:
             "concurrent_segments_per_s": round(many, 2), "ratio": round(many / single, 3), "target_ratio": 0.9,
             "errors": errors, "server_rss_mb_start": round(rss_start, 1),
             "server_rss_mb_first_third": round(float(np.median(samples[: max(1, len(samples) // 3)])), 1),
-            "server_rss_mb_last_third": round(float(np.median(samples[-max(1, len(samples) // 3):])), 1)}
+            "server_rss_mb_last_third": round(float(np.median(samples[-max(1, len(samples) // 3):])), 1),
+            # one sample a second: the median of each minute shows a plateau or a climb
+            "server_rss_mb_by_minute": [round(float(np.median(samples[i:i + 60])), 1) for i in range(0, len(samples), 60)],
+            "server_rss_mb_max": round(float(max(samples)), 1)}
 
 
 def main() -> None:

@@ -198,11 +198,13 @@ def bench_ivf(args: argparse.Namespace) -> dict:
             x = vectors(args, start, min(args.n, start + 50_000))
             faiss.normalize_L2(x)
             exact.add(x)
-        # Held-out queries: fresh perturbations of stored vectors (not stored themselves).
-        rng = np.random.default_rng(11)
-        pick = rng.choice(args.n, size=args.queries, replace=False)
-        base = np.concatenate([vectors(args, int(i), int(i) + 1) for i in pick])
-        queries = base + rng.standard_normal(base.shape, dtype=np.float32) * base.std() * args.noise
+        if args.query_vectors:  # held-out real vectors (e.g. new ECG windows), never stored
+            queries = np.ascontiguousarray(np.load(args.query_vectors)[: args.queries], dtype=np.float32)
+        else:  # fresh perturbations of stored vectors (not stored themselves)
+            rng = np.random.default_rng(11)
+            pick = rng.choice(args.n, size=args.queries, replace=False)
+            base = np.concatenate([vectors(args, int(i), int(i) + 1) for i in pick])
+            queries = base + rng.standard_normal(base.shape, dtype=np.float32) * base.std() * args.noise
         faiss.normalize_L2(queries)
         _, truth = exact.search(queries, 10)
         hits = store.search(queries, k=10)
@@ -211,6 +213,7 @@ def bench_ivf(args: argparse.Namespace) -> dict:
         t_ivf = statistics.median(timed(lambda: store.search(queries, k=10), 1) for _ in range(args.repeats))
         store.close()
         return {"n": args.n, "vectors": args.real_vectors or "GAUSSIAN (not the required measurement)",
+                "queries": args.query_vectors or "perturbed stored vectors",
                 "index": info.index_kind, "settings": info.index_settings, "open_with_build_s": build_s,
                 "recall_at_10 (>=0.95)": float(recall), "qps_ivf_vs_exact (>=5)": t_exact / t_ivf,
                 "qps_exact": len(queries) / t_exact, "qps_ivf_store": len(queries) / t_ivf}
@@ -235,6 +238,7 @@ def main() -> None:
                         help="augmentation noise: norm relative to a unit vector (real vectors), query perturbation")
     parser.add_argument("--mix", type=float, default=0.3,
                         help="real vectors past the originals: weight of the random real partner mixed in")
+    parser.add_argument("--query-vectors", help="ivf: (q, dim) .npy of held-out query vectors (default: perturbed stored ones)")
     parser.add_argument("--tmp", default=None, help="where to put the temporary stores")
     args = parser.parse_args()
     if args.real_vectors:
