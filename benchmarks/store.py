@@ -18,6 +18,7 @@ is labelled so.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -40,9 +41,14 @@ def identity(dim: int) -> EncoderIdentity:
     return EncoderIdentity(IDENTITY_NAME, "0" * 64, "bench-v1", dim)
 
 
+@functools.lru_cache(maxsize=2)
+def _real_base(path: str) -> np.ndarray:
+    return np.load(path, mmap_mode="r")  # opened once, not once per block
+
+
 def _real_block(args: argparse.Namespace, b: int) -> np.ndarray:
     """Rows b·BLOCK .. (b+1)·BLOCK of the real-vector set (deterministic per block)."""
-    base = np.load(args.real_vectors, mmap_mode="r")
+    base = _real_base(args.real_vectors)
     m = len(base)
     idx = np.arange(b * BLOCK, (b + 1) * BLOCK)
     main = np.asarray(base[idx % m], dtype=np.float32)
@@ -242,7 +248,7 @@ def main() -> None:
     parser.add_argument("--tmp", default=None, help="where to put the temporary stores")
     args = parser.parse_args()
     if args.real_vectors:
-        args.dim = int(np.load(args.real_vectors, mmap_mode="r").shape[1])
+        args.dim = int(_real_base(args.real_vectors).shape[1])
     args.n = args.n or {"search": 100_000, "large": 1_000_000, "ivf": 1_000_000}[args.what]
     result = {"search": bench_search, "large": bench_large, "ivf": bench_ivf}[args.what](args)
     print(json.dumps(result, indent=1, default=float))

@@ -11,13 +11,14 @@ it came from in ``extra_state["ecg_atlas_release"]``. This is how the bundled en
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
 from ecg_atlas.errors import CheckpointError
+
+from ..checkpoint import sha256_of
 
 
 def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str, notes: dict | None = None) -> str:
@@ -40,7 +41,7 @@ def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str,
     tmp = dst.with_suffix(dst.suffix + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, dst)
-    return hashlib.sha256(dst.read_bytes()).hexdigest()
+    return sha256_of(dst)
 
 
 def main(argv: list[str] | None = None) -> int:

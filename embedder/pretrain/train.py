@@ -44,11 +44,10 @@ class PretrainResult:
     skipped: dict[str, int]
 
 
-def build_model(preset: str, init: str | None, out_dir: Path, resume: bool,
+def build_model(preset: str, init: str | None, resume_from: Path | None,
                 overrides: dict) -> tuple[PretrainingModel, dict | None, int, list[dict], float]:
-    last = out_dir / "checkpoint_last.pt"
-    if resume and last.exists():
-        return load_for_pretraining(last, PretrainConfig(**overrides), RECIPE_DROPOUTS)
+    if resume_from is not None:
+        return load_for_pretraining(resume_from, PretrainConfig(**overrides), RECIPE_DROPOUTS)
     if init:
         return load_for_pretraining(init, PretrainConfig(**overrides), RECIPE_DROPOUTS)
     if preset not in PRESETS:
@@ -78,9 +77,11 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     dev = resolve_device(device)
-    model, opt_state, updates, history, seconds = build_model(preset, init, out_dir, resume, overrides or {})
+    last = out_dir / "checkpoint_last.pt"
+    resumed = resume and last.exists()
+    model, opt_state, updates, history, seconds = build_model(preset, init, last if resumed else None,
+                                                              overrides or {})
     model.to(dev).train()
-    resumed = resume and (out_dir / "checkpoint_last.pt").exists()
     stop_at = max_updates if resumed or not init else updates + max_updates
     first_update = updates
     cfg = model.cfg
@@ -100,7 +101,6 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
     started = time.perf_counter()
     window_start, window_segments = started, 0
-    last = out_dir / "checkpoint_last.pt"
     batches = stream.batches(pairs_per_batch, cfg.mask_leads_prob)
     while updates < stop_at and (deadline is None or time.monotonic() < deadline):
         batch, records = next(batches)

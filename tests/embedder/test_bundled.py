@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from ecg_atlas.config import ServerConfig
 from ecg_atlas.embedder import preprocess, read_ecg
 from ecg_atlas.embedder import weights
+from ecg_atlas.embedder.checkpoint import sha256_of
 from ecg_atlas.embedder.encoder import encoder_from_spec
 from ecg_atlas.errors import CheckpointError
 
@@ -29,7 +29,7 @@ def bundled():
 def test_the_file_ships_in_the_package_pinned_and_small():
     path = weights.bundled_path()
     assert path.is_file() and path.stat().st_size <= 25 * 2**20
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == weights.BUNDLED_SHA256
+    assert sha256_of(path) == weights.BUNDLED_SHA256
     assert (path.parent / "MODEL_CARD.md").is_file()
 
 
