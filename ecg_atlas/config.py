@@ -47,6 +47,7 @@ class ServerConfig:
     checkpoint: str = DEFAULT_ENCODER
     device: str = "auto"
     dtype: str = "float32"
+    fast: str | None = None  # opt-in faster CPU inference: "int8" | "compile" (Encoder fast modes)
     index_kind: str | None = None
     host: str = "127.0.0.1"
     port: int = 50051

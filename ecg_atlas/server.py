@@ -160,7 +160,7 @@ class AtlasService(pb_grpc.AtlasServicer):
         # The report of every ECG lists its zero-filled leads; a process-wide warning adds nothing.
         warnings.filterwarnings("ignore", category=MissingLeadsWarning)
         cfg = self.config
-        self.encoder = encoder_from_spec(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype)
+        self.encoder = encoder_from_spec(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, fast=cfg.fast)
         self.notice = encoder_notice(cfg.checkpoint)
         if self.notice:
             log.info("encoder notice: %s", self.notice)
@@ -356,7 +356,8 @@ class AtlasService(pb_grpc.AtlasServicer):
         cfg, enc = self.config, self.encoder
         info = self.store.info()
         response = pb.InfoResponse(
-            model_id=enc.model_id, checkpoint_sha256=enc.checkpoint_sha256, dim=enc.dim, dtype=enc.dtype,
+            model_id=enc.model_id, checkpoint_sha256=enc.checkpoint_sha256, dim=enc.dim,
+            dtype=enc.dtype if enc.fast is None else f"{enc.dtype}+{enc.fast}",
             device=str(enc.device), preprocessing_version=enc.contract.preprocessing_version,
             encoder_notice=self.notice, index_kind=info.index_kind, index_backend=info.backend,
             ecg_count=info.n_ecgs, index_entries=info.n_index_entries, auth_enabled=bool(cfg.tokens), tls=cfg.tls,

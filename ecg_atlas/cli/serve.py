@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_CHECKPOINT}: the small open encoder shipped in the package, not ECG-FM)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--fast", default=None, choices=["int8", "compile"],
+                   help="opt-in faster CPU inference: int8 (dynamic int8 linear layers, ~1.8x fp32, "
+                        "embedding cosine to fp32 >= 0.999) or compile (torch.compile); Info's dtype says which")
     p.add_argument("--index-kind", default=None, choices=["flat", "ivf", "hnsw"],
                    help="search index of a new store (default flat = exact); an existing store keeps its own")
     p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
@@ -57,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     message_bytes = int(args.max_message_mb * 2**20)
     config = ServerConfig(
-        store=args.store, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+        store=args.store, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, fast=args.fast,
         index_kind=args.index_kind, host=args.host, port=args.port,
         max_batch_segments=args.max_batch_segments, max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue_segments=args.max_queue_segments, preprocess_workers=args.preprocess_workers,

@@ -75,6 +75,50 @@ def test_int8_fast_mode_stays_close_to_fp32(parity_dir, segments, encoder):
     assert not np.array_equal(a, b)  # it really is a different (quantised) computation
 
 
+@pytest.mark.parametrize("kernel", [128, 7])  # ECG-FM's even kernel, and an odd one
+@pytest.mark.parametrize("steps", [156, 31])
+def test_fft_positional_conv_matches_direct_conv(kernel, steps):
+    import torch
+
+    from ecg_atlas.embedder.model import ConvPositionalEmbedding
+
+    conv = ConvPositionalEmbedding(64, kernel, groups=4).eval()
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(3, steps, 64, generator=torch.Generator().manual_seed(kernel + steps))
+    with torch.inference_mode():
+        direct = conv(x)
+        conv.use_fft = True
+        fft = conv(x)
+    assert fft.shape == direct.shape
+    assert (fft - direct).abs().max() < 1e-5
+    assert conv._spectrum is not None  # the kernel's spectrum is cached for the next call
+
+
+def test_fused_qkv_projection_is_the_same_network(parity_dir, segments, encoder):
+    fused = load_encoder(parity_dir / "tiny_pretrained.pt")
+    for layer in fused.model.encoder.layers:
+        layer.self_attn.fuse_qkv()
+    assert not hasattr(fused.model.encoder.layers[0].self_attn, "q_proj")
+    x = np.concatenate(list(segments.values()))[:6]
+    assert np.abs(fused.encode(x) - encoder.encode(x)).max() < 1e-5
+    assert np.abs(fused.saliency(x) - encoder.saliency(x)).max() < 1e-5  # explicit attention path too
+
+
+def test_int8_fast_mode_packs_fused_quantised_layers_and_keeps_the_engine(parity_dir, segments, encoder):
+    import torch
+
+    engine = torch.backends.quantized.engine
+    fast = load_encoder(parity_dir / "tiny_pretrained.pt", fast="int8")
+    assert torch.backends.quantized.engine == engine  # the process-wide setting is restored
+    attn = fast.model.encoder.layers[0].self_attn
+    assert "quantized" in type(attn.qkv_proj).__module__
+    assert fast.model.conv_pos.use_fft and encoder.model.conv_pos.use_fft  # CPU encoders take the FFT path
+    x = np.concatenate(list(segments.values()))[:4]
+    sal = fast.saliency(x)
+    assert sal.shape == encoder.saliency(x).shape and np.isfinite(sal).all()
+
+
 def test_embed_cli_writes_parquet_and_npz(tmp_path, ecg_dir, parity_dir, encoder, capsys):
     ckpt = str(parity_dir / "tiny_pretrained.pt")
     inputs = [str(ecg_dir / "cinc_cpsc2018"), str(ecg_dir / "misc")]  # misc: 3 refusals (lead sets)

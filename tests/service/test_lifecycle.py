@@ -8,6 +8,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 from ecg_atlas.client import Client, IngestItem
@@ -260,3 +261,19 @@ def test_with_no_checkpoint_the_bundled_encoder_serves_and_says_so(tmp_path, rec
     finally:
         server.stop()
     assert "bundled open encoder ecg-atlas-small-v1" in server.log()  # said at start-up too
+
+
+def test_fast_int8_server_embeds_close_to_fp32_and_says_so(tmp_path, tiny_checkpoint, recordings):
+    from ecg_atlas.embedder import load_encoder, preprocess
+
+    record, recording = next(iter(recordings.items()))
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--device", "cpu", "--fast", "int8")
+    try:
+        with server.client() as c:
+            assert c.info()["dtype"] == "float32+int8"
+            fast = c.embed(recording.signal, recording.fs, recording.lead_names).record_vector
+    finally:
+        server.stop()
+    exact = load_encoder(tiny_checkpoint).embed(preprocess(recording)).mean(axis=0)
+    cosine = float(fast @ exact / (np.linalg.norm(fast) * np.linalg.norm(exact)))
+    assert 0.99 < cosine < 1.0 - 1e-9  # close to fp32, yet really the quantised computation
