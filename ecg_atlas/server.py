@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 import ecg_atlas
 from ecg_atlas.auth import TokenAuthInterceptor
 from ecg_atlas.batching import BatchingEncoder, DeadlineExpiredError, EncoderStoppedError, QueueFullError
-from ecg_atlas.config import ServerConfig
+from ecg_atlas.config import ServerConfig, default_batch_segments
 from ecg_atlas.errors import AtlasError, EncoderMismatchError, InvalidECGError, NotFoundError, StoreError
 from ecg_atlas.v1 import atlas_pb2 as pb
 from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
@@ -167,6 +167,8 @@ class AtlasService(pb_grpc.AtlasServicer):
         self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
                                         self.encoder.contract.preprocessing_version, self.encoder.dim)
         self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device)
+        if cfg.max_batch_segments is None:
+            cfg.max_batch_segments = default_batch_segments(self.encoder.device.type)
         self.batcher = BatchingEncoder(self.encoder, max_batch_segments=cfg.max_batch_segments,
                                        max_queue_delay_ms=cfg.max_queue_delay_ms,
                                        max_queue_segments=cfg.max_queue_segments).start()
@@ -210,14 +212,7 @@ class AtlasService(pb_grpc.AtlasServicer):
         return recording, prepared, vectors
 
     def _existing(self, ecg_ids: list[str]) -> set[str]:
-        from ecg_atlas.index import Term
-
-        if not ecg_ids:
-            return set()
-        found: set[str] = set()
-        for batch in self.store.iter_batches(filter=Term("ecg_id", "in", ecg_ids), columns=["ecg_id"]):
-            found.update(batch.column("ecg_id").to_pylist())
-        return found
+        return self.store.existing(ecg_ids)
 
     def _metadata_columns(self) -> list[str]:
         return list(self.store.columns())

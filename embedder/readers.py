@@ -200,6 +200,12 @@ def _parse_sex(value: str) -> str | None:
 
 
 def _read_wfdb(base: Path) -> Recording:
+    from .wfdb_reader import read_wfdb_record
+
+    direct = read_wfdb_record(base)  # the common subset, ~8x faster; None: let wfdb read it
+    if direct is not None:
+        return recording_from_array(direct.p_signal.T, direct.fs, direct.sig_name,
+                                    parse_header_comments(direct.comments), source=str(base))
     import wfdb  # imported here: only WFDB input needs it, and it is slow to import
 
     try:

@@ -924,6 +924,19 @@ class Store:
             out[name] = value
         return out
 
+    def existing(self, ecg_ids: Sequence[str]) -> set[str]:
+        """The subset of ecg_ids that are stored (one indexed lookup; ingest asks this per ECG)."""
+        ids = list(dict.fromkeys(ecg_ids))
+        with self._lock.read():
+            if self._identity is None or not ids:
+                return set()
+            if len(ids) == 1:
+                rows = self._cursor().execute("SELECT ecg_id FROM ecg WHERE ecg_id = ?", ids).fetchall()
+            else:
+                rows = self._cursor().execute(
+                    "SELECT ecg_id FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()
+        return {row[0] for row in rows}
+
     def get(self, ecg_ids: Sequence[str], columns: Sequence[str] | None = None) -> list[dict[str, object]]:
         """Stored rows, in the order asked. columns: None = every metadata column; may include
         "record_vector" / "segment_vectors" (returned as float32 arrays, as stored).

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port}; 0 picks a free one)")
     g = p.add_argument_group("batching and limits")
-    g.add_argument("--max-batch-segments", type=int, default=d.max_batch_segments)
+    g.add_argument("--max-batch-segments", type=int, default=d.max_batch_segments,
+                   help="segments per encoder batch (default: 16 on a CPU, 64 on a GPU)")
     g.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms)
     g.add_argument("--max-queue-segments", type=int, default=d.max_queue_segments)
     g.add_argument("--preprocess-workers", type=int, default=d.preprocess_workers)

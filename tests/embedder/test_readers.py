@@ -259,6 +259,46 @@ def test_header_without_samples(tmp_path):
         read_ecg(tmp_path / "empty.hea")
 
 
+def test_direct_wfdb_reader_equals_wfdb_on_every_corpus_record(ecg_dir):
+    from ecg_atlas.embedder.wfdb_reader import read_wfdb_record
+
+    headers = sorted(ecg_dir.rglob("*.hea"))
+    assert len(headers) >= 300
+    formats = set()
+    for header in headers:
+        base = header.with_suffix("")
+        direct, reference = read_wfdb_record(base), wfdb.rdrecord(str(base))
+        assert direct is not None, f"{base} fell back to wfdb"
+        assert np.array_equal(direct.p_signal, reference.p_signal, equal_nan=True), base
+        assert (direct.fs, direct.sig_name, direct.comments) == (reference.fs, reference.sig_name, reference.comments)
+        assert type(direct.fs) is type(reference.fs)
+        formats.update(zip(reference.fmt, (Path(f).suffix for f in reference.file_name)))
+    assert {("16", ".dat"), ("16", ".mat"), ("212", ".dat")} <= formats  # the corpus covers each path
+
+
+@pytest.mark.parametrize("fmt", ["80", "24", "32"])
+def test_formats_outside_the_direct_subset_fall_back_to_wfdb(tmp_path, fmt):
+    from ecg_atlas.embedder.wfdb_reader import read_wfdb_record
+
+    rng = np.random.default_rng(0)
+    digital = rng.integers(-100, 100, size=(3000, 12)).astype(np.int32)
+    wfdb.wrsamp("rec", fs=500, units=["mV"] * 12, sig_name=list(STANDARD_LEADS), d_signal=digital,
+                fmt=[fmt] * 12, adc_gain=[200.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    assert read_wfdb_record(tmp_path / "rec") is None
+    recording = read_ecg(tmp_path / "rec")
+    assert np.allclose(recording.signal, digital.T / 200.0, atol=1e-6)
+
+
+def test_direct_reader_reads_no_further_than_a_short_file_and_wfdb_names_it(ecg_dir, tmp_path):
+    from ecg_atlas.embedder.wfdb_reader import read_wfdb_record
+
+    base = _copy_record(ecg_dir, "cinc_ptbxl/HR00001", tmp_path)
+    (tmp_path / "HR00001.mat").write_bytes((tmp_path / "HR00001.mat").read_bytes()[:-2])  # one sample short
+    assert read_wfdb_record(base) is None
+    with pytest.raises(InvalidECGError, match="truncated"):
+        read_ecg(base)
+
+
 @pytest.mark.parametrize("record", ["code15/1111", "cinc_ptbxl/HR00001"])  # .dat and Challenge .mat
 def test_truncated_signal_file(ecg_dir, tmp_path, record):
     base = _copy_record(ecg_dir, record, tmp_path)

@@ -133,6 +133,17 @@ def test_upsert_is_idempotent_and_replaces_by_ecg_id(tmp_path, rows):
         assert s.search(rows["vectors"][0], k=1)[0][0].ecg_id != "ecg-0"
 
 
+def test_existing_names_exactly_the_stored_ids(tmp_path, rows):
+    with Store.open(tmp_path / "s") as s:
+        assert s.existing(["ecg-1"]) == set()  # empty store, no identity yet
+        upsert_rows(s, rows)
+        assert s.existing(["ecg-1"]) == {"ecg-1"} and s.existing(["no-such-ecg"]) == set()
+        assert s.existing(["ecg-3", "nope", "ecg-3", "ecg-5"]) == {"ecg-3", "ecg-5"}
+        s.delete(["ecg-3"])
+        assert s.existing(["ecg-3", "ecg-5"]) == {"ecg-5"}
+        assert s.existing([]) == set()
+
+
 def test_delete_by_id_and_patient_is_immediate_and_survives_reopen(tmp_path, rows):
     with Store.open(tmp_path / "s") as s:
         upsert_rows(s, rows)

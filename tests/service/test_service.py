@@ -207,7 +207,7 @@ def test_info_describes_model_store_and_limits(client):
     assert len(info["checkpoint_sha256"]) == 64 and info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["index_kind"] == "flat" and info["index_backend"].startswith("faiss")
     assert info["auth_enabled"] is True and info["tls"] is False
-    assert info["limits"]["max_batch_segments"] == 64 and int(info["limits"]["max_receive_message_bytes"]) == 64 << 20
+    assert info["limits"]["max_batch_segments"] == 16 and int(info["limits"]["max_receive_message_bytes"]) == 64 << 20
     assert {"torch", "faiss", "duckdb", "grpc", "ecg_atlas"} <= set(info["versions"])
     assert info["columns"]["age"] == "BIGINT" and info["encoder_notice"] == ""
 
