@@ -35,10 +35,10 @@ CLI = Path(sys.executable).with_name("ecg-atlas")
 
 
 class Server:
-    def __init__(self, store: Path, checkpoint: str, *extra: str):
+    def __init__(self, store: Path, checkpoint: str, *extra: str, env: dict | None = None):
         self.process = subprocess.Popen(
             [str(CLI), "serve", "--store", str(store), "--checkpoint", checkpoint, "--device", "cpu", "--port", "0",
-             *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})})
         self.address = self.process.stdout.readline().split()[-1]
         from ecg_atlas.client import Client
 
@@ -87,7 +87,8 @@ def bench_ingest(args) -> dict:
                 pass
             bare_runs[batch].append(len(records) / (time.perf_counter() - started))
         with tempfile.TemporaryDirectory() as tmp:
-            server = Server(Path(tmp) / "store", args.checkpoint, *args.server_args)
+            server = Server(Path(tmp) / "store", args.checkpoint, *args.server_args,
+                            env=dict(kv.split("=", 1) for kv in args.server_env))
             try:
                 with Client(server.address) as client:
                     result = ingest_files(client, [ecg_dir])
@@ -225,6 +226,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="ingest: bare/service passes (medians reported)")
     parser.add_argument("--bare-batches", type=int, nargs="+", default=[8, 16, 32, 64],
                         help="batch sizes for the bare ingest reference (the best one is the reference)")
+    parser.add_argument("--server-env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="environment variables for the ingest part's server only")
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `ecg-atlas serve` options for the ingest part (last on the line)")
     args = parser.parse_args()
