@@ -53,7 +53,7 @@ def _quantize_int8(model: ECGFM) -> ECGFM:
     q/k/v fused into one projection; conv, norms and attention stay float32.
 
     Weights are packed for oneDNN when this torch has it: on AVX2 CPUs its int8 GEMM measured
-    ~7 % faster than FBGEMM's in this network (benchmarks/encoder.py). Packed weights carry their
+    ~4–7 % faster than FBGEMM's in this network (BENCHMARKS.md). Packed weights carry their
     backend, so the process-wide engine is only switched while packing, then restored.
     """
     import warnings
