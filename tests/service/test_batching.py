@@ -59,3 +59,20 @@ def test_a_full_queue_refuses_at_once(encoder):
     batcher.start()
     batcher.stop()
     assert batcher.segments_run == 4
+
+
+def test_serve_shortens_the_gil_switch_interval_unless_told_otherwise(monkeypatch):
+    import sys
+
+    from ecg_atlas.cli.serve import GIL_SWITCH_INTERVAL_S, tune_gil
+
+    before = sys.getswitchinterval()
+    try:
+        monkeypatch.delenv("ECG_ATLAS_SWITCH_INTERVAL_S", raising=False)
+        assert tune_gil() == GIL_SWITCH_INTERVAL_S < before
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL_S)
+        monkeypatch.setenv("ECG_ATLAS_SWITCH_INTERVAL_S", "0.002")
+        tune_gil()
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
