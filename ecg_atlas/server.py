@@ -211,9 +211,6 @@ class AtlasService(pb_grpc.AtlasServicer):
         timing.inference_ms += enc.inference_ms
         return recording, prepared, vectors
 
-    def _existing(self, ecg_ids: list[str]) -> set[str]:
-        return self.store.existing(ecg_ids)
-
     def _metadata_columns(self) -> list[str]:
         return list(self.store.columns())
 
@@ -308,7 +305,7 @@ class AtlasService(pb_grpc.AtlasServicer):
         response = pb.GetResponse()
         t = time.perf_counter()
         ids = list(dict.fromkeys(request.ecg_ids))
-        present = self._existing(ids)
+        present = self.store.existing(ids)
         found = [i for i in ids if i in present]
         columns = self._metadata_columns()
         if request.include_vectors:
@@ -621,7 +618,7 @@ class _IngestStream:
     def _embed(self, request):
         """Runs on the preprocess pool: None if the id is stored already, else the embedding."""
         service = self.service
-        if not request.replace and service._existing([request.ecg_id]):
+        if not request.replace and service.store.existing([request.ecg_id]):
             return None
         t = time.perf_counter()
         recording, prepared = service._prepare(request.ecg)

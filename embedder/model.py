@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 from torch import nn
 
 
@@ -196,8 +197,8 @@ class ConvPositionalEmbedding(nn.Module):
         """
         batch, dim, steps = x.shape
         groups, per_group = self.groups, dim // self.groups
-        n_fft = _fft_size(steps + self.kernel - 1)
-        if self._spectrum is None or self._spectrum[0] != n_fft or self._spectrum[1].device != x.device:
+        n_fft = next_fast_len(steps + self.kernel - 1, real=True)  # no wrap-around, 2·3·5-smooth
+        if self._spectrum is None or self._spectrum[0] != n_fft:  # fold() and _apply() reset it
             spec = torch.fft.rfft(self.weight().detach().flip(-1), n=n_fft)  # (out, in, F)
             spec = spec.view(groups, per_group, per_group, -1).permute(0, 3, 1, 2).contiguous()
             self._spectrum = (n_fft, spec)
@@ -367,19 +368,6 @@ class _GradScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad * ctx.scale, None
-
-
-def _fft_size(minimum: int) -> int:
-    """Smallest n >= minimum whose only prime factors are 2, 3 and 5 (fast for pocketfft/cuFFT)."""
-    n = minimum
-    while True:
-        m = n
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
 
 
 def pool(x: torch.Tensor) -> torch.Tensor:
