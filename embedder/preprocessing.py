@@ -44,7 +44,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.interpolate import interp1d
 
 from ecg_atlas.embedder.leads import canonical_lead_name
 from ecg_atlas.embedder.recording import (
@@ -163,9 +162,10 @@ def prepare(
 
     rows, ignored = _standard_rows(rec.lead_names)
     signal, nan_counts, nan_leads = _fill_nan_gaps(rec.signal, rows, fs)
+    constant_rows = signal.max(axis=1) == signal.min(axis=1)  # all rows at once (NaN rows: False)
     flat = tuple(
         lead for lead in STANDARD_LEADS
-        if lead in rows and lead not in nan_leads and np.ptp(signal[rows[lead]]) == 0
+        if lead in rows and lead not in nan_leads and constant_rows[rows[lead]]
     )
     present = tuple(lead for lead in STANDARD_LEADS if lead in rows and lead not in nan_leads)
     usable = [lead for lead in present if lead not in flat]
@@ -217,7 +217,7 @@ def prepare(
     resampled = resample_to_target(twelve, fs)
     standardised = standardise_leads(resampled)
     n_segments = resampled.shape[1] // SEGMENT_SAMPLES
-    segments = segment(standardised)
+    segments = segment(standardised, dtype)
 
     report = PreprocessReport(
         original_fs=fs,
@@ -234,21 +234,30 @@ def prepare(
         ignored_leads=ignored,
         nan_counts=nan_counts,
     )
-    return Prepared(segments=segments.astype(dtype, copy=False), report=report)
+    return Prepared(segments=segments, report=report)
 
 
 def resample_to_target(signal: np.ndarray, fs: float) -> np.ndarray:
     """(leads, N) at ``fs`` → (leads, int(N·500/fs)) float64 at 500 Hz, as fairseq-signals does.
 
-    The input keeps its dtype inside the interpolation (scipy ``interp1d`` takes neighbour
-    differences in that dtype), which is what makes float32 input match the reference to 1e-15.
+    The reference calls scipy's ``interp1d(positions, signal, axis=1)(arange(M))``; this is the
+    same computation, operation for operation, without the interpolator object (which copies and
+    transposes the record): for each output step, the knot to its left (``searchsorted``, clipped
+    as scipy clips it), slope = (right − left neighbour) / knot spacing, value = slope · offset +
+    left neighbour. The neighbour difference stays in the input's dtype, as in scipy, which is
+    what makes float32 input match the reference to 1e-15; the tests require equality with
+    ``interp1d`` bit for bit.
     """
     n_in = signal.shape[1]
     if fs == TARGET_FS:
         return signal.astype(np.float64)
     n_out = int(n_in * TARGET_FS / fs)
     positions = np.linspace(0, n_out - 1, n_in)
-    return interp1d(positions, signal, axis=1)(np.arange(n_out)).astype(np.float64, copy=False)
+    steps = np.arange(n_out, dtype=np.float64)
+    lo = np.searchsorted(positions, steps).clip(1, n_in - 1) - 1
+    spacing = positions[lo + 1] - positions[lo]
+    rise = np.diff(signal, axis=1)[:, lo]  # right − left neighbour, in the input's dtype
+    return (rise / spacing) * (steps - positions[lo]) + signal[:, lo]
 
 
 def standardise_leads(signal: np.ndarray) -> np.ndarray:
@@ -259,20 +268,29 @@ def standardise_leads(signal: np.ndarray) -> np.ndarray:
     """
     signal = np.asarray(signal, dtype=np.float64)
     mean = signal.mean(axis=1, keepdims=True)
-    std = signal.std(axis=1, keepdims=True)
-    constant = (std[:, 0] == 0) | (signal.max(axis=1) == signal.min(axis=1))
+    centered = signal - mean
+    # NumPy's std, step for step (mean of squared deviations from this same mean, then sqrt), so
+    # the deviations serve twice and the result is bit-identical to ``signal.std(axis=1)``.
+    std = np.sqrt(np.square(centered).mean(axis=1, keepdims=True))
+    # max == min only needs checking where std is within rounding of zero relative to the mean:
+    # a constant lead's std is at most ~1e-15 · |mean|; any other lead is far above 1e-9 · |mean|.
+    constant = std[:, 0] == 0
+    near_zero = np.flatnonzero(~constant & (std[:, 0] <= 1e-9 * np.abs(mean[:, 0])))
+    if near_zero.size:
+        constant[near_zero] = signal[near_zero].max(axis=1) == signal[near_zero].min(axis=1)
     safe_std = np.where(constant[:, None], 1.0, std)
-    standardised = (signal - mean) / safe_std
+    standardised = np.divide(centered, safe_std, out=centered)
     standardised[constant] = 0.0
     return standardised
 
 
-def segment(signal: np.ndarray) -> np.ndarray:
-    """(leads, M) → (M // 2500, leads, 2500) non-overlapping windows from the start."""
+def segment(signal: np.ndarray, dtype: type[np.floating] | None = None) -> np.ndarray:
+    """(leads, M) → (M // 2500, leads, 2500) non-overlapping windows from the start, contiguous,
+    in ``dtype`` (default: the signal's), copied and converted in one pass."""
     n_segments = signal.shape[1] // SEGMENT_SAMPLES
     kept = signal[:, : n_segments * SEGMENT_SAMPLES]
     windows = kept.reshape(signal.shape[0], n_segments, SEGMENT_SAMPLES)
-    return np.ascontiguousarray(windows.transpose(1, 0, 2))
+    return windows.transpose(1, 0, 2).astype(dtype or signal.dtype, order="C")
 
 
 def _standard_rows(lead_names: list[str]) -> tuple[dict[str, int], tuple[str, ...]]:
@@ -305,9 +323,12 @@ def _fill_nan_gaps(
     nan_counts: dict[str, int] = {}
     nan_leads: list[str] = []
     filled = signal
+    # One pass finds the rows holding any NaN or infinity: their float64 sum is not finite (a
+    # float32 row cannot overflow a float64 sum). Only those rows are looked at sample by sample.
+    suspect = ~np.isfinite(signal.sum(axis=1, dtype=np.float64))
     max_gap = int(MAX_NAN_GAP_S * fs)
     for lead in STANDARD_LEADS:
-        if lead not in rows:
+        if lead not in rows or not suspect[rows[lead]]:
             continue
         values = signal[rows[lead]]
         invalid = ~np.isfinite(values)

@@ -379,3 +379,33 @@ def test_short_record_reason(ecg_dir):
     with pytest.raises(InvalidECGError) as info:
         preprocess(rec)
     assert info.value.reason == "too_short" and "at least 5 s" in str(info.value)
+
+
+@pytest.mark.parametrize("fs", [100.0, 200.0, 257.0, 360.0, 400.0, 999.0, 1000.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_resampling_is_scipy_interp1d_bit_for_bit(ecg_dir, fs, dtype):
+    # The reference resamples with interp1d(linspace(0, M-1, N), x, axis=1)(arange(M)); ours
+    # computes the same thing without the interpolator object and must not differ in any bit.
+    from scipy.interpolate import interp1d
+
+    rec = read_ecg(ecg_dir / "cinc_cpsc2018" / "A0001")
+    signal = np.concatenate([rec.signal, rec.signal[:, :1234]], axis=1).astype(dtype)  # odd length
+    n_out = int(signal.shape[1] * 500 / fs)
+    expected = interp1d(np.linspace(0, n_out - 1, signal.shape[1]), signal, axis=1)(np.arange(n_out))
+    got = resample_to_target(signal, fs)
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_standardising_is_numpys_mean_and_std_bit_for_bit(ecg_dir):
+    rec = read_ecg(ecg_dir / "cinc_cpsc2018" / "A0001")
+    x = resample_to_target(rec.signal, rec.fs)
+    x[2] = 0.1  # constant: its float mean may round, leaving a std of ~1e-17
+    x[5] = 1e6 + np.arange(x.shape[1]) % 3 * 1e-6  # not constant, but std ≈ 1e-12 · mean
+    x[7] = 0.0
+    std = x.std(axis=1, keepdims=True)
+    expected = (x - x.mean(axis=1, keepdims=True)) / np.where(std == 0, 1.0, std)
+    expected[[2, 7]] = 0.0
+    got = standardise_leads(x)
+    np.testing.assert_array_equal(got, expected)
+    assert np.all(got[[2, 7]] == 0) and got[5].std() == pytest.approx(1.0)
