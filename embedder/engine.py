@@ -7,18 +7,12 @@ cross-request batching queue sits on top of :meth:`EmbeddingEngine.embed_segment
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
 from .encoder import Encoder
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -75,29 +69,3 @@ class EmbeddingEngine:
             seg_vectors = vectors[offset:offset + len(segments)]
             offset += len(segments)
             yield EmbeddedRecord(key, seg_vectors.mean(axis=0), seg_vectors)
-
-
-def prefetch(items: Iterable[T], work: Callable[[T], R], *, workers: int = 2,
-             depth: int = 16) -> Iterator[tuple[T, R | Exception]]:
-    """``(item, work(item))`` in input order, computed ``depth`` items ahead on worker threads.
-
-    Reading and preprocessing (NumPy, wfdb: the GIL is released in their heavy parts) overlap with
-    inference. An exception is returned in place of the result so one bad file does not stop a run.
-    """
-
-    def guarded(item: T) -> R | Exception:
-        try:
-            return work(item)
-        except Exception as exc:  # noqa: BLE001 - handed back to the caller, per item
-            return exc
-
-    window: deque[tuple[T, Future]] = deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for item in items:
-            window.append((item, pool.submit(guarded, item)))
-            if len(window) >= depth:
-                head, future = window.popleft()
-                yield head, future.result()
-        while window:
-            head, future = window.popleft()
-            yield head, future.result()

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ecg_atlas.embedder.discover import find_ecgs, read_source
     from ecg_atlas.embedder.encoder import encoder_from_spec
-    from ecg_atlas.embedder.engine import EmbeddingEngine, prefetch
+    from ecg_atlas.embedder.engine import EmbeddingEngine
+    from ecg_atlas.embedder.prefetch import prefetch
     from ecg_atlas.embedder.preprocessing import prepare
 
     suffix = args.out.suffix.lower()

@@ -139,7 +139,7 @@ def ingest_files(client, paths, *, patients: dict | None = None, metadata: dict 
 
     from ecg_atlas.client import IngestItem, ingest_request, timing_dict
     from ecg_atlas.embedder.discover import find_ecgs, read_source
-    from ecg_atlas.embedder.engine import prefetch
+    from ecg_atlas.embedder.prefetch import prefetch
 
     patients, metadata = patients or {}, metadata or {}
     sources = list(find_ecgs(paths))

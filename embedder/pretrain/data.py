@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..discover import ECGSource, read_source
-from ..engine import prefetch
+from ..prefetch import prefetch
 from ..preprocessing import preprocess
 from ..recording import SEGMENT_SAMPLES
 

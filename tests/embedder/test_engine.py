@@ -10,7 +10,8 @@ import pytest
 
 from ecg_atlas.cli import main
 from ecg_atlas.embedder import load_encoder, preprocess, read_ecg
-from ecg_atlas.embedder.engine import EmbeddingEngine, prefetch
+from ecg_atlas.embedder.engine import EmbeddingEngine
+from ecg_atlas.embedder.prefetch import prefetch
 from ecg_atlas.errors import AtlasError
 
 RECORDS = ["cinc_cpsc2018/A0001", "cinc_cpsc2018/A0005", "cinc_georgia/E00001", "code15/1111", "cinc_ptb/S0001"]

@@ -27,3 +27,19 @@ def test_reading_ecgs_does_not_import_torch():
     code = "import sys; from ecg_atlas.embedder import read_ecg, preprocess; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_ingest_client_does_not_import_torch():
+    # The client side of ingest reads, prefetches and streams files; loading torch there cost
+    # 1.3 s of start-up and CPU that the server's encoder on the same machine could use.
+    import subprocess
+    import sys
+
+    code = ("import sys, tempfile\n"
+            "from ecg_atlas.cli.ingest import ingest_files\n"
+            "from ecg_atlas.errors import AtlasError\n"
+            "try:\n    ingest_files(None, [tempfile.mkdtemp()])  # imports what it streams with, then finds no ECG\n"
+            "except AtlasError:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
