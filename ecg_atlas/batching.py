@@ -1,12 +1,15 @@
-"""Cross-request batching: one thread owns the encoder; requests queue segments for it.
+"""Cross-request batching: encoder worker threads take queued segments in batches.
 
 Every RPC that needs vectors submits its (n, 12, 2500) segments with its deadline and gets a
-Future. The encoder thread takes the oldest waiting segments, waits at most ``max_queue_delay_ms``
-for more to arrive until it has ``max_batch_segments``, and runs one forward pass over all of them
-(segments of one ECG may be split over consecutive batches). gRPC handler threads only wait on
-futures, never on the device. Work whose deadline has passed, or whose caller has gone, is dropped
-before inference. The queue is bounded: a submit that would exceed ``max_queue_segments`` fails
-at once with ``QueueFullError`` (RESOURCE_EXHAUSTED) instead of queueing forever.
+Future. A free worker takes the oldest waiting segments, waits at most ``max_queue_delay_ms`` for
+more to arrive until it has ``max_batch_segments``, and runs one forward pass over all of them
+(segments of one ECG may be split over batches, and over workers). With several workers (the CPU
+default is two, each on half the cores) batches run side by side; a queue shorter than the idle
+workers could take is shared out between them, so a lone request is not left to one worker. gRPC
+handler threads only wait on futures, never on the device. Work whose deadline has passed, or
+whose caller has gone, is dropped before inference. The queue is bounded: a submit that would
+exceed ``max_queue_segments`` fails at once with ``QueueFullError`` (RESOURCE_EXHAUSTED) instead of
+queueing forever.
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ class _Job:
 
 
 class BatchingEncoder:
-    """Coalesces concurrent ``submit`` calls into encoder batches on a dedicated thread."""
+    """Coalesces concurrent ``submit`` calls into encoder batches run by ``workers`` threads."""
 
     def __init__(self, encoder, *, max_batch_segments: int = 64, max_queue_delay_ms: float = 5.0,
-                 max_queue_segments: int = 4096):
+                 max_queue_segments: int = 4096, workers: int = 1):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.encoder = encoder
         self.max_batch_segments = max_batch_segments
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
@@ -68,21 +73,24 @@ class BatchingEncoder:
         self._queued = 0  # segments submitted and not yet handed to a batch
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"encoder-{i}", daemon=True) for i in range(workers)]
+        self._waiting = 0  # workers looking for a batch
         self.batches_run = 0
         self.segments_run = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "BatchingEncoder":
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def warm_up(self, rounds: int = 2) -> None:
         """Run full-size batches so the first real request does not pay for allocation / autotuning."""
         rng = np.random.default_rng(0)
         segments = rng.standard_normal((self.max_batch_segments, 12, 2500)).astype(np.float32)
-        for _ in range(rounds):
-            self.submit(segments).result()
+        for _ in range(rounds):  # one full batch per worker, at once
+            for future in [self.submit(segments) for _ in self._threads]:
+                future.result()
         self.submit(segments[:1]).result()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -90,8 +98,9 @@ class BatchingEncoder:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     @property
     def queued_segments(self) -> int:
@@ -122,7 +131,7 @@ class BatchingEncoder:
             self._cond.notify_all()
         return job.future
 
-    # -- the encoder thread ---------------------------------------------------------------------
+    # -- the encoder workers --------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
@@ -132,27 +141,39 @@ class BatchingEncoder:
 
     def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
         with self._cond:
-            while True:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:
-                    return None
-                # Let a batch fill: wait until it is full or the oldest work waited long enough.
-                fill_until = self._pending[0].submitted + self.max_queue_delay_s
-                while self._queued < self.max_batch_segments and not self._stopping:
-                    remaining = fill_until - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                batch = self._take()
-                if batch:
-                    return batch
+            self._waiting += 1
+            try:
+                return self._wait_for_batch()
+            finally:
+                self._waiting -= 1
+
+    def _wait_for_batch(self) -> list[tuple[_Job, int, int]] | None:
+        """The next batch for this worker (lock held), or None when stopping with nothing queued."""
+        while True:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if not self._pending:
+                return None
+            # Let a batch fill: wait until it is full or the oldest work waited long enough.
+            fill_until = self._pending[0].submitted + self.max_queue_delay_s
+            while self._queued < self.max_batch_segments and not self._stopping:
+                remaining = fill_until - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch = self._take()
+            if batch:
+                return batch
 
     def _take(self) -> list[tuple[_Job, int, int]]:
         """Slices (job, start, stop) of the oldest live jobs, up to max_batch_segments (lock held)."""
         now = time.monotonic()
         batch: list[tuple[_Job, int, int]] = []
         room = self.max_batch_segments
+        if self._waiting > 1 and self._queued < room * self._waiting:
+            # Less queued than the idle workers could take: share it out, so a lone request's
+            # segments run side by side instead of one worker doing all of them.
+            room = -(-self._queued // self._waiting)
         while self._pending and room:
             job = self._pending[0]
             left = len(job.segments) - job.taken
@@ -193,19 +214,25 @@ class BatchingEncoder:
                 _fail(job.future, exc)
             return
         elapsed = time.monotonic() - started
-        self.batches_run += 1
-        self.segments_run += len(inputs)
+        with self._cond:
+            self.batches_run += 1
+            self.segments_run += len(inputs)
         offset = 0
         finished = time.monotonic()
+        complete = []
         for job, a, b in batch:
             job.vectors[a:b] = vectors[offset:offset + (b - a)]
             offset += b - a
-            job.done += b - a
-            job.inference_s += elapsed
-            if job.done == len(job.segments):
-                total = finished - job.submitted
-                timing = EncodeTiming(queue_ms=1000 * (total - job.inference_s), inference_ms=1000 * job.inference_s)
-                _resolve(job.future, (job.vectors, timing))
+            with self._cond:  # another worker may be finishing other segments of the same job
+                job.done += b - a
+                job.inference_s += elapsed
+                if job.done == len(job.segments):
+                    complete.append(job)
+        for job in complete:
+            total = finished - job.submitted
+            inference = min(job.inference_s, total)  # batches of one job on two workers overlap
+            timing = EncodeTiming(queue_ms=1000 * (total - inference), inference_ms=1000 * inference)
+            _resolve(job.future, (job.vectors, timing))
 
 
 def _resolve(future: Future, value) -> None:

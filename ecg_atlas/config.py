@@ -7,11 +7,17 @@ Limits and why they default to what they do:
   a longer one arrives whole and is refused with INVALID_ARGUMENT ("too long") rather than a bare
   RESOURCE_EXHAUSTED. Bulk work goes through the Ingest stream, one ECG per message.
 * ``max_send_message_bytes`` 64 MiB: Get with segment vectors of many long ECGs.
-* ``max_batch_segments`` 16 on a CPU, 64 on a GPU / ``max_queue_delay_ms`` 5: the encoder runs
+* ``max_batch_segments`` 8 on a CPU, 64 on a GPU / ``max_queue_delay_ms`` 5: the encoder runs
   batches of up to that many five-second segments and waits at most 5 ms for a batch to fill. On
-  the CPU small batches are faster per segment (activations stay in cache: the bundled encoder
-  embeds 104 segments/s at batch 16 and 86 at batch 64 on 2 cores; ECG-FM's size 5.98 at 8 and
-  5.40 at 32, BENCHMARKS.md); a GPU needs large ones to fill.
+  the CPU small batches are faster per segment (activations stay in cache: ECG-FM's size embeds
+  5.98 segments/s at batch 8 and 5.40 at 32 on 2 cores; the bundled encoder, two workers, is best
+  at 8–16 and slowest at 64, BENCHMARKS.md); a GPU needs large ones to fill.
+* ``encoder_workers`` 2 on a CPU with 2 or more cores, 1 on a GPU: threads that run encoder
+  batches side by side, each with ``cores // encoder_workers`` torch threads. On 2 cores, two
+  single-threaded batches at once beat one batch on two threads (no synchronisation between the
+  threads of every op), and a preprocessing thread that takes a core slows one worker instead of
+  stalling both (BENCHMARKS.md). ``fast="compile"`` keeps 1 (its compiled graph is not shared
+  across threads here).
 * ``max_queue_segments`` 4096: segments waiting for the encoder; beyond that new work gets
   RESOURCE_EXHAUSTED at once instead of a growing queue (about a minute of base-model CPU work).
 * ``max_concurrent_rpcs`` 64: RPCs being handled at once; more get RESOURCE_EXHAUSTED.
@@ -44,12 +50,17 @@ class ConfigError(AtlasError):
     """Server settings that cannot work together (e.g. a public bind without TLS)."""
 
 
-DEFAULT_CPU_BATCH_SEGMENTS = 16
+DEFAULT_CPU_BATCH_SEGMENTS = 8
 DEFAULT_GPU_BATCH_SEGMENTS = 64
 
 
 def default_batch_segments(device_type: str) -> int:
     return DEFAULT_GPU_BATCH_SEGMENTS if device_type == "cuda" else DEFAULT_CPU_BATCH_SEGMENTS
+
+
+def default_encoder_workers(device_type: str, cores: int, fast: str | None = None) -> int:
+    """Encoder worker threads: 2 on a CPU with at least 2 cores (config docstring), else 1."""
+    return 2 if device_type == "cpu" and cores >= 2 and fast != "compile" else 1
 
 
 @dataclass
@@ -63,9 +74,10 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     # batching
-    max_batch_segments: int | None = None  # None: 16 on a CPU, 64 on a GPU (resolved at load)
+    max_batch_segments: int | None = None  # None: 8 on a CPU, 64 on a GPU (resolved at load)
     max_queue_delay_ms: float = 5.0
     max_queue_segments: int = 4096
+    encoder_workers: int | None = None  # None: 2 on a CPU with 2+ cores, else 1 (resolved at load)
     preprocess_workers: int = 2
     # limits
     max_concurrent_rpcs: int = 64
@@ -121,7 +133,7 @@ class ServerConfig:
                     f"refusing to listen on {self.host} (not loopback) without {' and '.join(missing)}: "
                     f"ECGs are patient data. Add them, bind 127.0.0.1, or pass --insecure to accept the risk")
         for name in ("max_batch_segments", "max_queue_segments", "max_concurrent_rpcs", "max_ingest_in_flight",
-                     "max_k", "preprocess_workers"):
+                     "max_k", "preprocess_workers", "encoder_workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_queue_segments < (self.max_batch_segments or DEFAULT_GPU_BATCH_SEGMENTS):

@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 import ecg_atlas
 from ecg_atlas.auth import TokenAuthInterceptor
 from ecg_atlas.batching import BatchingEncoder, DeadlineExpiredError, EncoderStoppedError, QueueFullError
-from ecg_atlas.config import ServerConfig, default_batch_segments
+from ecg_atlas.config import ServerConfig, default_batch_segments, default_encoder_workers
 from ecg_atlas.errors import AtlasError, EncoderMismatchError, InvalidECGError, NotFoundError, StoreError
 from ecg_atlas.v1 import atlas_pb2 as pb
 from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Atlas"].full_name
 #: ECGs written to the store per transaction during Ingest.
 WRITE_BATCH = 64
+#: Ingest asks the store which of this many ids it holds in one lookup (0.9 ms; 0.5 ms for one id).
+EXISTS_GROUP = 8
 #: Analysis calls (TrainProbe, Predict, Cluster, Explain) that run at once; more wait their turn.
 ANALYSIS_WORKERS = 2
 
@@ -144,6 +146,7 @@ class AtlasService(pb_grpc.AtlasServicer):
         self.batcher: BatchingEncoder | None = None
         self.store = None
         self.identity = None
+        self.encoder_threads = 0  # torch threads per encoder worker (CPU), set at load
         self.notice = ""
         self._pool = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="preprocess")
         # Long analysis work runs here, off the RPC threads' hot path and never on the encoder thread.
@@ -167,12 +170,28 @@ class AtlasService(pb_grpc.AtlasServicer):
         self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
                                         self.encoder.contract.preprocessing_version, self.encoder.dim)
         self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device)
+        device = self.encoder.device.type
         if cfg.max_batch_segments is None:
-            cfg.max_batch_segments = default_batch_segments(self.encoder.device.type)
+            cfg.max_batch_segments = default_batch_segments(device)
+        self.encoder_threads = 0
+        if device == "cpu":
+            import torch
+
+            cores = torch.get_num_threads()
+            if cfg.encoder_workers is None:
+                cfg.encoder_workers = default_encoder_workers(device, cores, cfg.fast)
+            # The workers share the cores: torch's intra-op thread count is process-wide, and each
+            # worker's ops run on a team of that many threads.
+            self.encoder_threads = max(1, cores // cfg.encoder_workers)
+            torch.set_num_threads(self.encoder_threads)
+        elif cfg.encoder_workers is None:
+            cfg.encoder_workers = default_encoder_workers(device, 0)
         self.batcher = BatchingEncoder(self.encoder, max_batch_segments=cfg.max_batch_segments,
                                        max_queue_delay_ms=cfg.max_queue_delay_ms,
-                                       max_queue_segments=cfg.max_queue_segments).start()
+                                       max_queue_segments=cfg.max_queue_segments,
+                                       workers=cfg.encoder_workers).start()
         self.batcher.warm_up()
+        self.store.warm_up()
         self.ready.set()
 
     def close(self) -> None:
@@ -358,7 +377,8 @@ class AtlasService(pb_grpc.AtlasServicer):
                 max_queue_segments=cfg.max_queue_segments, max_concurrent_rpcs=cfg.max_concurrent_rpcs,
                 max_receive_message_bytes=cfg.max_receive_message_bytes,
                 max_send_message_bytes=cfg.max_send_message_bytes, max_ecg_duration_s=cfg.max_ecg_duration_s,
-                min_leads=cfg.min_leads, max_k=cfg.max_k, max_ingest_in_flight=cfg.max_ingest_in_flight))
+                min_leads=cfg.min_leads, max_k=cfg.max_k, max_ingest_in_flight=cfg.max_ingest_in_flight,
+                encoder_workers=cfg.encoder_workers, threads_per_encoder_worker=self.encoder_threads))
         response.versions.update({
             "ecg_atlas": ecg_atlas.__version__, "proto": "ecg_atlas.v1", "python": platform.python_version(),
             "torch": torch.__version__, "faiss": faiss.__version__, "duckdb": duckdb.__version__,
@@ -597,6 +617,7 @@ class _IngestStream:
 
     def run(self, requests) -> pb.IngestSummary:
         limit = self.service.config.max_ingest_in_flight
+        group: list = []  # accepted requests not yet started
         for index, request in enumerate(requests):
             self.summary.received += 1
             if not request.ecg_id:
@@ -607,19 +628,31 @@ class _IngestStream:
                             "this ecg_id was already sent in this stream")
                 continue
             self.seen.add(request.ecg_id)
-            self.in_flight.append((index, request, self.service._pool.submit(self._embed, request)))
-            while len(self.in_flight) >= limit:
-                self._collect_one()
+            group.append((index, request))
+            if len(group) >= EXISTS_GROUP or len(self.in_flight) + len(group) >= limit:
+                self._start(group)
+                group = []
+                while len(self.in_flight) >= limit:
+                    self._collect_one()
+        self._start(group)
         while self.in_flight:
             self._collect_one()
         self._flush()
         return self.summary
 
+    def _start(self, group) -> None:
+        """Skip the group's ids the store already holds (one lookup for all), queue the rest."""
+        check = [request.ecg_id for _, request in group if not request.replace]
+        stored = self.service.store.existing(check) if check else set()
+        for index, request in group:
+            if request.ecg_id in stored:
+                self.summary.skipped_existing += 1
+            else:
+                self.in_flight.append((index, request, self.service._pool.submit(self._embed, request)))
+
     def _embed(self, request):
-        """Runs on the preprocess pool: None if the id is stored already, else the embedding."""
+        """Runs on the preprocess pool: the prepared ECG, submitted to the encoder queue."""
         service = self.service
-        if not request.replace and service.store.existing([request.ecg_id]):
-            return None
         t = time.perf_counter()
         recording, prepared = service._prepare(request.ecg)
         preprocess_ms = 1000 * (time.perf_counter() - t)
@@ -635,11 +668,7 @@ class _IngestStream:
     def _collect_one(self) -> None:
         index, request, future = self.in_flight.popleft()
         try:
-            result = future.result()
-            if result is None:
-                self.summary.skipped_existing += 1
-                return
-            recording, prepared, embedded, preprocess_ms = result
+            recording, prepared, embedded, preprocess_ms = future.result()
             try:
                 vectors, timing = embedded.result(timeout=_remaining(self.context))
             except FutureTimeout:

@@ -198,11 +198,12 @@ class ConvPositionalEmbedding(nn.Module):
         batch, dim, steps = x.shape
         groups, per_group = self.groups, dim // self.groups
         n_fft = next_fast_len(steps + self.kernel - 1, real=True)  # no wrap-around, 2·3·5-smooth
-        if self._spectrum is None or self._spectrum[0] != n_fft:  # fold() and _apply() reset it
+        cached = self._spectrum  # read once: encoder worker threads share the module
+        if cached is None or cached[0] != n_fft:  # fold() and _apply() reset it
             spec = torch.fft.rfft(self.weight().detach().flip(-1), n=n_fft)  # (out, in, F)
-            spec = spec.view(groups, per_group, per_group, -1).permute(0, 3, 1, 2).contiguous()
-            self._spectrum = (n_fft, spec)
-        spec = self._spectrum[1]
+            cached = (n_fft, spec.view(groups, per_group, per_group, -1).permute(0, 3, 1, 2).contiguous())
+            self._spectrum = cached
+        spec = cached[1]
         bins = spec.shape[1]
         xs = torch.fft.rfft(x, n=n_fft).view(batch, groups, per_group, bins).permute(1, 3, 2, 0)  # (G, F, in, B)
         ys = torch.matmul(spec, xs).permute(3, 0, 2, 1).reshape(batch, dim, bins)

@@ -35,9 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port}; 0 picks a free one)")
     g = p.add_argument_group("batching and limits")
     g.add_argument("--max-batch-segments", type=int, default=d.max_batch_segments,
-                   help="segments per encoder batch (default: 16 on a CPU, 64 on a GPU)")
+                   help="segments per encoder batch (default: 8 on a CPU, 64 on a GPU)")
     g.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms)
     g.add_argument("--max-queue-segments", type=int, default=d.max_queue_segments)
+    g.add_argument("--encoder-workers", type=int, default=d.encoder_workers,
+                   help="threads running encoder batches side by side, sharing the CPU cores between "
+                        "them (default: 2 on a CPU with 2+ cores, 1 on a GPU)")
     g.add_argument("--preprocess-workers", type=int, default=d.preprocess_workers)
     g.add_argument("--max-concurrent-rpcs", type=int, default=d.max_concurrent_rpcs)
     g.add_argument("--max-message-mb", type=float, default=d.max_receive_message_bytes / 2**20,
@@ -65,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         index_kind=args.index_kind, host=args.host, port=args.port,
         max_batch_segments=args.max_batch_segments, max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue_segments=args.max_queue_segments, preprocess_workers=args.preprocess_workers,
+        encoder_workers=args.encoder_workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs, max_receive_message_bytes=message_bytes,
         max_send_message_bytes=message_bytes, max_ingest_in_flight=args.max_ingest_in_flight,
         max_k=args.max_k, min_leads=args.min_leads, grace_s=args.grace_s, token_file=args.token_file,
@@ -115,11 +119,13 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def tune_gil() -> float:
-    """Shorten the GIL switch interval to 0.5 ms. The encoder thread needs the GIL between its
+    """Shorten the GIL switch interval to 0.5 ms. An encoder worker needs the GIL between its
     many short torch ops while the preprocessing and gRPC threads hold it in Python code; at 5 ms it
-    waits up to 5 ms each time with both cores' kernels idle. Ingest with the bundled encoder
-    measured 37.4 vs 35.1 ECGs/s (medians of 10 alternating runs, BENCHMARKS.md).
-    ``ECG_ATLAS_SWITCH_INTERVAL_S`` overrides it. Returns the interval set."""
+    can wait up to 5 ms each time. With a single encoder thread, ingest with the bundled encoder
+    measured 37.4 vs 35.1 ECGs/s (medians of 10 alternating runs, BENCHMARKS.md); with the two
+    CPU workers now the default, 3 A/B pairs showed no difference either way, and it is kept for
+    servers run with one worker. ``ECG_ATLAS_SWITCH_INTERVAL_S`` overrides it. Returns the
+    interval set."""
     interval = float(os.environ.get("ECG_ATLAS_SWITCH_INTERVAL_S", GIL_SWITCH_INTERVAL_S))
     sys.setswitchinterval(interval)
     return interval

@@ -144,6 +144,29 @@ def test_existing_names_exactly_the_stored_ids(tmp_path, rows):
         assert s.existing([]) == set()
 
 
+def test_warm_up_loads_what_the_first_write_needs_and_stores_nothing(tmp_path):
+    # A server warms its store before it reports SERVING, so its first Ingest does not spend
+    # ~0.2 s importing libraries under the GIL. Checked in a fresh interpreter: after warm_up,
+    # the first upsert imports no module.
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+import numpy as np
+from ecg_atlas.index import EncoderIdentity, Store
+with Store.open({str(tmp_path / "s")!r}) as store:
+    store.warm_up()
+    assert store.info().n_ecgs == 0
+    loaded = set(sys.modules)
+    ident = EncoderIdentity("m", "a" * 64, "v", 4)
+    store.upsert(["e1"], np.ones((1, 4), np.float32), identity=ident, metadata=[{{"age": 3}}])
+    print(sorted(set(sys.modules) - loaded), store.info().n_ecgs)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "1"]
+
+
 def test_delete_by_id_and_patient_is_immediate_and_survives_reopen(tmp_path, rows):
     with Store.open(tmp_path / "s") as s:
         upsert_rows(s, rows)

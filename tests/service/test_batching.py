@@ -76,3 +76,67 @@ def test_serve_shortens_the_gil_switch_interval_unless_told_otherwise(monkeypatc
         assert sys.getswitchinterval() == pytest.approx(0.002)
     finally:
         sys.setswitchinterval(before)
+
+
+class _Recording:
+    """The real encoder, noting which worker thread ran each batch and its size."""
+
+    def __init__(self, encoder):
+        import threading
+
+        self.encoder, self.dim, self.calls, self._lock = encoder, encoder.dim, [], threading.Lock()
+
+    def embed(self, x):
+        import threading
+
+        with self._lock:
+            self.calls.append((threading.current_thread().name, len(x)))
+        return self.encoder.embed(x)
+
+
+def test_two_workers_answer_every_request_once_and_correctly(encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    recording = _Recording(encoder)
+    batcher = BatchingEncoder(recording, max_batch_segments=4, max_queue_delay_ms=1, workers=2).start()
+    jobs = [_segments(n, seed) for seed, n in enumerate([1, 7, 2, 5, 3, 9, 1, 4])]  # 32, some over a batch
+    try:
+        with ThreadPoolExecutor(4) as clients:
+            results = list(clients.map(lambda s: batcher.submit(s).result(timeout=60), jobs))
+    finally:
+        batcher.stop()
+    for segments, (vectors, timing) in zip(jobs, results):
+        np.testing.assert_allclose(vectors, encoder.embed(segments), atol=1e-4)  # in order, per job
+        assert timing.queue_ms >= 0 and timing.inference_ms > 0
+    assert batcher.segments_run == sum(len(s) for s in jobs) == sum(n for _, n in recording.calls)
+    assert {name for name, _ in recording.calls} == {"encoder-0", "encoder-1"}
+    assert max(n for _, n in recording.calls) <= 4
+
+
+def test_idle_workers_share_a_lone_request(encoder):
+    recording = _Recording(encoder)
+    batcher = BatchingEncoder(recording, max_batch_segments=8, max_queue_delay_ms=1, workers=2).start()
+    try:
+        deadline = time.monotonic() + 30
+        while batcher._waiting < 2 and time.monotonic() < deadline:  # both workers idle
+            time.sleep(0.01)
+        vectors, _ = batcher.submit(_segments(6, 0)).result(timeout=60)
+    finally:
+        batcher.stop()
+    assert vectors.shape == (6, encoder.dim)
+    assert sorted(n for _, n in recording.calls) == [3, 3]  # side by side, not 6 on one worker
+    assert len({name for name, _ in recording.calls}) == 2
+
+
+def test_workers_must_be_positive(encoder):
+    with pytest.raises(ValueError, match="workers"):
+        BatchingEncoder(encoder, workers=0)
+
+
+def test_default_encoder_workers():
+    from ecg_atlas.config import default_encoder_workers
+
+    assert default_encoder_workers("cpu", 2) == 2 and default_encoder_workers("cpu", 16) == 2
+    assert default_encoder_workers("cpu", 1) == 1  # one core: nothing to share
+    assert default_encoder_workers("cuda", 16) == 1  # one GPU stream, large batches
+    assert default_encoder_workers("cpu", 8, fast="compile") == 1

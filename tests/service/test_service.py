@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import grpc
 import numpy as np
@@ -113,6 +114,25 @@ def test_ingest_is_idempotent_and_delete_by_patient_withdraws(client, ecg_dir):
     assert not any(h.ecg_id.startswith("withdraw/") for h in hits)
 
 
+def test_ingest_skips_stored_ids_across_lookup_groups_and_replace_overrides(client, ecg_dir):
+    # Ingest asks the store about ids a group at a time; stored, new, replaced and duplicate ids
+    # interleaved over several groups must still each be counted once, correctly.
+    a3, a4 = read_ecg(ecg_dir / "cinc_cpsc2018/A0003"), read_ecg(ecg_dir / "cinc_cpsc2018/A0004")
+    def item(i, rec, **kw):
+        return IngestItem(f"groups/{i}", rec.signal, rec.fs, rec.lead_names, patient_id="groups-patient", **kw)
+    first = client.ingest([item(i, a3) for i in range(0, 20, 2)])  # the even ids
+    assert (first.stored, first.skipped_existing) == (10, 0)
+    stream = [item(i, a4, replace=True) if i == 2 else item(i, a3) for i in range(20)] + [item(5, a3)]
+    mixed = client.ingest(stream)  # 0-19 over three lookup groups, 2 replaced by another ECG, 5 twice
+    assert (mixed.stored, mixed.skipped_existing, mixed.failed) == (11, 9, 1)
+    assert [(e.ecg_id, e.code) for e in mixed.errors] == [("groups/5", "INVALID_ARGUMENT")]
+    found, _ = client.get(["groups/2", "groups/4"], vectors=True)
+    embedded = client.embed(a4.signal, a4.fs, a4.lead_names)
+    assert np.allclose(found[0].record_vector, embedded.record_vector, atol=1e-5)  # replaced by A0004
+    assert not np.allclose(found[1].record_vector, embedded.record_vector, atol=1e-3)
+    assert client.delete(patient_id="groups-patient") == 20
+
+
 def _ecg(signal, fs=500.0, leads=None, fmt=pb.FLOAT32_LE, samples=None):
     signal = np.asarray(signal)
     leads = leads or ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"][:signal.shape[0]]
@@ -207,7 +227,10 @@ def test_info_describes_model_store_and_limits(client):
     assert len(info["checkpoint_sha256"]) == 64 and info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["index_kind"] == "flat" and info["index_backend"].startswith("faiss")
     assert info["auth_enabled"] is True and info["tls"] is False
-    assert info["limits"]["max_batch_segments"] == 16 and int(info["limits"]["max_receive_message_bytes"]) == 64 << 20
+    assert info["limits"]["max_batch_segments"] == 8 and int(info["limits"]["max_receive_message_bytes"]) == 64 << 20
+    workers, threads = info["limits"]["encoder_workers"], info["limits"]["threads_per_encoder_worker"]
+    assert workers == (2 if os.cpu_count() >= 2 else 1) and threads >= 1  # the CPU defaults
+    assert workers * threads <= os.cpu_count()  # the workers share the cores, never oversubscribe them
     assert {"torch", "faiss", "duckdb", "grpc", "ecg_atlas"} <= set(info["versions"])
     assert info["columns"]["age"] == "BIGINT" and info["encoder_notice"] == ""
 

@@ -351,7 +351,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_batch_segments", "max_queue_delay_ms", "max_queue_segments", "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes", "max_ecg_duration_s", "min_leads", "max_k", "max_ingest_in_flight")
+    __slots__ = ("max_batch_segments", "max_queue_delay_ms", "max_queue_segments", "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes", "max_ecg_duration_s", "min_leads", "max_k", "max_ingest_in_flight", "encoder_workers", "threads_per_encoder_worker")
     MAX_BATCH_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +362,8 @@ class Limits(_message.Message):
     MIN_LEADS_FIELD_NUMBER: _ClassVar[int]
     MAX_K_FIELD_NUMBER: _ClassVar[int]
     MAX_INGEST_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_PER_ENCODER_WORKER_FIELD_NUMBER: _ClassVar[int]
     max_batch_segments: int
     max_queue_delay_ms: float
     max_queue_segments: int
@@ -372,7 +374,9 @@ class Limits(_message.Message):
     min_leads: int
     max_k: int
     max_ingest_in_flight: int
-    def __init__(self, max_batch_segments: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_segments: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_ecg_duration_s: _Optional[float] = ..., min_leads: _Optional[int] = ..., max_k: _Optional[int] = ..., max_ingest_in_flight: _Optional[int] = ...) -> None: ...
+    encoder_workers: int
+    threads_per_encoder_worker: int
+    def __init__(self, max_batch_segments: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_segments: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_ecg_duration_s: _Optional[float] = ..., min_leads: _Optional[int] = ..., max_k: _Optional[int] = ..., max_ingest_in_flight: _Optional[int] = ..., encoder_workers: _Optional[int] = ..., threads_per_encoder_worker: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("model_id", "checkpoint_sha256", "dim", "dtype", "device", "preprocessing_version", "encoder_notice", "index_kind", "index_backend", "ecg_count", "index_entries", "limits", "versions", "auth_enabled", "tls", "columns", "index_settings", "timing")
