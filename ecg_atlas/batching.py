@@ -94,7 +94,7 @@ class BatchingEncoder:
         self.submit(segments[:1]).result()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish what is queued, then end the encoder thread; later submits fail."""
+        """Finish what is queued, then end the encoder workers; later submits fail."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()

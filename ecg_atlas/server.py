@@ -149,7 +149,7 @@ class AtlasService(pb_grpc.AtlasServicer):
         self.encoder_threads = 0  # torch threads per encoder worker (CPU), set at load
         self.notice = ""
         self._pool = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="preprocess")
-        # Long analysis work runs here, off the RPC threads' hot path and never on the encoder thread.
+        # Long analysis work runs here, off the RPC threads' hot path and never on an encoder worker.
         self._analysis = ThreadPoolExecutor(ANALYSIS_WORKERS, thread_name_prefix="analysis")
         self._head = None  # the built-in ecgfm-head probe, made on first use
 
