@@ -155,6 +155,8 @@ class AtlasService(pb_grpc.AtlasServicer):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> None:
+        import torch
+
         from ecg_atlas.embedder.encoder import encoder_from_spec
         from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
         from ecg_atlas.embedder.weights import encoder_notice
@@ -173,19 +175,14 @@ class AtlasService(pb_grpc.AtlasServicer):
         device = self.encoder.device.type
         if cfg.max_batch_segments is None:
             cfg.max_batch_segments = default_batch_segments(device)
-        self.encoder_threads = 0
+        cores = torch.get_num_threads()
+        if cfg.encoder_workers is None:
+            cfg.encoder_workers = default_encoder_workers(device, cores, cfg.fast)
         if device == "cpu":
-            import torch
-
-            cores = torch.get_num_threads()
-            if cfg.encoder_workers is None:
-                cfg.encoder_workers = default_encoder_workers(device, cores, cfg.fast)
             # The workers share the cores: torch's intra-op thread count is process-wide, and each
             # worker's ops run on a team of that many threads.
             self.encoder_threads = max(1, cores // cfg.encoder_workers)
             torch.set_num_threads(self.encoder_threads)
-        elif cfg.encoder_workers is None:
-            cfg.encoder_workers = default_encoder_workers(device, 0)
         self.batcher = BatchingEncoder(self.encoder, max_batch_segments=cfg.max_batch_segments,
                                        max_queue_delay_ms=cfg.max_queue_delay_ms,
                                        max_queue_segments=cfg.max_queue_segments,
