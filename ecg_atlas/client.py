@@ -37,6 +37,8 @@ class IngestItem:
     metadata: Mapping[str, object] = field(default_factory=dict)
     replace: bool = False
     source: str | None = None  # path or URI of the signal, stored for later plotting
+    gain: float | None = None  # with an int16 signal: digital units per mV; it travels as int16 (half the bytes)
+    baseline: int = 0  # with gain: the digital value of 0 mV
 
 
 @dataclass
@@ -370,7 +372,8 @@ class Client:
 
 def ingest_request(item: IngestItem) -> pb.IngestRequest:
     request = pb.IngestRequest(ecg_id=item.ecg_id, patient_id=item.patient_id or "",
-                               ecg=wire.ecg_to_proto(item.signal, item.fs, item.lead_names), replace=item.replace,
+                               ecg=wire.ecg_to_proto(item.signal, item.fs, item.lead_names, gain=item.gain,
+                                                       baseline=item.baseline), replace=item.replace,
                                source=item.source or "")
     wire.metadata_to_proto(request.metadata, item.metadata)
     return request

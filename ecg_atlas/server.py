@@ -614,6 +614,10 @@ class _IngestStream:
 
     def run(self, requests) -> pb.IngestSummary:
         limit = self.service.config.max_ingest_in_flight
+        # Requests are started a group at a time (one store lookup per group); once the stream is
+        # at its in-flight limit, finished ECGs are collected until a whole group fits again, so a
+        # long stream keeps asking about EXISTS_GROUP ids at once instead of one at a time.
+        group_size = max(1, min(EXISTS_GROUP, limit // 4))
         group: list = []  # accepted requests not yet started
         for index, request in enumerate(requests):
             self.summary.received += 1
@@ -626,10 +630,10 @@ class _IngestStream:
                 continue
             self.seen.add(request.ecg_id)
             group.append((index, request))
-            if len(group) >= EXISTS_GROUP or len(self.in_flight) + len(group) >= limit:
+            if len(group) >= group_size or len(self.in_flight) + len(group) >= limit:
                 self._start(group)
                 group = []
-                while len(self.in_flight) >= limit:
+                while self.in_flight and len(self.in_flight) > limit - group_size:
                     self._collect_one()
         self._start(group)
         while self.in_flight:

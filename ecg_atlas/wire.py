@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ecg_atlas.embedder.readers import recording_from_array
-from ecg_atlas.embedder.recording import Recording
+from ecg_atlas.embedder.recording import Recording, physical_from_digital
 from ecg_atlas.errors import InvalidECGError
 from ecg_atlas.index.filters import All, Any, Filter, Term
 from ecg_atlas.v1 import atlas_pb2 as pb
@@ -42,6 +42,10 @@ def ecg_to_proto(signal, fs: float, lead_names: Sequence[str], *, gain: float | 
 
 
 def recording_to_proto(recording: Recording) -> pb.ECG:
+    """A recording read as int16 with one gain travels as INT16_LE, anything else as FLOAT32_LE."""
+    if recording.digital is not None:
+        d = recording.digital
+        return ecg_to_proto(d.samples, recording.fs, recording.lead_names, gain=d.gain, baseline=d.baseline)
     return ecg_to_proto(recording.signal, recording.fs, recording.lead_names)
 
 
@@ -80,7 +84,7 @@ def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recor
             raise InvalidECGError(f"INT16_LE samples need a positive gain (units per mV), got {ecg.gain}",
                                   reason="bad_signal")
         raw = np.frombuffer(ecg.samples, dtype="<i2").reshape(n_leads, n_samples)
-        signal = (raw.astype(np.float32) - np.float32(ecg.baseline)) / np.float32(ecg.gain)
+        signal = physical_from_digital(raw, ecg.gain, ecg.baseline)  # the bits wfdb's float64 path gives
     return recording_from_array(signal, fs, list(ecg.lead_names))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ecg_atlas.embedder.recording import STANDARD_LEADS, Recording
+from ecg_atlas.embedder.recording import STANDARD_LEADS, DigitalSamples, Recording
 from ecg_atlas.errors import InvalidECGError
 
 logger = logging.getLogger(__name__)
@@ -204,8 +204,12 @@ def _read_wfdb(base: Path) -> Recording:
 
     direct = read_wfdb_record(base)  # the common subset, ~8x faster; None: let wfdb read it
     if direct is not None:
-        return recording_from_array(direct.p_signal.T, direct.fs, direct.sig_name,
-                                    parse_header_comments(direct.comments), source=str(base))
+        metadata = parse_header_comments(direct.comments)
+        digital = direct.uniform_digital()
+        if digital is not None and direct.fs > 0:  # int16 + one gain: the float32 signal only when asked for
+            return Recording(None, direct.fs, list(direct.sig_name), metadata, str(base),
+                             digital=DigitalSamples(*digital))
+        return recording_from_array(direct.p_signal.T, direct.fs, direct.sig_name, metadata, source=str(base))
     import wfdb  # imported here: only WFDB input needs it, and it is slow to import
 
     try:

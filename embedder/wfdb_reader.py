@@ -28,10 +28,37 @@ DEFAULT_GAIN = 200.0
 
 @dataclass(frozen=True)
 class WfdbRecord:
-    p_signal: np.ndarray  # (samples, signals) float64, physical units; NaN where the sample is invalid
+    digital: np.ndarray  # (samples, signals) int16 digital samples, as stored
+    gains: np.ndarray  # (signals,) float64 digital units per physical unit
+    baselines: np.ndarray  # (signals,) int64 digital value of 0
+    invalid: np.ndarray  # (signals,) int64 digital value wfdb reads as NaN
     fs: float
     sig_name: list[str]
     comments: list[str]
+
+    @property
+    def p_signal(self) -> np.ndarray:
+        """(samples, signals) float64 physical samples, NaN where a sample is invalid (as wfdb)."""
+        physical = self.digital.astype(np.float64)
+        physical -= self.baselines
+        physical /= self.gains
+        physical[self.digital == self.invalid] = np.nan
+        return physical
+
+    def uniform_digital(self) -> tuple[np.ndarray, float, int] | None:
+        """((signals, samples) int16, gain, baseline) when every signal has the same gain and no
+        sample is invalid: the record exactly as int16 samples with one gain; else ``None``."""
+        gain = self.gains[0]
+        if (self.gains != gain).any() or (self.digital == self.invalid).any():
+            return None
+        samples = np.ascontiguousarray(self.digital.T)
+        baseline = int(self.baselines[0])
+        if (self.baselines != baseline).any():  # one baseline per lead: subtract it here if int16 holds the result
+            shifted = samples.astype(np.int32) - self.baselines[:, None].astype(np.int32)
+            if shifted.min() < -32768 or shifted.max() > 32767:
+                return None
+            samples, baseline = shifted.astype(np.int16), 0
+        return samples, float(gain), baseline
 
 
 @dataclass(frozen=True)
@@ -91,20 +118,18 @@ def read_wfdb_record(base: Path) -> WfdbRecord | None:
     digital = _read_files(base.parent, signals, sig_len)
     if digital is None:
         return None
-    invalid = digital == np.array([INVALID_SAMPLE[s.fmt] for s in signals])
-    physical = digital.astype(np.float64)
-    physical -= np.array([s.baseline for s in signals], dtype=np.float64)
-    physical /= np.array([s.gain for s in signals], dtype=np.float64)
-    physical[invalid] = np.nan
-    return WfdbRecord(physical, fs, [s.name for s in signals], comments)
+    return WfdbRecord(digital, np.array([s.gain for s in signals], dtype=np.float64),
+                      np.array([s.baseline for s in signals], dtype=np.int64),
+                      np.array([INVALID_SAMPLE[s.fmt] for s in signals], dtype=np.int64),
+                      fs, [s.name for s in signals], comments)
 
 
 def _read_files(directory: Path, signals: list[_Signal], sig_len: int) -> np.ndarray | None:
-    """(sig_len, n_sig) int64 digital samples; signals that share a file are interleaved in it."""
-    out = np.empty((sig_len, len(signals)), dtype=np.int64)
+    """(sig_len, n_sig) int16 digital samples; signals that share a file are interleaved in it."""
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(signals):
         groups.setdefault(s.file_name, []).append(i)
+    out = None if len(groups) == 1 else np.empty((sig_len, len(signals)), dtype=np.int16)
     for file_name, channels in groups.items():
         first = signals[channels[0]]
         if file_name == "~" or any((signals[c].fmt, signals[c].byte_offset) != (first.fmt, first.byte_offset)
@@ -120,8 +145,10 @@ def _read_files(directory: Path, signals: list[_Signal], sig_len: int) -> np.nda
             return None
         if len(raw) < size:
             return None
-        samples = _decode_16(raw, n) if first.fmt == "16" else _decode_212(raw, n)
-        out[:, channels] = samples.reshape(sig_len, len(channels))
+        samples = (_decode_16(raw, n) if first.fmt == "16" else _decode_212(raw, n)).reshape(sig_len, len(channels))
+        if out is None:  # one file holding every signal in order: its samples are the record
+            return samples
+        out[:, channels] = samples
     return out
 
 
@@ -139,4 +166,4 @@ def _decode_212(raw: bytes, n: int) -> np.ndarray:
     samples[0::2] = triples[:, 0] | ((triples[:, 1] & 0x0F) << 8)
     samples[1::2] = triples[:, 2] | ((triples[:, 1] & 0xF0) << 4)
     samples[samples > 2047] -= 4096
-    return samples[:n]
+    return samples[:n].astype(np.int16)

@@ -276,6 +276,61 @@ def test_direct_wfdb_reader_equals_wfdb_on_every_corpus_record(ecg_dir):
     assert {("16", ".dat"), ("16", ".mat"), ("212", ".dat")} <= formats  # the corpus covers each path
 
 
+def test_records_read_as_int16_give_the_bits_of_wfdbs_float64_signal(ecg_dir):
+    # Records whose leads share one gain keep their int16 samples (sent as they are by ingest);
+    # the float32 signal made from them must be wfdb's float64 physical signal rounded once.
+    digital = 0
+    for header in sorted(ecg_dir.rglob("*.hea")):
+        base = header.with_suffix("")
+        reference = wfdb.rdrecord(str(base))
+        recording = read_ecg(base)
+        gains = set(reference.adc_gain)
+        if recording.digital is not None:
+            digital += 1
+            d = recording.digital
+            assert len(gains) == 1 and d.gain == gains.pop(), base
+            assert np.array_equal((d.samples.astype(np.float64) - d.baseline) / d.gain, reference.p_signal.T), base
+        else:
+            assert len(gains) > 1 or np.isnan(reference.p_signal).any(), f"{base} fell back to float32"
+        expected = np.ascontiguousarray(reference.p_signal.T, dtype=np.float32)
+        assert np.array_equal(recording.signal, expected, equal_nan=True), base
+    assert digital >= 300
+
+
+@pytest.mark.parametrize("gain", [1000.0, 200.0, 4880.0, 9151.773049645391, 6.06, 1e-3])
+@pytest.mark.parametrize("baseline", [0, -7, 1024, 2**24])
+def test_physical_from_digital_rounds_once_like_float64(gain, baseline):
+    from ecg_atlas.embedder.recording import physical_from_digital
+
+    rng = np.random.default_rng(abs(int(gain * 7) + baseline))
+    samples = rng.integers(-32768, 32768, size=(12, 5000)).astype(np.int16)
+    expected = ((samples.astype(np.float64) - baseline) / gain).astype(np.float32)
+    assert np.array_equal(physical_from_digital(samples, gain, baseline), expected)
+
+
+def test_invalid_samples_and_per_lead_baselines_in_a_wfdb_record(tmp_path):
+    # An invalid sample (NaN) keeps the float path; per-lead baselines are folded into the int16
+    # samples when they fit, and the record falls back to float32 when they would not.
+    rng = np.random.default_rng(3)
+    d = rng.integers(-2000, 2000, size=(3000, 12)).astype(np.int32)
+    def write(name, d, baseline):
+        wfdb.wrsamp(name, fs=500, units=["mV"] * 12, sig_name=list(STANDARD_LEADS), d_signal=d,
+                    fmt=["16"] * 12, adc_gain=[200.0] * 12, baseline=baseline, write_dir=str(tmp_path))
+        return read_ecg(tmp_path / name), wfdb.rdrecord(str(tmp_path / name))
+    with_gap = d.copy()
+    with_gap[100, 3] = -32768
+    rec, ref = write("gap", with_gap, [0] * 12)
+    assert rec.digital is None and np.isnan(rec.signal[3, 100]) and np.isnan(ref.p_signal[100, 3])
+    rec, ref = write("shifted", d, list(range(-600, 600, 100)))
+    assert rec.digital is not None and rec.digital.baseline == 0
+    assert np.array_equal(rec.signal, ref.p_signal.T.astype(np.float32))
+    wide = d.copy()
+    wide[0, :] = 32000
+    rec, ref = write("wide", wide, [-1000] + [0] * 11)  # 32000 - (-1000) does not fit in int16
+    assert rec.digital is None
+    assert np.array_equal(rec.signal, ref.p_signal.T.astype(np.float32))
+
+
 @pytest.mark.parametrize("fmt", ["80", "24", "32"])
 def test_formats_outside_the_direct_subset_fall_back_to_wfdb(tmp_path, fmt):
     from ecg_atlas.embedder.wfdb_reader import read_wfdb_record

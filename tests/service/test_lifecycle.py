@@ -42,6 +42,34 @@ def _assert_searchable(client, ecg_ids):
     assert int(info["ecg_count"]) == int(info["index_entries"])
 
 
+def test_a_stream_longer_than_the_in_flight_limit_counts_every_id_once(tmp_path, tiny_checkpoint, recordings):
+    # With --max-ingest-in-flight 8 the server starts ids 2 at a time and collects finished ECGs
+    # until a group fits: a 38-item stream crosses that limit many times. Stored, new, replaced
+    # and repeated ids interleaved over it must each be counted once, and keep the right ECG.
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--max-ingest-in-flight", "8")
+    recs = list(recordings.values())
+    try:
+        with server.client() as c:
+            def item(i, r, **kw):
+                return IngestItem(f"limit/{i}", recs[r].signal, recs[r].fs, recs[r].lead_names, **kw)
+            assert c.ingest([item(i, i % 18) for i in range(0, 36, 3)]).stored == 12  # multiples of 3
+            stream = [item(i, (i + 1) % 18, replace=i % 9 == 0) for i in range(36)] + [item(7, 0), item(36, 2)]
+            summary = c.ingest(stream)
+            # 0, 9, 18, 27 replaced; the other 8 multiples of 3 skipped; 24 new and 36 stored; 7 sent twice
+            assert (summary.stored, summary.skipped_existing, summary.failed) == (29, 8, 1)
+            assert [(e.index, e.ecg_id) for e in summary.errors] == [(36, "limit/7")]
+            found, missing = c.get([f"limit/{i}" for i in range(37)], vectors=True)
+            assert not missing and int(c.info()["ecg_count"]) == 37
+            vectors = [c.embed(r.signal, r.fs, r.lead_names).record_vector for r in recs]
+            for stored in found:
+                i = int(stored.ecg_id.split("/")[1])
+                kept = i % 3 == 0 and i % 9 != 0  # skipped: still the first stream's ECG
+                expected = vectors[2] if i == 36 else vectors[i % 18 if kept else (i + 1) % 18]
+                assert np.allclose(stored.record_vector, expected, atol=1e-5), stored.ecg_id
+    finally:
+        server.stop()
+
+
 def test_restart_with_the_same_store_keeps_everything(tmp_path, tiny_checkpoint, recordings):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
     with server.client() as c:
