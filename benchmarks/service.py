@@ -4,6 +4,10 @@ measured in the same run (figures for BENCHMARKS.md; never in tests).
     python benchmarks/service.py                        # all three parts, the bundled encoder, CPU
     python benchmarks/service.py --only search          # one part: ingest | search | concurrency
 
+The bare references run in this process under the allocator settings the server applies to itself
+(``ecg_atlas.cli.serve.tune_malloc``; ``--bare-default-malloc`` for glibc's defaults), so that a
+ratio shows what the service adds rather than what the allocator changes.
+
 * ingest: ECGs/s of `ecg-atlas ingest`'s code path (read files, stream, server preprocesses,
   embeds, stores) against the bare encoder's ECGs/s on the same ECGs' segments, prepared before
   timing, in every layout the server could use: each batch size of --bare-batches, run by one
@@ -268,12 +272,21 @@ def main() -> None:
                         help="environment variables for the ingest part's server only")
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `ecg-atlas serve` options for the ingest part (last on the line)")
+    parser.add_argument("--bare-default-malloc", action="store_true",
+                        help="run the bare references with glibc's default allocator settings instead of the "
+                             "server's (tune_malloc)")
     args = parser.parse_args()
+    # The bare references run under the allocator settings the server applies to itself, so a
+    # ratio measures what the service adds, not what the allocator changes (both gain from them).
+    from ecg_atlas.cli.serve import tune_malloc
+
+    allocator = {"bare_allocator": "glibc defaults"} if args.bare_default_malloc else \
+        {"bare_allocator": "server settings", **tune_malloc()}
     import torch
 
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                                   "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available()},
-                      "checkpoint": args.checkpoint}), flush=True)
+                      "checkpoint": args.checkpoint, **allocator}), flush=True)
     parts = {"ingest": bench_ingest, "search": bench_search, "concurrency": bench_concurrency}
     for name, bench in parts.items():
         if args.only in (None, name):

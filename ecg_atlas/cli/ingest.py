@@ -14,6 +14,7 @@ left unset. Header fields the reader found (age, sex, dx) are used where the CSV
 from __future__ import annotations
 
 import argparse
+import os
 import csv
 import time
 from collections import Counter
@@ -107,7 +108,7 @@ def _bool(value: str) -> bool:
 
 
 def source_uri(source) -> str:
-    path = str(Path(source.path).resolve())
+    path = os.path.abspath(source.path)  # absolute, without a realpath walk per file
     return path if source.row is None else f"{path}#{source.row}"
 
 

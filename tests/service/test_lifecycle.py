@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -305,3 +308,18 @@ def test_fast_int8_server_embeds_close_to_fp32_and_says_so(tmp_path, tiny_checkp
     exact = load_encoder(tiny_checkpoint).embed(preprocess(recording)).mean(axis=0)
     cosine = float(fast @ exact / (np.linalg.norm(fast) * np.linalg.norm(exact)))
     assert 0.99 < cosine < 1.0 - 1e-9  # close to fp32, yet really the quantised computation
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, {"arena_max": True, "thresholds": True, "trim_thread": True}),
+    ({"MALLOC_MMAP_THRESHOLD_": "131072"}, {"arena_max": True, "thresholds": False, "trim_thread": True}),
+    ({"ECG_ATLAS_MALLOC_TUNING": "0"}, {"arena_max": False, "thresholds": False, "trim_thread": False}),
+])
+def test_serve_tunes_glibc_malloc_unless_the_environment_says_otherwise(env, expected):
+    # A fresh interpreter: mallopt must run before threads start, and settings are process-wide.
+    code = "import json; from ecg_atlas.cli.serve import tune_malloc; print(json.dumps(tune_malloc()))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ECG_ATLAS_MALLOC"))},
+                               **env})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
