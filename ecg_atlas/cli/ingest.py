@@ -14,8 +14,8 @@ left unset. Header fields the reader found (age, sex, dx) are used where the CSV
 from __future__ import annotations
 
 import argparse
-import os
 import csv
+import os
 import time
 from collections import Counter
 from pathlib import Path
