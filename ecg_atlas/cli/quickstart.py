@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ecg_atlas.cli._client import print_json
     from ecg_atlas.cli.ingest import ingest_files, read_metadata_csv
     from ecg_atlas.cli.search import plot_result, read_stored_signal
+    from ecg_atlas.cli.serve import tune_gil, tune_malloc
     from ecg_atlas.client import Client
     from ecg_atlas.config import ServerConfig
     from ecg_atlas.plot import describe
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
             raise AtlasError(f"{store_dir} exists and is not an ECG Atlas store; choose another --out")
         shutil.rmtree(store_dir)
     config = ServerConfig(store=store_dir, checkpoint=args.checkpoint, device=args.device, port=0)
+    tune_malloc()  # the server runs in this process: the same allocator and GIL settings as `serve`
+    tune_gil()
     started = time.perf_counter()
     server = AtlasServer(config).start(background_load=False)
     try:
