@@ -73,9 +73,10 @@ def _bare_side_by_side(encoder, records, batch: int, workers: int) -> float:
     try:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(encoder.embed, [records[0][1]] * workers))  # warm-up, every worker
-            started = time.perf_counter()
             segments = np.concatenate([s for _, s in records])
-            list(pool.map(encoder.embed, [segments[i:i + batch] for i in range(0, len(segments), batch)]))
+            batches = [segments[i:i + batch] for i in range(0, len(segments), batch)]
+            started = time.perf_counter()
+            list(pool.map(encoder.embed, batches))
             return len(records) / (time.perf_counter() - started)
     finally:
         torch.set_num_threads(cores)

@@ -40,6 +40,16 @@ class IngestItem:
     gain: float | None = None  # with an int16 signal: digital units per mV; it travels as int16 (half the bytes)
     baseline: int = 0  # with gain: the digital value of 0 mV
 
+    @classmethod
+    def from_recording(cls, ecg_id: str, recording, **fields) -> IngestItem:
+        """An item for a read ``Recording``: its int16 samples and gain when the reader kept them
+        (half the bytes on the wire), else its float32 signal. ``fields``: patient_id, metadata, ..."""
+        digital = recording.digital
+        if digital is None:
+            return cls(ecg_id, recording.signal, recording.fs, recording.lead_names, **fields)
+        return cls(ecg_id, digital.samples, recording.fs, recording.lead_names, gain=digital.gain,
+                   baseline=digital.baseline, **fields)
+
 
 @dataclass
 class Embedding:

@@ -41,14 +41,6 @@ def ecg_to_proto(signal, fs: float, lead_names: Sequence[str], *, gain: float | 
                   gain=gain or 0.0, baseline=baseline)
 
 
-def recording_to_proto(recording: Recording) -> pb.ECG:
-    """A recording read as int16 with one gain travels as INT16_LE, anything else as FLOAT32_LE."""
-    if recording.digital is not None:
-        d = recording.digital
-        return ecg_to_proto(d.samples, recording.fs, recording.lead_names, gain=d.gain, baseline=d.baseline)
-    return ecg_to_proto(recording.signal, recording.fs, recording.lead_names)
-
-
 def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recording:
     """Validate and unpack an ECG message; every problem is an InvalidECGError saying what to fix."""
     if ecg.sample_format not in _ITEMSIZE:

@@ -168,12 +168,9 @@ def ingest_files(client, paths, *, patients: dict | None = None, metadata: dict 
                 meta = {k: recording.metadata[k] for k in HEADER_FIELDS
                         if recording.metadata.get(k) not in (None, [], "")}
                 meta.update(metadata.get(source.ecg_id, {}))
-                digital = recording.digital  # int16 + one gain as read: sent as it is, half the bytes
-                yield ingest_request(IngestItem(
-                    source.ecg_id, recording.signal if digital is None else digital.samples, recording.fs,
-                    recording.lead_names, patient_id=patients.get(source.ecg_id), metadata=meta, replace=replace,
-                    source=source_uri(source), gain=None if digital is None else digital.gain,
-                    baseline=0 if digital is None else digital.baseline))
+                yield ingest_request(IngestItem.from_recording(
+                    source.ecg_id, recording, patient_id=patients.get(source.ecg_id), metadata=meta,
+                    replace=replace, source=source_uri(source)))
 
         summary = client.ingest(requests()) if todo else None
     elapsed = time.perf_counter() - started

@@ -185,6 +185,20 @@ def test_int16_samples_with_gain_embed_like_float32(client, ecg_dir):
     np.testing.assert_allclose(as_int16, as_float, atol=1e-4)
 
 
+@pytest.mark.parametrize("record, sample_format", [("cinc_ptbxl/HR00001", pb.INT16_LE),
+                                                    ("cpsc2021/data_101_6", pb.FLOAT32_LE)])
+def test_ingest_items_from_read_recordings_reach_the_server_bit_for_bit(ecg_dir, record, sample_format):
+    # One gain for every lead: the int16 samples travel; mixed gains: float32. Either way the
+    # server unpacks exactly the float32 signal a local read gives.
+    from ecg_atlas import wire
+    from ecg_atlas.client import ingest_request
+
+    recording = read_ecg(ecg_dir / record)
+    request = ingest_request(IngestItem.from_recording("x", recording, patient_id="p", replace=True))
+    assert request.ecg.sample_format == sample_format and (request.patient_id, request.replace) == ("p", True)
+    assert np.array_equal(wire.ecg_from_proto(request.ecg).signal, read_ecg(ecg_dir / record).signal)
+
+
 def test_tokens_and_roles(corpus_server):
     with corpus_server.client(token=None) as anonymous:
         with pytest.raises(grpc.RpcError) as err:
