@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from ecg_atlas.errors import AtlasError, EncoderMismatchError, NotFoundError
 
 from .cohort import CohortResult, embedding_set_hash
+from .signals import SignalSource
 from .probe import LinearProbe
 from .splits import patient_groups
 
@@ -131,25 +132,6 @@ def load_cohort(store, where: Sequence[str] = (), columns: Sequence[str] = ()) -
 # Raw ECGs (for the random-init baseline, exemplar grids and explain)
 
 
-def read_sources(cohort_sources: Sequence[str | None], ecg_ids: Sequence[str],
-                 paths: dict[str, str] | None = None):
-    """Recording per ECG from `paths` (ecg_id -> file) or the stored `source`; None if unreadable."""
-    from ecg_atlas.embedder import read_ecg
-
-    out = []
-    for ecg_id, source in zip(ecg_ids, cohort_sources):
-        path = (paths or {}).get(ecg_id) or source
-        if not path or not Path(path).exists() and not Path(str(path) + ".hea").exists():
-            out.append(None)
-            continue
-        try:
-            out.append(read_ecg(path))
-        except (AtlasError, OSError, ValueError) as exc:
-            log.debug("cannot read source of an ECG: %s", exc)
-            out.append(None)
-    return out
-
-
 def random_init_like(encoder_or_config, seed: int = 0):
     """An encoder of the same architecture with random weights (no classifier head)."""
     import dataclasses
@@ -181,7 +163,7 @@ def architecture_of(identity):
 
 
 def baseline_vectors(store, cohort: Cohort, baseline_encoder, *, paths: dict[str, str] | None = None,
-                     on_ecg: Callable[[], None] | None = None) -> np.ndarray:
+                     data_roots: Sequence[str] = (), on_ecg: Callable[[], None] | None = None) -> np.ndarray:
     """Record vectors of the cohort's raw ECGs under `baseline_encoder`, cached in the store.
 
     Raises AtlasError naming how many raw ECGs could not be read (the comparison is only fair on
@@ -195,11 +177,12 @@ def baseline_vectors(store, cohort: Cohort, baseline_encoder, *, paths: dict[str
         with np.load(cache, allow_pickle=False) as f:
             cached = dict(zip(f["ecg_id"].tolist(), f["vectors"]))
     todo = [i for i, e in enumerate(cohort.ecg_ids) if e not in cached]
-    recordings = read_sources([cohort.sources[i] for i in todo], [cohort.ecg_ids[i] for i in todo], paths)
+    recordings = SignalSource(store, data_roots, paths).recordings([cohort.ecg_ids[i] for i in todo])
     unreadable = sum(r is None for r in recordings)
     if unreadable:
         raise AtlasError(f"the random-init baseline needs the raw ECGs: {unreadable} of {len(cohort)} ECGs in this "
-                         f"cohort have no readable source file (stored `source` paths, or pass the ECG paths)")
+                         f"cohort have no signal kept in the store nor a file under a data root (or pass the "
+                         f"ECG paths)")
     engine = EmbeddingEngine(baseline_encoder)
 
     def segments():

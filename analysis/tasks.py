@@ -23,6 +23,7 @@ from . import plots
 from .cohort import CohortParams, CohortResult, Progress, run_cohort
 from .enrichment import EnrichmentTable, enrichment
 from .metrics import evaluate
+from .signals import SignalSource
 from .probe import DEFAULT_CS, DEFAULT_FRACTIONS, DEFAULT_MIN_POSITIVES, LinearProbe, ProbeReport, baseline_report, \
     cross_validate_probe, train_probe
 from .splits import TEST, ColumnSplit, check_patient_disjoint, kfold_by_patient, patient_groups, split_by_patient
@@ -34,7 +35,6 @@ from .store_io import (
     load_cohort,
     load_probe,
     probe_split,
-    read_sources,
     run_dir,
     save_cluster_run,
     save_probe,
@@ -81,11 +81,13 @@ def train_stored_probe(store, name: str | None, targets: Sequence[str], *, where
                        split: SplitSpec = SplitSpec(), class_weight: str | None = None, Cs: Sequence[float] = DEFAULT_CS,
                        n_bootstrap: int = 1000, seed: int = 0, min_positives: int = DEFAULT_MIN_POSITIVES,
                        fractions: Sequence[float] = DEFAULT_FRACTIONS, baseline_encoder=None,
-                       ecg_paths: dict[str, str] | None = None, overwrite: bool = False) -> ProbeRun:
+                       ecg_paths: dict[str, str] | None = None, data_roots: Sequence[str] = (),
+                       overwrite: bool = False) -> ProbeRun:
     """Train (and save, when `name` is given) a probe on a filtered cohort of the store.
 
     baseline_encoder: a random-init encoder of the same architecture (``store_io.random_init_like``)
-    to repeat the probe on its vectors; needs the raw ECGs (stored ``source`` or `ecg_paths`).
+    to repeat the probe on its vectors; needs the raw ECGs (the store's signal copies, files under
+    `data_roots`, or `ecg_paths`: analysis/signals.py).
     """
     columns = spec_columns(targets) + ([split.column.column] if split.column else [])
     cohort = load_cohort(store, where, columns)
@@ -115,7 +117,7 @@ def train_stored_probe(store, name: str | None, targets: Sequence[str], *, where
                                     **common)
         assignment = split_arr
     if baseline_encoder is not None:
-        base = baseline_vectors(store, cohort, baseline_encoder, paths=ecg_paths)
+        base = baseline_vectors(store, cohort, baseline_encoder, paths=ecg_paths, data_roots=data_roots)
         report.baseline = baseline_report(base, tg, groups, split_arr, folds=folds, **common)
         report.baseline_model_id = baseline_encoder.model_id
     path = None
@@ -182,7 +184,7 @@ class ClusterRun:
 
 def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: CohortParams = CohortParams(),
                    label_columns: Sequence[str] = (), colour_by: Sequence[str] = (), exemplar_grid: bool = True,
-                   progress: Progress | None = None) -> ClusterRun:
+                   progress: Progress | None = None, data_roots: Sequence[str] = ()) -> ClusterRun:
     """Cluster a filtered cohort, write the labels back, and write enrichment and figures.
 
     label_columns: label-list or boolean columns whose labels the enrichment table tests;
@@ -211,7 +213,7 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
                                                   title=f"Cohort map '{run}' coloured by {column}",
                                                   colour_label=UNITS.get(column, column))
     if exemplar_grid:
-        figures.update(_ecg_grids(cohort, result, directory))
+        figures.update(_ecg_grids(SignalSource(store, data_roots), cohort, result, directory))
     return ClusterRun(result, table, directory, figures)
 
 
@@ -227,10 +229,10 @@ def _label_matrix(cohort: Cohort, label_columns: Sequence[str]) -> tuple[list[st
     return names, matrix
 
 
-def _ecg_grids(cohort: Cohort, result: CohortResult, directory: Path) -> dict[str, Path]:
-    """Exemplars per cluster and the top outliers, lead II, when the raw ECGs can be read."""
+def _ecg_grids(signals: SignalSource, cohort: Cohort, result: CohortResult, directory: Path) -> dict[str, Path]:
+    """Exemplars per cluster and the top outliers, lead II, when their signals can be had."""
     wanted = sorted({i for rows in result.exemplars.values() for i in rows} | set(result.outliers[:8]))
-    recs = dict(zip(wanted, read_sources([cohort.sources[i] for i in wanted], [cohort.ecg_ids[i] for i in wanted])))
+    recs = dict(zip(wanted, signals.recordings([cohort.ecg_ids[i] for i in wanted])))
     if not any(r is not None for r in recs.values()):
         log.info("no raw ECGs readable: exemplar and outlier grids skipped")
         return {}

@@ -88,6 +88,10 @@ class ServerConfig:
     min_leads: int = 8
     max_ecg_duration_s: float = 600.0
     grace_s: float = 30.0
+    # where stored ECGs' signals come from later (Explain, exemplar grids, baselines): the store's
+    # own copy (default), else files under these operator-named folders (analysis/signals.py)
+    keep_signals: bool = True
+    data_roots: tuple[Path, ...] = ()
     # security
     token_file: Path | None = None
     tls_cert: Path | None = None
@@ -132,6 +136,9 @@ class ServerConfig:
                 raise ConfigError(
                     f"refusing to listen on {self.host} (not loopback) without {' and '.join(missing)}: "
                     f"ECGs are patient data. Add them, bind 127.0.0.1, or pass --insecure to accept the risk")
+        for root in self.data_roots:
+            if not Path(root).is_dir():
+                raise ConfigError(f"--data-root {root} is not a folder")
         for name in ("max_batch_segments", "max_queue_segments", "max_concurrent_rpcs", "max_ingest_in_flight",
                      "max_k", "preprocess_workers", "encoder_workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

@@ -29,16 +29,23 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 import ecg_atlas
 from ecg_atlas.auth import TokenAuthInterceptor
 from ecg_atlas.batching import BatchingEncoder, DeadlineExpiredError, EncoderStoppedError, QueueFullError
 from ecg_atlas.config import ServerConfig, default_batch_segments, default_encoder_workers
-from ecg_atlas.errors import AtlasError, EncoderMismatchError, InvalidECGError, NotFoundError, StoreError
+from ecg_atlas.errors import (
+    AtlasError,
+    EncoderMismatchError,
+    InvalidECGError,
+    NotFoundError,
+    SignalUnavailableError,
+    StoreError,
+)
+from ecg_atlas.errors import StorageError, StorageFullError, StorageUnavailableError
 from ecg_atlas.v1 import atlas_pb2 as pb
 from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
-from ecg_atlas import wire
+from ecg_atlas import handlers, wire
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +59,19 @@ ANALYSIS_WORKERS = 2
 
 
 class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "invalid_request"):
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
 
 _STATUS = (  # most specific first
     (InvalidECGError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (EncoderMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
+    (SignalUnavailableError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StorageFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the store's disk is full
+    (StorageUnavailableError, grpc.StatusCode.UNAVAILABLE),  # other OS write errors
     (StoreError, grpc.StatusCode.INVALID_ARGUMENT),  # bad filter, metadata type, k ...
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExpiredError, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -78,6 +89,16 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, (ValueError, TypeError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     return grpc.StatusCode.INTERNAL, "internal server error (see the server log)"
+
+
+def reason_of(exc: BaseException) -> str:
+    """The machine-readable cause that goes on the wire beside the status code."""
+    if isinstance(exc, (_Abort, AtlasError)):
+        return exc.reason
+    code, _ = status_of(exc)
+    return {grpc.StatusCode.RESOURCE_EXHAUSTED: "overloaded", grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
+            grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.INVALID_ARGUMENT: "invalid_request",
+            }.get(code, "internal")
 
 
 @contextmanager
@@ -106,6 +127,7 @@ def _rpc(method):
     def handler(self, request, context):
         started = time.perf_counter()
         with _guarded(self, context, method.__name__):
+            _parsed(request)
             response = method(self, request, context, started)
         response.timing.total_ms = 1000 * (time.perf_counter() - started)
         return response
@@ -120,9 +142,15 @@ def _stream_rpc(method):
     def handler(self, request, context):
         started = time.perf_counter()
         with _guarded(self, context, method.__name__):
+            _parsed(request)
             yield from method(self, request, context, started)
 
     return handler
+
+
+def _parsed(request) -> None:
+    if isinstance(request, handlers.Unparsable):
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe(), reason="malformed_request")
 
 
 def _remaining(context) -> float | None:
@@ -145,6 +173,7 @@ class AtlasService(pb_grpc.AtlasServicer):
         self.encoder = None
         self.batcher: BatchingEncoder | None = None
         self.store = None
+        self.signals = None  # analysis.signals.SignalSource: stored ECGs' samples, never a client's path
         self.identity = None
         self.encoder_threads = 0  # torch threads per encoder worker (CPU), set at load
         self.notice = ""
@@ -157,6 +186,7 @@ class AtlasService(pb_grpc.AtlasServicer):
     def load(self) -> None:
         import torch
 
+        from ecg_atlas.analysis.signals import SignalSource
         from ecg_atlas.embedder.encoder import encoder_from_spec
         from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
         from ecg_atlas.embedder.weights import encoder_notice
@@ -172,6 +202,7 @@ class AtlasService(pb_grpc.AtlasServicer):
         self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
                                         self.encoder.contract.preprocessing_version, self.encoder.dim)
         self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device)
+        self.signals = SignalSource(self.store, cfg.data_roots)
         device = self.encoder.device.type
         if cfg.max_batch_segments is None:
             cfg.max_batch_segments = default_batch_segments(device)
@@ -266,10 +297,10 @@ class AtlasService(pb_grpc.AtlasServicer):
         from ecg_atlas.index.store import MAX_K
 
         response = pb.SearchResponse()
-        k = request.k or 10
-        if k > min(self.config.max_k, MAX_K):
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"k is {k}; this server returns at most "
-                                                           f"{min(self.config.max_k, MAX_K)} hits")
+        k = request.k if request.HasField("k") else 10
+        max_k = min(self.config.max_k, MAX_K)
+        if not 1 <= k <= max_k:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"k is {k}; ask for 1 to {max_k} hits", reason="bad_k")
         tree = wire.filter_from_proto(request.filter)
         query = request.WhichOneof("query")
         patient = request.patient_id or None
@@ -412,7 +443,8 @@ class AtlasService(pb_grpc.AtlasServicer):
                 self.store, request.name, list(request.targets), where=() if tree is None else tree, split=split,
                 class_weight="balanced" if request.balanced_class_weight else None,
                 n_bootstrap=request.n_bootstrap or 1000, seed=request.seed,
-                min_positives=request.min_positives or DEFAULT_MIN_POSITIVES, overwrite=request.overwrite)
+                min_positives=request.min_positives or DEFAULT_MIN_POSITIVES, overwrite=request.overwrite,
+                data_roots=self.config.data_roots)
             return run, load_probe(self.store, request.name)[1]
 
         run, meta = self._in_worker(context, work)
@@ -508,7 +540,8 @@ class AtlasService(pb_grpc.AtlasServicer):
         def work():
             return cluster_stored(self.store, request.run, where=() if tree is None else tree, params=params,
                                   label_columns=list(request.label_columns), colour_by=list(request.colour_by),
-                                  exemplar_grid=request.exemplar_grid, progress=progress)
+                                  exemplar_grid=request.exemplar_grid, progress=progress,
+                                  data_roots=self.config.data_roots)
 
         future = self._analysis.submit(work)
         future.add_done_callback(lambda _: updates.put(None))
@@ -543,7 +576,7 @@ class AtlasService(pb_grpc.AtlasServicer):
     @_rpc
     def Explain(self, request, context, started):
         from ecg_atlas.analysis.tasks import explain_ecg
-        from ecg_atlas.embedder import STANDARD_LEADS, read_ecg
+        from ecg_atlas.embedder import STANDARD_LEADS
         from ecg_atlas.embedder.leads import canonical_lead_name
 
         response = pb.ExplainResponse(model_id=self.encoder.model_id)
@@ -554,13 +587,9 @@ class AtlasService(pb_grpc.AtlasServicer):
         query = request.WhichOneof("query")
         if query == "ecg_id":
             t = time.perf_counter()
-            source = self.store.get([request.ecg_id], columns=["source"])[0]["source"]
+            recording = self._in_worker(context, self.signals.recording, request.ecg_id)
             response.timing.search_ms = 1000 * (time.perf_counter() - t)
-            if not source or not (Path(source).exists() or Path(source + ".hea").exists()):
-                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
-                             f"ECG {request.ecg_id!r} has no stored source file this server can read; send the ECG")
             t = time.perf_counter()
-            recording = self._in_worker(context, read_ecg, source)
             segments = self._in_worker(context, self._prepare_recording, recording)
         elif query == "ecg":
             t = time.perf_counter()
@@ -621,12 +650,15 @@ class _IngestStream:
         group: list = []  # accepted requests not yet started
         for index, request in enumerate(requests):
             self.summary.received += 1
+            if isinstance(request, handlers.Unparsable):
+                self._error(index, "", grpc.StatusCode.INVALID_ARGUMENT, request.describe(), "malformed_request")
+                continue
             if not request.ecg_id:
-                self._error(index, "", grpc.StatusCode.INVALID_ARGUMENT, "ecg_id is empty")
+                self._error(index, "", grpc.StatusCode.INVALID_ARGUMENT, "ecg_id is empty", "missing_id")
                 continue
             if request.ecg_id in self.seen:
                 self._error(index, request.ecg_id, grpc.StatusCode.INVALID_ARGUMENT,
-                            "this ecg_id was already sent in this stream")
+                            "this ecg_id was already sent in this stream", "duplicate_id")
                 continue
             self.seen.add(request.ecg_id)
             group.append((index, request))
@@ -677,9 +709,13 @@ class _IngestStream:
                              "is not acknowledged: resend it (ids already stored are skipped)") from None
         except Exception as exc:  # noqa: BLE001 - one bad ECG is reported, the stream goes on
             code, message = status_of(exc)
-            if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
+            # the call's deadline, a server shutting down or a client gone end the stream; the rest
+            # (a bad signal, an encoder refusal, even an unexpected failure) is this ECG's alone
+            if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE) or not self.context.is_active():
                 raise
-            self._error(index, request.ecg_id, code, message)
+            if code == grpc.StatusCode.INTERNAL:
+                log.error("Ingest: one ECG failed: %s", type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+            self._error(index, request.ecg_id, code, message, reason_of(exc))
             return
         self.timing.preprocess_ms += preprocess_ms
         self.timing.queue_ms += timing.queue_ms
@@ -695,15 +731,20 @@ class _IngestStream:
         t = time.perf_counter()
         try:
             self._write(batch)
-        except (StoreError, ValueError, TypeError):
-            if len(batch) == 1:
-                raise
-            for item in batch:  # find the ECG the store refused; store the others
+        except StorageError:  # the disk, not an ECG: the stream ends RESOURCE_EXHAUSTED / UNAVAILABLE
+            raise
+        except Exception:  # noqa: BLE001 - find the ECGs the store refused; store the others
+            for item in batch:
                 try:
                     self._write([item])
-                except (StoreError, ValueError, TypeError) as exc:
+                except StorageError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported per item, the stream goes on
                     code, message = status_of(exc)
-                    self._error(item[0], item[1].ecg_id, code, message)
+                    if code == grpc.StatusCode.INTERNAL:
+                        log.error("Ingest: the store refused one ECG: %s", type(exc).__name__,
+                                  exc_info=log.isEnabledFor(logging.DEBUG))
+                    self._error(item[0], item[1].ecg_id, code, message, reason_of(exc))
         finally:
             self.timing.search_ms += 1000 * (time.perf_counter() - t)
 
@@ -716,13 +757,15 @@ class _IngestStream:
             segment_vectors=vectors, sources=[r.source or None for _, r, _, _ in batch], fs=[rec.fs for _, _, rec, _ in batch],
             lead_names=[rec.lead_names for _, _, rec, _ in batch],
             duration_s=[rec.duration_s for _, _, rec, _ in batch],
-            metadata=[wire.metadata_from_proto(r.metadata) for _, r, _, _ in batch])
+            metadata=[wire.metadata_from_proto(r.metadata) for _, r, _, _ in batch],
+            signals=[wire.stored_signal_from_proto(r.ecg) for _, r, _, _ in batch]
+            if service.config.keep_signals else None)
         self.summary.stored += len(batch)
         self.summary.segments += sum(len(v) for v in vectors)
 
-    def _error(self, index: int, ecg_id: str, code: grpc.StatusCode, message: str) -> None:
+    def _error(self, index: int, ecg_id: str, code: grpc.StatusCode, message: str, reason: str) -> None:
         self.summary.failed += 1
-        self.summary.errors.add(index=index, ecg_id=ecg_id, code=code.name, message=message)
+        self.summary.errors.add(index=index, ecg_id=ecg_id, code=code.name, message=message, reason=reason)
 
 
 class AtlasServer:
@@ -746,11 +789,10 @@ class AtlasServer:
                 ("grpc.max_send_message_length", config.max_send_message_bytes),
                 ("grpc.so_reuseport", 0),
             ])
-        pb_grpc.add_AtlasServicer_to_server(self.service, self._server)
+        handlers.add_service(self.service, pb.DESCRIPTOR.services_by_name["Atlas"], pb, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self._server)
+        handlers.add_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+                                self._server)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 

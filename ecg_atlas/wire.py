@@ -14,8 +14,9 @@ import numpy as np
 
 from ecg_atlas.embedder.readers import recording_from_array
 from ecg_atlas.embedder.recording import Recording, physical_from_digital
-from ecg_atlas.errors import InvalidECGError
+from ecg_atlas.errors import FilterError, InvalidECGError
 from ecg_atlas.index.filters import All, Any, Filter, Term
+from ecg_atlas.index.signal_copy import FLOAT32, INT16, StoredSignal
 from ecg_atlas.v1 import atlas_pb2 as pb
 
 _ITEMSIZE = {pb.FLOAT32_LE: 4, pb.INT16_LE: 2}
@@ -78,6 +79,14 @@ def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recor
         raw = np.frombuffer(ecg.samples, dtype="<i2").reshape(n_leads, n_samples)
         signal = physical_from_digital(raw, ecg.gain, ecg.baseline)  # the bits wfdb's float64 path gives
     return recording_from_array(signal, fs, list(ecg.lead_names))
+
+
+def stored_signal_from_proto(ecg: pb.ECG) -> StoredSignal:
+    """The samples of a validated ECG message exactly as sent, for the store to keep."""
+    if ecg.sample_format == pb.INT16_LE:
+        return StoredSignal(ecg.sampling_rate_hz, tuple(ecg.lead_names), INT16, ecg.n_samples, ecg.samples,
+                            ecg.gain, ecg.baseline)
+    return StoredSignal(ecg.sampling_rate_hz, tuple(ecg.lead_names), FLOAT32, ecg.n_samples, ecg.samples)
 
 
 # ---- vectors ------------------------------------------------------------------------------------
@@ -175,7 +184,7 @@ def filter_to_proto(tree: Filter) -> pb.Filter:
 def filter_from_proto(message: pb.Filter, depth: int = 0) -> Filter | None:
     """The filter tree of a message (None when no filter was sent)."""
     if depth > 32:
-        raise ValueError("filter is nested more than 32 levels deep")
+        raise FilterError("filter is nested more than 32 levels deep; flatten it (and/or groups take many parts)")
     node = message.WhichOneof("node")
     if node is None:
         return None

@@ -28,7 +28,16 @@ what it did):
 * **NaN samples** (invalid-sample markers) are interpolated linearly per lead when every gap is
   at most ``MAX_NAN_GAP_S`` (0.1 s, shorter than a QRS complex: a bridge cannot invent a beat)
   and they are at most ``MAX_NAN_FRACTION`` (5 %) of the lead; longer gaps or more NaNs are
-  refused. A lead that is entirely NaN counts as missing. Infinite samples are treated as NaN.
+  refused. A lead that is entirely NaN counts as missing.
+* **Implausible amplitudes** are refused (``implausible_amplitude``): an infinite sample, or any
+  sample of a used lead beyond ±``MAX_ABS_AMPLITUDE`` (10⁶) in the signal's own units.
+  Preprocessing is unit-free (each lead is standardised), so a recording may arrive in mV or in
+  µV, and the limit must hold in both: 10⁶ µV is 1 V, three times the ±300 mV electrode offset
+  that cart front ends are built to tolerate (IEC 60601-2-25, on top of a ±5 mV signal range)
+  and six times the full scale of a 16-bit cart (±82–164 mV at 2.5–5 µV per step); the heart
+  gives a few mV at the skin, and the largest sample of the sample corpus and of the hospital
+  export files is 29 mV. Beyond that a "signal" is bytes that are not an ECG (random float32
+  reaches ±3·10³⁸) or a scaling gone wrong.
 * **Sampling rate** must lie in 100–1000 Hz (what ECG databases use; below 100 Hz the QRS is
   not resolved, above 1000 Hz the linear resampler would alias).
 * **Duration**: at least 5 s after resampling (one window) and at most ``max_duration_s``
@@ -41,6 +50,7 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,6 +74,8 @@ DEFAULT_MIN_LEADS = 8
 DEFAULT_MAX_DURATION_S = 600.0
 MAX_NAN_GAP_S = 0.1
 MAX_NAN_FRACTION = 0.05
+#: No sample of a used lead may lie beyond this, in mV or µV alike (module docstring: why).
+MAX_ABS_AMPLITUDE = 1e6
 SEGMENT_S = SEGMENT_SAMPLES / TARGET_FS
 
 _LEAD_INDEX = {name: i for i, name in enumerate(STANDARD_LEADS)}
@@ -151,6 +163,74 @@ def prepare(
     """
     if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    leads = standard_twelve_leads(rec, min_leads=min_leads, derive_limb_leads=derive_limb_leads,
+                                  max_duration_s=max_duration_s, check_length=_check_ecgfm_length)
+    fs = rec.fs
+    resampled = resample_to_target(leads.signal, fs)
+    standardised = standardise_leads(resampled)
+    n_segments = resampled.shape[1] // SEGMENT_SAMPLES
+    segments = segment(standardised, dtype)
+
+    report = PreprocessReport(
+        original_fs=fs,
+        original_n_samples=rec.n_samples,
+        original_duration_s=rec.duration_s,
+        n_samples_resampled=resampled.shape[1],
+        n_segments=n_segments,
+        dropped_tail_s=(resampled.shape[1] - n_segments * SEGMENT_SAMPLES) / TARGET_FS,
+        **leads.report_fields(),
+    )
+    return Prepared(segments=segments, report=report)
+
+
+@dataclass(frozen=True)
+class TwelveLeads:
+    """A recording's standard leads in ECG-FM's order, before any numeric step, and what was found.
+
+    ``signal`` is (12, N) in the recording's dtype: missing leads are zero rows (or derived from I
+    and II), short NaN gaps interpolated. Every encoder's pipeline starts from it, so the lead
+    rules (module docstring) are the same whichever model runs.
+    """
+
+    signal: np.ndarray
+    recorded_leads: tuple[str, ...]
+    missing_leads: tuple[str, ...]
+    derived_leads: tuple[str, ...]
+    nan_leads: tuple[str, ...]
+    flat_leads: tuple[str, ...]
+    ignored_leads: tuple[str, ...]
+    nan_counts: dict[str, int]
+
+    def report_fields(self) -> dict[str, Any]:
+        return {"recorded_leads": self.recorded_leads, "missing_leads": self.missing_leads,
+                "derived_leads": self.derived_leads, "nan_leads": self.nan_leads,
+                "flat_leads": self.flat_leads, "ignored_leads": self.ignored_leads,
+                "nan_counts": self.nan_counts}
+
+
+def _check_ecgfm_length(rec: Recording) -> None:
+    n_resampled = int(rec.n_samples * TARGET_FS / rec.fs)
+    if n_resampled < SEGMENT_SAMPLES:
+        raise InvalidECGError(
+            f"ECG is too short: {rec.duration_s:.2f} s ({n_resampled} samples at {TARGET_FS} Hz); "
+            f"ECG-FM needs at least {SEGMENT_S:g} s ({SEGMENT_SAMPLES} samples at {TARGET_FS} Hz)",
+            reason="too_short",
+        )
+
+
+def standard_twelve_leads(
+    rec: Recording,
+    *,
+    min_leads: int = DEFAULT_MIN_LEADS,
+    derive_limb_leads: bool = False,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    check_length: Callable[[Recording], None] | None = None,
+) -> TwelveLeads:
+    """Check ``rec`` (sampling rate, leads, NaNs, duration) and gather its 12 standard leads.
+
+    ``check_length`` is the encoder's own minimum-length rule, run after the common checks.
+    Raises ``InvalidECGError`` when the ECG cannot be used, saying why.
+    """
     if not 1 <= min_leads <= len(STANDARD_LEADS):
         raise ValueError(f"min_leads must be between 1 and 12, got {min_leads}")
     fs = rec.fs
@@ -163,12 +243,14 @@ def prepare(
 
     rows, ignored = _standard_rows(rec.lead_names)
     signal, nan_counts, nan_leads = _fill_nan_gaps(rec.signal, rows, fs)
-    constant_rows = signal.max(axis=1) == signal.min(axis=1)  # all rows at once (NaN rows: False)
+    highest, lowest = signal.max(axis=1), signal.min(axis=1)  # all rows at once (NaN rows: NaN)
+    constant_rows = highest == lowest
     flat = tuple(
         lead for lead in STANDARD_LEADS
         if lead in rows and lead not in nan_leads and constant_rows[rows[lead]]
     )
     present = tuple(lead for lead in STANDARD_LEADS if lead in rows and lead not in nan_leads)
+    _check_amplitude(highest, lowest, rows, present)
     usable = [lead for lead in present if lead not in flat]
     if len(usable) < min_leads:
         absent = [lead for lead in STANDARD_LEADS if lead not in rows]
@@ -192,13 +274,8 @@ def prepare(
             f"({int(max_duration_s // SEGMENT_S)} windows of 5 s). Split it into shorter pieces",
             reason="too_long",
         )
-    n_resampled = int(rec.n_samples * TARGET_FS / fs)
-    if n_resampled < SEGMENT_SAMPLES:
-        raise InvalidECGError(
-            f"ECG is too short: {duration_s:.2f} s ({n_resampled} samples at {TARGET_FS} Hz); "
-            f"ECG-FM needs at least {SEGMENT_S:g} s ({SEGMENT_SAMPLES} samples at {TARGET_FS} Hz)",
-            reason="too_short",
-        )
+    if check_length is not None:
+        check_length(rec)
 
     # The 12-lead record in the Recording's float32, as a 12-lead file would hold it: the
     # reference resamples its float32 input directly, and that rounding is part of parity.
@@ -211,31 +288,12 @@ def prepare(
     if zero_filled:
         warnings.warn(
             MissingLeadsWarning(f"ECG lacks leads {', '.join(zero_filled)}; they are zero-filled"),
-            stacklevel=2,
+            stacklevel=3,
         )
         logger.warning("zero-filling missing leads: %s", ", ".join(zero_filled))
 
-    resampled = resample_to_target(twelve, fs)
-    standardised = standardise_leads(resampled)
-    n_segments = resampled.shape[1] // SEGMENT_SAMPLES
-    segments = segment(standardised, dtype)
-
-    report = PreprocessReport(
-        original_fs=fs,
-        original_n_samples=rec.n_samples,
-        original_duration_s=duration_s,
-        n_samples_resampled=resampled.shape[1],
-        n_segments=n_segments,
-        dropped_tail_s=(resampled.shape[1] - n_segments * SEGMENT_SAMPLES) / TARGET_FS,
-        recorded_leads=present,
-        missing_leads=zero_filled,
-        derived_leads=derived,
-        nan_leads=nan_leads,
-        flat_leads=flat,
-        ignored_leads=ignored,
-        nan_counts=nan_counts,
-    )
-    return Prepared(segments=segments, report=report)
+    return TwelveLeads(signal=twelve, recorded_leads=present, missing_leads=zero_filled, derived_leads=derived,
+                       nan_leads=nan_leads, flat_leads=flat, ignored_leads=ignored, nan_counts=nan_counts)
 
 
 def resample_to_target(signal: np.ndarray, fs: float) -> np.ndarray:
@@ -330,6 +388,21 @@ def _standard_rows(lead_names: list[str]) -> tuple[dict[str, int], tuple[str, ..
     return rows, tuple(ignored)
 
 
+def _check_amplitude(highest: np.ndarray, lowest: np.ndarray, rows: dict[str, int],
+                     present: tuple[str, ...]) -> None:
+    """Refuse a recording whose used leads reach beyond ±MAX_ABS_AMPLITUDE."""
+    peak = np.maximum(np.abs(highest), np.abs(lowest))
+    beyond = [lead for lead in present if peak[rows[lead]] > MAX_ABS_AMPLITUDE]
+    if beyond:
+        worst = max(float(peak[rows[lead]]) for lead in beyond)
+        raise InvalidECGError(
+            f"implausible amplitude: lead{'s' if len(beyond) > 1 else ''} {', '.join(beyond)} "
+            f"reach{'' if len(beyond) > 1 else 'es'} {worst:.3g}; no ECG exceeds ±{MAX_ABS_AMPLITUDE:.0e} "
+            f"in mV or µV (1 V even in µV): this is not an ECG signal, or its scaling is wrong",
+            reason="implausible_amplitude",
+        )
+
+
 def _fill_nan_gaps(
     signal: np.ndarray, rows: dict[str, int], fs: float
 ) -> tuple[np.ndarray, dict[str, int], tuple[str, ...]]:
@@ -353,6 +426,12 @@ def _fill_nan_gaps(
         count = int(invalid.sum())
         if count == 0:
             continue
+        if np.isinf(values).any():  # NaN marks a missing sample; infinity is no measurement at all
+            raise InvalidECGError(
+                f"implausible amplitude: lead {lead} has infinite samples; no ECG has them "
+                f"(NaN marks a missing sample)",
+                reason="implausible_amplitude",
+            )
         nan_counts[lead] = count
         if count == values.size:
             nan_leads.append(lead)

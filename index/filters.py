@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from ecg_atlas.errors import StoreError
+from ecg_atlas.errors import FilterError
 
 from .schema import TYPE_LABELS, TYPE_TEXT, Column, coerce
 
@@ -65,7 +65,7 @@ Filter = Union[Term, All, Any]
 def compile_filter(tree: Filter, columns: Mapping[str, Column]) -> tuple[str, list[object]]:
     """SQL boolean expression and its parameters for `tree`, checked against `columns`.
 
-    Raises StoreError naming the unknown column, the operator that does not apply to a column's
+    Raises FilterError naming the unknown column, the operator that does not apply to a column's
     type, or the value that does not fit.
     """
     params: list[object] = []
@@ -81,19 +81,19 @@ def _compile(node: Filter, columns: Mapping[str, Column], params: list[object], 
         joiner = " AND " if isinstance(node, All) else " OR "
         return "(" + joiner.join(_compile(p, columns, params, count) for p in node.parts) + ")"
     if not isinstance(node, Term):
-        raise StoreError(f"a filter is built from Term, All and Any; got {type(node).__name__}")
+        raise FilterError(f"a filter is built from Term, All and Any; got {type(node).__name__}")
     count[0] += 1
     if count[0] > MAX_TERMS:
-        raise StoreError(f"filter has more than {MAX_TERMS} terms; split the query")
+        raise FilterError(f"filter has more than {MAX_TERMS} terms; split the query")
     column = columns.get(node.column) if isinstance(node.column, str) else None
     if column is None:
         known = ", ".join(sorted(columns))
-        raise StoreError(f"filter column {node.column!r} is not in this store; filterable columns: {known}")
+        raise FilterError(f"filter column {node.column!r} is not in this store; filterable columns: {known}")
     op = node.op.lower() if isinstance(node.op, str) else node.op
     if op == "==":
         op = "="
     if op not in OPERATORS:
-        raise StoreError(f"filter operator {node.op!r} is not supported; use one of {', '.join(OPERATORS)}")
+        raise FilterError(f"filter operator {node.op!r} is not supported; use one of {', '.join(OPERATORS)}")
     ident = f'"{column.name}"'  # the name came from the schema, so it is a plain identifier
     if op in _UNARY:
         return f"({ident} {op.upper()})"
@@ -104,13 +104,13 @@ def _compile(node: Filter, columns: Mapping[str, Column], params: list[object], 
         if column.type == TYPE_TEXT:
             params.append(coerce(column, node.value))
             return f"contains({ident}, ?)"
-        raise StoreError(f"'contains' applies to label lists and text; {column.name!r} is {column.type}")
+        raise FilterError(f"'contains' applies to label lists and text; {column.name!r} is {column.type}")
     if column.type == TYPE_LABELS:
-        raise StoreError(f"{column.name!r} is a label list; filter it with 'contains' (e.g. {column.name} contains AF)")
+        raise FilterError(f"{column.name!r} is a label list; filter it with 'contains' (e.g. {column.name} contains AF)")
     if op in ("in", "not in"):
         values = node.value
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, set, frozenset)):
-            raise StoreError(f"'{op}' needs a list of values for {column.name!r}, got {values!r}")
+            raise FilterError(f"'{op}' needs a list of values for {column.name!r}, got {values!r}")
         values = list(values)
         if not values:
             return "FALSE" if op == "in" else "TRUE"
@@ -119,17 +119,17 @@ def _compile(node: Filter, columns: Mapping[str, Column], params: list[object], 
         marks = ", ".join("?" for _ in values)
         return f"({ident} {'NOT IN' if op == 'not in' else 'IN'} ({marks}))"
     if op in _ORDERING and column.type == "BOOLEAN":
-        raise StoreError(f"{column.name!r} is a boolean; compare it with = or !=")
+        raise FilterError(f"{column.name!r} is a boolean; compare it with = or !=")
     params.append(_scalar(column, node.value))
     return f"({ident} {op} ?)"
 
 
 def _scalar(column: Column, value: object, as_label: bool = False) -> object:
     if value is None:
-        raise StoreError(f"filter on {column.name!r} compares with null; use 'is null' / 'is not null'")
+        raise FilterError(f"filter on {column.name!r} compares with null; use 'is null' / 'is not null'")
     if as_label:
         if not isinstance(value, str):
-            raise StoreError(f"{column.name!r} holds text labels; {value!r} is not a string")
+            raise FilterError(f"{column.name!r} holds text labels; {value!r} is not a string")
         return value
     return coerce(column, value)
 
@@ -164,7 +164,7 @@ def _tokenize(text: str) -> list[_Tok]:
     while pos < len(text):
         m = _TOKEN_RE.match(text, pos)
         if not m or m.end() == pos:
-            raise StoreError(f"cannot read filter at character {pos + 1}: {text[pos:pos + 20]!r}")
+            raise FilterError(f"cannot read filter at character {pos + 1}: {text[pos:pos + 20]!r}")
         kind = m.lastgroup or ""
         value = m.group(kind)
         if kind == "str":
@@ -180,8 +180,8 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.i = 0
 
-    def error(self, what: str) -> StoreError:
-        return StoreError(
+    def error(self, what: str) -> FilterError:
+        return FilterError(
             f"cannot parse filter {self.text!r}: {what} (write terms like age>=60, sex=F, "
             f"labels contains AF, site in (a, b), note is null; combine with and / or / parentheses)"
         )

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ecg_atlas.errors import StoreError
+from ecg_atlas.errors import MetadataError
 
 #: DuckDB types a user-metadata column can have.
 TYPE_BIGINT = "BIGINT"
@@ -71,12 +71,12 @@ def table_ddl(dim: int) -> str:
 def check_metadata_name(name: str) -> str:
     """A user metadata key must be a plain lowercase identifier that is not a fixed column."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise StoreError(
+        raise MetadataError(
             f"metadata key {name!r} is not usable as a column name: use lowercase letters, digits "
             f"and '_', starting with a letter, at most 63 characters (e.g. 'age', 'labels_scp')"
         )
     if name in RESERVED_NAMES:
-        raise StoreError(
+        raise MetadataError(
             f"metadata key {name!r} is a fixed store field; set it through the ingest fields, "
             f"or pick another name for user metadata"
         )
@@ -98,7 +98,7 @@ def infer_type(name: str, value: object) -> str:
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         if all(isinstance(v, str) for v in value):
             return TYPE_LABELS
-    raise StoreError(
+    raise MetadataError(
         f"metadata {name!r}: values of type {type(value).__name__} cannot be stored; use a "
         f"number, string, boolean, datetime or list of strings (labels)"
     )
@@ -108,14 +108,14 @@ def coerce(column: Column, value: object) -> object:
     """`value` as the Python value DuckDB should bind for `column`; None stays NULL.
 
     Strings are parsed for number, boolean and timestamp columns so that filters typed on a
-    command line (``age>=60``) work; anything that does not fit raises StoreError.
+    command line (``age>=60``) work; anything that does not fit raises MetadataError.
     """
     if value is None:
         return None
     typ = column.type
 
-    def refuse() -> StoreError:
-        return StoreError(
+    def refuse() -> MetadataError:
+        return MetadataError(
             f"column {column.name!r} holds {typ} values; {value!r} ({type(value).__name__}) "
             f"does not fit"
         )

@@ -4,8 +4,10 @@ A store is one directory::
 
     store.duckdb          every ECG: ids, base fields, user metadata, the record vector
                           (FLOAT[d]) and optional segment vectors, encoder identity, sequence number
-    index.json            which index file is current, its kind and the highest sequence number
-                          it holds (written last: it is the commit point of an index save)
+    index.json            which index file is current, its kind, the highest sequence number
+                          it holds, the file's sha256 and entry count (checked at open: a file
+                          from another store or an older save is rebuilt) and the store's id
+                          (written last: it is the commit point of an index save)
     index-<seq>-<tag>.*   the persisted search index (FAISS file, or npz for the torch backend)
 
 Each write is one DuckDB transaction; the in-memory index is updated after the commit, under a
@@ -26,6 +28,8 @@ Typical use::
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import hashlib
 import json
 import logging
 import math
@@ -41,9 +45,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ecg_atlas.errors import EncoderMismatchError, NotFoundError, StoreError
+from ecg_atlas.errors import (
+    EncoderMismatchError,
+    NotFoundError,
+    StorageError,
+    StorageFullError,
+    StorageUnavailableError,
+    StoreError,
+)
 
-from . import schema
+from . import schema, signal_copy
 from .backends import (
     FaissHNSW,
     FaissIVF,
@@ -54,6 +65,7 @@ from .backends import (
     resolve_backend,
 )
 from .filters import Filter, compile_filter
+from .signal_copy import StoredSignal
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +84,8 @@ RECALL_QUERIES = 200
 #: it bounds what an open after a crash must re-read from DuckDB (~10 s on a 2-core machine).
 AUTOSAVE_MIN_CHANGES = 250_000
 FLOAT_CODECS_OFF = "alp,alprd,chimp,patas"
+#: Bytes read at a time when hashing an index file (sha256 recorded in index.json).
+HASH_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,7 @@ class _ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self.writer_thread: int | None = None
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -149,11 +164,13 @@ class _ReadWriteLock:
                 self._cond.wait()
             self._writers_waiting -= 1
             self._writer = True
+            self.writer_thread = threading.get_ident()
         try:
             yield
         finally:
             with self._cond:
                 self._writer = False
+                self.writer_thread = None
                 self._cond.notify_all()
 
 
@@ -179,14 +196,85 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, write) -> None:
-    """`write(tmp_path)` then fsync and rename over `path`: readers see the old or the new file."""
+def _write_atomic(path: Path, write) -> str:
+    """`write(tmp_path)` then fsync and rename over `path`: readers see the old or the new file.
+
+    Returns the sha256 of the bytes written (hashed from the temporary file before the rename).
+    A disk that refuses the write raises StorageError (the temporary file is removed)."""
     tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        write(str(tmp))
+        digest = hashlib.sha256()
+        with open(tmp, "rb+") as f:
+            while chunk := f.read(HASH_CHUNK):
+                digest.update(chunk)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as exc:  # faiss reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise _storage_error(exc, "saving the index") or exc
+    return digest.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_entries(index: VectorIndex) -> int:
+    """Vectors the saved file holds (tombstones are not saved: HNSW keeps its dead nodes)."""
+    return len(index) + len(getattr(index, "tombstones", ()))
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_FULL_TEXT = ("no space left on device", "disk quota exceeded")
+_OS_WRITE_TEXT = ("could not write file", "could not truncate file", "could not fsync", "could not open file",
+                  "read-only file system", "input/output error", "permission denied")
+
+
+def _storage_error(exc: BaseException, doing: str) -> StorageError | None:
+    """The StorageError for an OS write failure (ENOSPC and others) that DuckDB, FAISS or Python
+    reported while `doing`, logged at ERROR with the OS error; None when `exc` is something else.
+
+    DuckDB wraps the OS error in its own exception text (TransactionException "Failed to commit:
+    Could not write file ...: No space left on device", IOException, or FatalException when a
+    checkpoint failed); a failed ROLLBACK after it is looked through to the error it hides."""
+    if isinstance(exc, StorageError):
+        return exc
+    seen: list[BaseException] = []
+    while exc is not None and len(seen) < 4:
+        seen.append(exc)
+        exc = exc.__context__
+    for candidate in seen:
+        text = str(candidate).lower()
+        number = candidate.errno if isinstance(candidate, OSError) else None
+        if number in _FULL_ERRNOS or any(t in text for t in _FULL_TEXT):
+            log.error("%s failed: no space left on the store's disk (%s)", doing, candidate)
+            error: StorageError = StorageFullError()
+        elif (isinstance(candidate, OSError) and number is not None) or (
+                isinstance(candidate, (duckdb.Error, RuntimeError)) and any(t in text for t in _OS_WRITE_TEXT)):
+            log.error("%s failed: the store's disk refused the write (%s)", doing, candidate)
+            error = StorageUnavailableError()
+        else:
+            continue
+        error.__cause__ = candidate
+        return error
+    return None
+
+
+def _invalidated(exc: BaseException) -> bool:
+    """Whether DuckDB gave up on its database instance (a fatal error): it must be reopened."""
+    for _ in range(4):  # the error, and what it was raised while handling
+        if exc is None:
+            break
+        if isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def _arrow_type(column_type: str) -> pa.DataType:
@@ -226,6 +314,7 @@ class Store:
         self._closed = True
         self._in_transaction = False
         self._index_file_stale = False
+        self._invalid = False  # DuckDB invalidated the connection (failed checkpoint); reopened by _recover
 
     # -----------------------------------------------------------------------------------------
     # Opening and closing
@@ -303,10 +392,15 @@ class Store:
             return
         with self._lock.write():
             try:
-                if not self._read_only:
+                if not self._read_only and not self._invalid:
                     if self._index is not None and (self._unsaved or self._index_file_stale):
                         self._save_index()
                     self._checkpoint_duckdb()
+            except StorageError:
+                # Logged with the OS error. Nothing acknowledged is lost: committed rows are in
+                # DuckDB's WAL (replayed at the next open) and the index is caught up from them.
+                log.warning("store closed without saving its index / checkpointing: the next open "
+                            "replays the database's WAL and catches the index up")
             finally:
                 self._con.close()
                 self._closed = True
@@ -322,6 +416,8 @@ class Store:
         """This thread's DuckDB connection for reads (DuckDB connections are not shared across threads)."""
         if self._closed:
             raise StoreError("the store is closed")
+        if self._invalid:
+            raise StorageUnavailableError("the store is reopening its database after a failed write; retry shortly")
         local = self._local
         if getattr(local, "generation", None) != self._generation:
             local.cursor = self._con.cursor()
@@ -352,6 +448,8 @@ class Store:
         self._uuid = values["store_uuid"]
         self._next_seq = int(values["next_seq"])
         self._identity = EncoderIdentity(**json.loads(values["identity"])) if "identity" in values else None
+        if self._identity is not None and not self._read_only:
+            con.execute(signal_copy.DDL)  # stores made before signal copies existed get the table
         if identity is not None:
             if self._identity is None:
                 if self._read_only:
@@ -370,6 +468,7 @@ class Store:
         if own:
             con.execute("BEGIN")
         con.execute(schema.table_ddl(identity.dim))
+        con.execute(signal_copy.DDL)
         con.execute("INSERT INTO store_meta VALUES ('identity', ?)", [json.dumps(asdict(identity))])
         if own:
             con.execute("COMMIT")
@@ -383,6 +482,8 @@ class Store:
                 f"for this encoder (or re-embed with the store's encoder)")
 
     def _refresh_columns(self) -> None:
+        if self._invalid:
+            return  # _recover refreshes them from the reopened database
         if self._identity is None:
             self._columns: dict[str, schema.Column] = {}
             return
@@ -425,6 +526,10 @@ class Store:
             self._index_file_stale = True
             return
         self._index = index
+        self._catch_up_index(index)
+
+    def _catch_up_index(self, index: VectorIndex) -> None:
+        """Add the rows DuckDB holds that the index lacks; remove entries whose rows are gone."""
         db_seqs = self._cursor().execute("SELECT seq FROM ecg").fetchnumpy()["seq"].astype(np.int64)
         db_seqs.sort()
         held = index.ids()
@@ -452,7 +557,17 @@ class Store:
         wanted_format = "npz" if self._backend_name.startswith("torch") else "faiss"
         if meta.get("format") != wanted_format:
             raise StoreError(f"index file is {meta.get('format')}, backend {self._backend_name} reads {wanted_format}")
-        index = load_index(str(self._path / meta["file"]), self._backend_name, kind, self._identity.dim)
+        # The JSON alone does not tie the file to this store: a file copied over it (from another
+        # store, or an older save of this one) would map every vector to the wrong row.
+        file = self._path / meta["file"]
+        if not meta.get("sha256"):
+            raise StoreError("index.json records no digest of its index file (written by an older version)")
+        if _sha256_file(file) != meta["sha256"]:
+            raise StoreError("index file does not match its index.json (digest differs: copied from another "
+                             "store or an older state?)")
+        index = load_index(str(file), self._backend_name, kind, self._identity.dim)
+        if len(index) != meta.get("file_entries"):
+            raise StoreError(f"index file holds {len(index)} entries, its index.json says {meta.get('file_entries')}")
         if isinstance(index, (FaissIVF, FaissHNSW)):
             index.nprobe = meta.get("nprobe", index.nprobe)
             index.recall_at_10 = meta.get("estimated_recall_at_10")
@@ -548,11 +663,12 @@ class Store:
         index = self._index
         high_water = self._next_seq - 1
         name = f"index-{high_water:012d}-{uuid.uuid4().hex[:8]}.{index.file_format}"
-        _write_atomic(self._path / name, index.save)
+        digest = _write_atomic(self._path / name, index.save)
         meta = {
             "format_version": FORMAT_VERSION, "store_uuid": self._uuid, "identity": asdict(self._identity),
             "kind_requested": self._kind_requested, "kind": index.kind, "format": index.file_format,
             "file": name, "high_water_seq": high_water, "entries": len(index),
+            "file_entries": _file_entries(index), "sha256": digest,
         }
         if isinstance(index, (FaissIVF, FaissHNSW)):
             meta["nprobe"] = index.nprobe
@@ -598,6 +714,13 @@ class Store:
             self._con.execute("CHECKPOINT")
         except duckdb.TransactionException as exc:
             log.debug("checkpoint postponed: %s", exc)
+        except duckdb.Error as exc:
+            error = _storage_error(exc, "checkpointing the database")
+            if error is None:
+                raise
+            # Committed transactions are in the WAL, which DuckDB replays at the next open.
+            self._invalid = self._invalid or _invalidated(exc)
+            raise error from exc
 
     # -----------------------------------------------------------------------------------------
     # Writes
@@ -607,6 +730,11 @@ class Store:
             raise StoreError("the store is closed")
         if self._read_only:
             raise StoreError("the store was opened read-only")
+        if self._invalid and self._lock.writer_thread == threading.get_ident():
+            try:  # a failed write left DuckDB invalidated and reopening it failed then: try again
+                self._recover()
+            except Exception as exc:  # noqa: BLE001 - reported as the storage error it is
+                raise (_storage_error(exc, "reopening the database") or StorageUnavailableError()) from exc
 
     def upsert(
         self,
@@ -622,6 +750,7 @@ class Store:
         duration_s: Sequence[float | None] | None = None,
         n_segments: Sequence[int | None] | None = None,
         metadata: Sequence[Mapping[str, object]] | None = None,
+        signals: Sequence[StoredSignal | None] | None = None,
     ) -> UpsertResult:
         """Insert ECGs, replacing any already stored under the same ecg_id; one transaction.
 
@@ -631,6 +760,9 @@ class Store:
         (patient_ids ... metadata) are None or length n. metadata: per ECG a dict of user
         fields; a new key becomes a typed column (numbers, strings, booleans, datetimes, lists of
         strings), later values must fit that type (an integer column widens to DOUBLE).
+        signals: per ECG its samples as they arrived (`StoredSignal`) or None; kept so the ECG can
+        be drawn and re-embedded later without reading any file (index/signal_copy.py). A
+        replaced ECG's old copy goes with it.
         Returns how many ecg_ids were new and how many replaced.
         """
         self._require_writable()
@@ -682,6 +814,8 @@ class Store:
             pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
             mask=pa.array([not v for v in seg_valid]),
         )
+        kept = [(i, s) for i, s in enumerate(per_ecg("signals", signals)) if s is not None]
+        signal_table = signal_copy.to_arrow([ecg_ids[i] for i, _ in kept], [s for _, s in kept]) if kept else None
         rows = per_ecg("metadata", metadata)
         rows = [dict(r) if r is not None else {} for r in rows]
         for key in {k for r in rows for k in r}:
@@ -726,17 +860,24 @@ class Store:
                 ).fetchnumpy()["seq"].astype(np.int64)
                 if len(replaced):
                     con.execute("DELETE FROM ecg WHERE seq IN (SELECT unnest(?::BIGINT[]))", [replaced.tolist()])
+                    con.execute(f"DELETE FROM {signal_copy.TABLE} WHERE ecg_id IN (SELECT ecg_id FROM incoming)")
                 con.execute("INSERT INTO ecg BY NAME SELECT * FROM incoming")
+                if signal_table is not None:
+                    con.register("incoming_signals", signal_table)
+                    try:
+                        con.execute(f"INSERT INTO {signal_copy.TABLE} BY NAME SELECT * FROM incoming_signals")
+                    finally:
+                        con.unregister("incoming_signals")
                 con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + n)])
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as exc:
+                failure = self._abort_write(exc)
                 self._identity = self._identity if self._has_identity_row() else None
                 self._refresh_columns()  # columns added in the failed transaction are gone
-                raise
+                raise failure
             finally:
                 self._in_transaction = False
-                con.unregister("incoming")
+                self._unregister(con, "incoming")
             self._next_seq += n
             # After the commit: a crash from here on is repaired when the store next opens.
             if self._index is None:
@@ -750,6 +891,58 @@ class Store:
                     self._index_file_stale = True
             self._after_change(n + len(replaced))
         return UpsertResult(inserted=n - len(replaced), updated=len(replaced))
+
+    def _abort_write(self, exc: BaseException) -> BaseException:
+        """Roll back a failed write transaction; returns what to raise for `exc`: a StorageError
+        when the disk refused the write (full, I/O error), else `exc` itself.
+
+        A failed COMMIT is rolled back by DuckDB already. A failed automatic checkpoint
+        (FatalException; the COMMIT itself is durable) invalidates the database: it is reopened
+        here (that replays its WAL, and works on a full disk), the sequence counter and the index
+        catch up with what DuckDB holds, so no acknowledged row is lost and writes resume."""
+        try:
+            self._con.execute("ROLLBACK")
+        except duckdb.Error as rollback_exc:  # nothing to roll back, or the database was invalidated
+            log.debug("rollback after a failed write: %s", rollback_exc)
+        error = _storage_error(exc, "writing to the store") or exc
+        if _invalidated(exc):
+            self._invalid = True
+            try:
+                self._recover()
+            except Exception as again:  # noqa: BLE001 - tried again by the next write
+                log.error("reopening the database after a failed write failed too (%s); the next write "
+                          "tries again", again)
+                raise (_storage_error(again, "reopening the database") or StorageUnavailableError()) from exc
+        return error
+
+    def _recover(self) -> None:
+        """Reopen DuckDB after a fatal error invalidated the connection; catch the index up."""
+        with self._lock_cursors:
+            for cursor in self._cursors:
+                try:
+                    cursor.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+        try:
+            self._con.close()
+        except duckdb.Error:
+            pass
+        self._connect()  # DuckDB replays its WAL: every committed transaction is back
+        self._invalid = False
+        values = dict(self._con.execute("SELECT key, value FROM store_meta").fetchall())
+        self._next_seq = int(values["next_seq"])
+        self._identity = EncoderIdentity(**json.loads(values["identity"])) if "identity" in values else None
+        self._refresh_columns()
+        if self._index is not None:
+            self._catch_up_index(self._index)
+        log.warning("database reopened after a failed write; %d ECGs stored", self._count())
+
+    def _unregister(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        try:
+            con.unregister(name)
+        except duckdb.Error:  # the connection was closed or invalidated by a failed write
+            pass
 
     def _has_identity_row(self) -> bool:
         return bool(self._con.execute("SELECT count(*) FROM store_meta WHERE key = 'identity'").fetchall()[0][0])
@@ -790,7 +983,10 @@ class Store:
     def _after_change(self, changed: int) -> None:
         self._unsaved += changed
         if self._unsaved >= max(AUTOSAVE_MIN_CHANGES, len(self._index) // 2):
-            self._save_index()
+            try:
+                self._save_index()
+            except StorageError:  # the rows are committed; the save is retried later (logged)
+                pass
 
     def delete(self, ecg_ids: Sequence[str] | None = None, *, patient_ids: Sequence[str] | None = None) -> int:
         """Delete ECGs by id and/or every ECG of the given patients (withdrawal of consent).
@@ -810,15 +1006,18 @@ class Store:
             con = self._con
             con.execute("BEGIN")
             try:
-                gone = con.execute(
+                removed = con.execute(
                     "DELETE FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[])) "
-                    "OR patient_id IN (SELECT unnest(?::VARCHAR[])) RETURNING seq",
+                    "OR patient_id IN (SELECT unnest(?::VARCHAR[])) RETURNING seq, ecg_id",
                     [ids, patients],
-                ).fetchnumpy()["seq"].astype(np.int64)
+                ).fetchnumpy()
+                gone = removed["seq"].astype(np.int64)
+                if len(gone):
+                    con.execute(f"DELETE FROM {signal_copy.TABLE} WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))",
+                                [list(removed["ecg_id"])])
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            except BaseException as exc:
+                raise self._abort_write(exc)
             if self._index is not None:
                 self._index.remove(gone)
                 self._after_change(len(gone))
@@ -861,9 +1060,8 @@ class Store:
                     con.execute(f'UPDATE ecg SET "{key}" = changes.value FROM changes WHERE ecg.ecg_id = changes.ecg_id')
                     con.unregister("changes")
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            except BaseException as exc:
+                raise self._abort_write(exc)
             finally:
                 self._in_transaction = False
                 self._refresh_columns()
@@ -889,6 +1087,7 @@ class Store:
             con.execute("CREATE TABLE fresh.store_meta AS SELECT * FROM store_meta")
             if self._identity is not None:
                 con.execute("CREATE TABLE fresh.ecg AS SELECT * FROM ecg")  # keeps insertion (seq) order
+                con.execute(f"CREATE TABLE fresh.{signal_copy.TABLE} AS SELECT * FROM {signal_copy.TABLE}")
             con.execute("DETACH fresh")
             with self._lock_cursors:
                 for cursor in self._cursors:
@@ -940,16 +1139,35 @@ class Store:
 
     def existing(self, ecg_ids: Sequence[str]) -> set[str]:
         """The subset of ecg_ids that are stored (one indexed lookup; ingest asks this per ECG)."""
-        ids = list(dict.fromkeys(ecg_ids))
         with self._lock.read():
-            if self._identity is None or not ids:
-                return set()
-            if len(ids) == 1:
-                rows = self._cursor().execute("SELECT ecg_id FROM ecg WHERE ecg_id = ?", ids).fetchall()
-            else:
-                rows = self._cursor().execute(
-                    "SELECT ecg_id FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()
+            return self._existing(ecg_ids)
+
+    def _existing(self, ecg_ids: Sequence[str]) -> set[str]:
+        """`existing` for a caller that holds the read or write lock."""
+        ids = list(dict.fromkeys(ecg_ids))
+        if self._identity is None or not ids:
+            return set()
+        if len(ids) == 1:
+            rows = self._cursor().execute("SELECT ecg_id FROM ecg WHERE ecg_id = ?", ids).fetchall()
+        else:
+            rows = self._cursor().execute(
+                "SELECT ecg_id FROM ecg WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()
         return {row[0] for row in rows}
+
+    def signal(self, ecg_id: str) -> StoredSignal | None:
+        """The stored copy of an ECG's samples, or None when the store kept none for it.
+        Raises NotFoundError when the ECG is not stored."""
+        with self._lock.read():
+            if self._identity is None or not self._existing([ecg_id]):
+                raise NotFoundError(f"ecg_id {ecg_id!r} is not in the store")
+            cur = self._cursor()
+            has_table = cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                    [signal_copy.TABLE]).fetchall()[0][0]
+            if not has_table:
+                return None
+            row = cur.execute(f"SELECT {signal_copy.COLUMNS} FROM {signal_copy.TABLE} WHERE ecg_id = ?",
+                              [ecg_id]).fetchone()
+        return None if row is None else signal_copy.from_row(row)
 
     def get(self, ecg_ids: Sequence[str], columns: Sequence[str] | None = None) -> list[dict[str, object]]:
         """Stored rows, in the order asked. columns: None = every metadata column; may include

@@ -49,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-k", type=int, default=d.max_k)
     g.add_argument("--min-leads", type=int, default=d.min_leads)
     g.add_argument("--grace-s", type=float, default=d.grace_s, help="shutdown grace for running calls")
+    g = p.add_argument_group("stored signals (README: Security)")
+    g.add_argument("--no-keep-signals", dest="keep_signals", action="store_false",
+                   help="do not keep a copy of each ingested ECG's samples in the store (saves ~120 kB per "
+                        "10-s ECG); stored ECGs can then only be drawn from files under --data-root")
+    g.add_argument("--data-root", dest="data_roots", action="append", type=Path, default=[],
+                   help="a folder of ECG files this server may read for stored ECGs whose signal the store "
+                        "did not keep (repeatable); a source resolving outside every root is never opened")
     s = p.add_argument_group("security")
     s.add_argument("--token-file", type=Path, default=None,
                    help=f"file of 'read TOKEN' / 'write TOKEN' lines (also ${READ_TOKEN_ENV}, ${WRITE_TOKEN_ENV})")
@@ -71,7 +78,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         encoder_workers=args.encoder_workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs, max_receive_message_bytes=message_bytes,
         max_send_message_bytes=message_bytes, max_ingest_in_flight=args.max_ingest_in_flight,
-        max_k=args.max_k, min_leads=args.min_leads, grace_s=args.grace_s, token_file=args.token_file,
+        max_k=args.max_k, min_leads=args.min_leads, grace_s=args.grace_s,
+        keep_signals=args.keep_signals, data_roots=tuple(args.data_roots), token_file=args.token_file,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, insecure=args.insecure)
     config.load_tokens()
     return config

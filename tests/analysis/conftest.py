@@ -14,6 +14,7 @@ import pytest
 from ecg_atlas.embedder import EmbeddingEngine, load_encoder, preprocess, read_ecg
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.index import EncoderIdentity, Store
+from ecg_atlas.index.signal_copy import StoredSignal
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Corpus:
     segment_vectors: list[np.ndarray]
     rows: list[dict]  # manifest rows, same order
     sources: list[str]
+    signals: list[StoredSignal]  # the samples as read: the store keeps them for baselines and grids
 
     def metadata(self, i: int) -> dict:
         r = self.rows[i]
@@ -45,18 +47,20 @@ def encoder(parity_dir):
 @pytest.fixture(scope="session")
 def corpus(ecg_dir: Path, encoder) -> Corpus:
     rows = list(csv.DictReader(open(ecg_dir / "manifest.csv")))
-    segments, kept = [], []
+    segments, kept, signals = [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-filled leads of a few records: not what these tests are about
         for r in rows:
             try:
-                segments.append((r["record"], preprocess(read_ecg(ecg_dir / r["record"]))))
+                recording = read_ecg(ecg_dir / r["record"])
+                segments.append((r["record"], preprocess(recording)))
                 kept.append(r)
+                signals.append(StoredSignal.from_recording(recording))
             except AtlasError:
                 continue  # 2-lead Holter records and the like: refused by design
     done = list(EmbeddingEngine(encoder, batch_size=64).embed_records(segments))
     return Corpus([d.key for d in done], np.stack([d.record_vector for d in done]),
-                  [d.segment_vectors for d in done], kept, [str(ecg_dir / r["record"]) for r in kept])
+                  [d.segment_vectors for d in done], kept, [str(ecg_dir / r["record"]) for r in kept], signals)
 
 
 def identity_of(encoder) -> EncoderIdentity:
@@ -68,7 +72,7 @@ def fill_store(path: Path, corpus: Corpus, encoder) -> None:
     with Store.open(path, index_kind="flat", device="cpu") as store:
         store.upsert(corpus.ecg_ids, corpus.vectors, identity=identity_of(encoder),
                      patient_ids=[r["patient_id"] or None for r in corpus.rows],
-                     segment_vectors=corpus.segment_vectors, sources=corpus.sources,
+                     segment_vectors=corpus.segment_vectors, sources=corpus.sources, signals=corpus.signals,
                      metadata=[corpus.metadata(i) for i in range(len(corpus.ecg_ids))])
 
 

@@ -163,16 +163,18 @@ class IngestRequest(_message.Message):
     def __init__(self, ecg_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., ecg: _Optional[_Union[ECG, _Mapping]] = ..., metadata: _Optional[_Mapping[str, Value]] = ..., replace: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class IngestError(_message.Message):
-    __slots__ = ("index", "ecg_id", "code", "message")
+    __slots__ = ("index", "ecg_id", "code", "message", "reason")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ECG_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     index: int
     ecg_id: str
     code: str
     message: str
-    def __init__(self, index: _Optional[int] = ..., ecg_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., ecg_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class IngestSummary(_message.Message):
     __slots__ = ("received", "stored", "skipped_existing", "failed", "segments", "errors", "timing")
