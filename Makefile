@@ -1,11 +1,21 @@
 # Two entry points (README): `make quickstart` and `make test`. Both create .venv on first use.
 PYTHON ?= python3
-VENV ?= .venv
+# One virtual environment per interpreter: `make test PYTHON=python3.13` builds .venv-3.13 beside
+# the default .venv instead of reusing an environment of another Python.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PYTHON_VERSION),)
+$(error $(PYTHON) does not run here (with pyenv, make its version active: PYENV_VERSION=3.13.0 make test PYTHON=python3.13))
+endif
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(PYTHON_VERSION))
 PY := $(VENV)/bin/python
 # Where there is no NVIDIA GPU, pin the CPU build of torch that these machines hold locally;
 # elsewhere pass e.g. TORCH_PIP_ARGS="--index-url <your CPU wheel index>" to get a CPU build.
+# With an NVIDIA GPU, the same version as the CUDA build the driver runs (cu126 on R535/R550,
+# cu128 on R570, cu130 on R580+: ecg_atlas/setup_torch.py); TORCH_CUDA=cu126|cu128|cu130|cpu overrides.
+# Set-up fails if a GPU is present and the installed torch cannot use it.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+TORCH_CUDA ?=
 
 .PHONY: quickstart test setup clean proto bundled-encoder encoder-quality
 
@@ -13,6 +23,8 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/ecg-atlas quickstart
 
 test: $(VENV)/.installed
+	@$(PY) -c "import ray" 2>/dev/null || $(PY) -m pip install -q 'ray[data]>=2.9'
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(PY) -m pytest -q
 
 setup: $(VENV)/.installed
@@ -20,14 +32,11 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "NVIDIA GPU found: installing the default (CUDA) torch build"; \
-		$(PY) -m pip install -q 'torch>=2.3,<3'; \
-	else \
-		echo "no GPU: installing the CPU torch build ($(TORCH_SPEC))"; \
-		$(PY) -m pip install -q $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'; \
-	fi
+	@# the torch build the installed NVIDIA driver runs (ecg_atlas/setup_torch.py), else the CPU build
+	@args=$$($(PYTHON) ecg_atlas/setup_torch.py pip-args --spec '$(TORCH_SPEC)' --cuda '$(TORCH_CUDA)' \
+		--pip-args '$(TORCH_PIP_ARGS)') || exit 1; eval "$(PY) -m pip install -q $$args"
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) ecg_atlas/setup_torch.py check
 	touch $@
 
 # Regenerate the gRPC stubs from proto/ecg_atlas/v1/*.proto (needs grpcio-tools: the dev extra).

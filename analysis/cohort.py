@@ -19,8 +19,12 @@ Pipeline (every choice is recorded in ``CohortResult.params``):
    trustworthiness (k = 10, on a seeded sample of at most 2 000 ECGs) says how well it keeps
    neighbourhoods.
 
-On a CUDA machine with RAPIDS cuML installed, ``backend="auto"`` runs UMAP and HDBSCAN there
-(same parameters, same outputs; trustworthiness reported the same way).
+``backend="cpu"`` is the default. ``"auto"`` (or ``"cuml"``) runs UMAP and HDBSCAN in RAPIDS cuML on
+a CUDA machine that has it, with the same parameters and the same outputs: where cuML's HDBSCAN
+gives no ``outlier_scores_`` (current releases), the GLOSH scores are computed on the CPU from its
+condensed tree, exactly as the hdbscan package computes them. cuML's UMAP is its own
+implementation: maps match umap-learn's in quality (trustworthiness, reported the same way), not
+coordinate for coordinate.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class CohortParams:
     n_exemplars: int = 5
     n_outliers: int = 20
     seed: int = 42
-    backend: str = "auto"  # auto | cpu | cuml
+    backend: str = "cpu"  # cpu | auto (cuML when present) | cuml
 
     def resolved(self, n: int) -> "CohortParams":
         """Defaults that depend on the cohort size filled in (what the result records)."""
@@ -245,8 +249,20 @@ def _cuml_hdbscan(emb: np.ndarray, p: CohortParams) -> tuple[np.ndarray, np.ndar
     from cuml.cluster.hdbscan import HDBSCAN
 
     model = HDBSCAN(min_cluster_size=p.min_cluster_size, min_samples=p.min_samples).fit(emb)
+    scores = getattr(model, "outlier_scores_", None)
+    if scores is None:  # cuML's HDBSCAN computes none: GLOSH from its condensed tree, on the CPU
+        scores = glosh_scores(model.condensed_tree_)
     return (np.asarray(model.labels_), np.asarray(model.probabilities_),
-            np.nan_to_num(np.asarray(model.outlier_scores_, dtype=np.float64), nan=0.0))
+            np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0))
+
+
+def glosh_scores(condensed_tree) -> np.ndarray:
+    """GLOSH outlier scores from an HDBSCAN condensed tree (an ``hdbscan.plots.CondensedTree``,
+    which cuML's ``condensed_tree_`` is, or its structured array): hdbscan's own computation."""
+    from hdbscan._hdbscan_tree import outlier_scores
+
+    tree = condensed_tree.to_numpy() if hasattr(condensed_tree, "to_numpy") else condensed_tree
+    return np.asarray(outlier_scores(tree), dtype=np.float64)
 
 
 def _by_size(labels: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ Saliency is drawn as ECG-FM's demo does (ecgfm_spec.md §11): the 156 per-token 
 window resampled to the samples with a cubic spline, min–max normalised to [0, 1] over the
 record, and each line segment coloured from blue #0047AB (0) to red #DC143C (1).
 
-Every function writes a PNG and returns its path; matplotlib runs headless (Agg).
+Every function writes a PNG (atomically: `index.atomic.write_atomic`) and returns its path;
+matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 
 from ecg_atlas.embedder.recording import SEGMENT_SAMPLES, STANDARD_LEADS, TARGET_FS  # noqa: E402
+from ecg_atlas.index.atomic import write_atomic  # noqa: E402
 
 SALIENCY_CMAP = LinearSegmentedColormap.from_list("ecgfm_saliency", ["#0047AB", "#DC143C"])
 NOISE_GREY = "#B0B0B0"
@@ -252,8 +254,12 @@ def _palette(n: int) -> list:
 def _save(fig, out: str | os.PathLike) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
+    try:
+        # The format is named: the temporary file's name does not end in ".png".
+        write_atomic(out, lambda tmp: fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=110,
+                                                  bbox_inches="tight", facecolor="white"))
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -10,8 +10,9 @@ has one writer (the server) — a second connection could not even open it. So:
 * probes and run records are files under the store directory, ``<store>/analysis/``:
   ``probes/<name>/{probe.json, weights.npz, split.parquet}`` and
   ``cohorts/<run>/{run.json, assignments.parquet, enrichment.csv, enrichment.md, *.png}``.
-  Files are written atomically (temporary file + rename; ``probe.json`` / ``run.json`` last,
-  as the commit point), so a reader never sees half a probe.
+  Every file is written with the store's `index.atomic.write_atomic` (temporary file, fsync,
+  rename, directory fsync; ``probe.json`` / ``run.json`` last, as the commit point), so a reader
+  never sees half a probe, and a saved one survives a crash.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ecg_atlas.errors import AtlasError, EncoderMismatchError, NotFoundError
+from ecg_atlas.index.atomic import write_atomic
 
 from .cohort import CohortResult, embedding_set_hash
 from .signals import SignalSource
@@ -169,7 +170,7 @@ def baseline_vectors(store, cohort: Cohort, baseline_encoder, *, paths: dict[str
     Raises AtlasError naming how many raw ECGs could not be read (the comparison is only fair on
     the very same ECGs).
     """
-    from ecg_atlas.embedder import EmbeddingEngine, preprocess
+    from ecg_atlas.embedder import EmbeddingEngine
 
     cache = analysis_dir(store) / BASELINES / f"{baseline_encoder.model_id}.npz"
     cached: dict[str, np.ndarray] = {}
@@ -187,7 +188,7 @@ def baseline_vectors(store, cohort: Cohort, baseline_encoder, *, paths: dict[str
 
     def segments():
         for i, rec in zip(todo, recordings):
-            yield cohort.ecg_ids[i], preprocess(rec)
+            yield cohort.ecg_ids[i], baseline_encoder.preprocess(rec)
             if on_ecg:
                 on_ecg()
 
@@ -195,8 +196,8 @@ def baseline_vectors(store, cohort: Cohort, baseline_encoder, *, paths: dict[str
         cached[done.key] = done.record_vector
     if todo:
         ids = sorted(cached)
-        _atomic(cache, lambda tmp: np.savez(tmp, ecg_id=np.array(ids), vectors=np.stack([cached[i] for i in ids])),
-                suffix=".npz")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        _write_npz(cache, ecg_id=np.array(ids), vectors=np.stack([cached[i] for i in ids]))
     return np.stack([cached[e] for e in cohort.ecg_ids]).astype(np.float32)
 
 
@@ -204,11 +205,12 @@ def baseline_vectors(store, cohort: Cohort, baseline_encoder, *, paths: dict[str
 # Probes
 
 
-def _atomic(path: Path, write: Callable[[str], None], suffix: str = "") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    write(str(tmp))
-    os.replace(tmp, path)
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz" to it
+            np.savez(f, **arrays)
+
+    write_atomic(path, write)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -216,7 +218,7 @@ def _write_json(path: Path, obj: dict) -> None:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1, default=_jsonable)
 
-    _atomic(path, write)
+    write_atomic(path, write)
 
 
 def _jsonable(x):
@@ -236,11 +238,11 @@ def save_probe(store, name: str, probe: LinearProbe, meta: dict, split_ids: dict
     where = analysis_dir(store) / PROBES / name
     if (where / "probe.json").exists() and not overwrite:
         raise AtlasError(f"a probe named {name!r} exists; choose another name or overwrite it explicitly")
-    _atomic(where / "weights.npz", lambda tmp: np.savez(tmp, mean=probe.mean, scale=probe.scale, coef=probe.coef,
-                                                        intercept=probe.intercept), suffix=".npz")
+    where.mkdir(parents=True, exist_ok=True)
+    _write_npz(where / "weights.npz", mean=probe.mean, scale=probe.scale, coef=probe.coef, intercept=probe.intercept)
     if split_ids is not None:
         table = pa.table({"ecg_id": list(split_ids), "split": list(split_ids.values())})
-        _atomic(where / "split.parquet", lambda tmp: pq.write_table(table, tmp))
+        write_atomic(where / "split.parquet", lambda tmp: pq.write_table(table, tmp))
     record = {**meta, "name": name, "kind": probe.kind, "labels": probe.labels, "C": probe.C,
               "trainable": probe.trainable, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     _write_json(where / "probe.json", record)
@@ -381,7 +383,7 @@ def save_cluster_run(store, run: str, cohort: Cohort, result: CohortResult, extr
         "probability": result.probabilities, "outlier_score": result.outlier_scores,
         "map_x": result.map_2d[:, 0], "map_y": result.map_2d[:, 1],
     })
-    _atomic(where / "assignments.parquet", lambda tmp: pq.write_table(table, tmp))
+    write_atomic(where / "assignments.parquet", lambda tmp: pq.write_table(table, tmp))
     record = {
         "run": run, "columns": [col, prob_col, out_col], "where": cohort.where, "n_ecgs": len(cohort),
         "identity": identity_dict(cohort.identity), "embedding_set_hash": cohort.embedding_set_hash(),
@@ -395,6 +397,12 @@ def save_cluster_run(store, run: str, cohort: Cohort, result: CohortResult, extr
     }
     _write_json(where / "run.json", record)
     return where
+
+
+def list_cluster_runs(store) -> list[dict]:
+    """The run records (run.json) of every cluster run kept in the store, by name."""
+    root = analysis_dir(store) / COHORTS
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/run.json"))] if root.exists() else []
 
 
 def load_cluster_run(store, run: str) -> dict:

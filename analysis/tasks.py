@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ecg_atlas.errors import AtlasError
+from ecg_atlas.index.atomic import write_atomic
 
 from . import plots
 from .cohort import CohortParams, CohortResult, Progress, run_cohort
@@ -198,8 +199,8 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
     names, matrix = _label_matrix(cohort, label_columns)
     table = enrichment(result.labels, matrix, names, ages=cohort.metadata.get("age"), sexes=cohort.metadata.get("sex"))
     directory = save_cluster_run(store, run, cohort, result)
-    (directory / "enrichment.csv").write_text(table.to_csv())
-    (directory / "enrichment.md").write_text(table.to_markdown())
+    write_atomic(directory / "enrichment.csv", lambda tmp: Path(tmp).write_text(table.to_csv()))
+    write_atomic(directory / "enrichment.md", lambda tmp: Path(tmp).write_text(table.to_markdown()))
     figures = {"map_cluster": plots.plot_map(result.map_2d, result.labels, directory / "map_cluster.png", kind="cluster",
                                              title=f"Cohort map '{run}': {len(cohort)} ECGs, {result.n_clusters} "
                                                    f"clusters (HDBSCAN), noise in grey")}

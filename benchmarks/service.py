@@ -5,7 +5,7 @@ measured in the same run (figures for BENCHMARKS.md; never in tests).
     python benchmarks/service.py --only search          # one part: ingest | search | concurrency
 
 The bare references run in this process under the allocator settings the server applies to itself
-(``ecg_atlas.cli.serve.tune_malloc``; ``--bare-default-malloc`` for glibc's defaults), so that a
+(``ecg_atlas.service.allocator.tune_malloc``; ``--bare-default-malloc`` for glibc's defaults), so that a
 ratio shows what the service adds rather than what the allocator changes.
 
 * ingest: ECGs/s of `ecg-atlas ingest`'s code path (read files, stream, server preprocesses,
@@ -45,7 +45,7 @@ class Server:
         self.process = subprocess.Popen(
             [str(CLI), "serve", "--store", str(store), "--checkpoint", checkpoint, "--device", "cpu", "--port", "0",
              *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})})
-        self.address = self.process.stdout.readline().split()[-1]
+        self.address = self.process.stdout.readline().split()[2]  # "starting on ADDRESS (...)"
         from ecg_atlas.client import Client
 
         with Client(self.address) as c:
@@ -279,7 +279,7 @@ def main() -> None:
     args = parser.parse_args()
     # The bare references run under the allocator settings the server applies to itself, so a
     # ratio measures what the service adds, not what the allocator changes (both gain from them).
-    from ecg_atlas.cli.serve import tune_malloc
+    from ecg_atlas.service.allocator import tune_malloc
 
     allocator = {"bare_allocator": "glibc defaults"} if args.bare_default_malloc else \
         {"bare_allocator": "server settings", **tune_malloc()}

@@ -1,5 +1,6 @@
 """Bearer-token roles for the gRPC service: ``read`` (Embed, Search, Get, Info, Predict, Explain) and
-``write`` (also Ingest, Delete, UpdateMetadata, TrainProbe, Cluster).
+``write`` (also Ingest, Delete, UpdateMetadata, TrainProbe, Cluster, Import). Every Atlas method must be
+listed in ``METHOD_ROLES`` (a test checks it against the proto); one that is not is refused.
 
 The token arrives as ``authorization: Bearer TOKEN`` metadata and is compared in constant time
 against every configured token. Health checking and reflection stay open: load balancers probe
@@ -21,6 +22,9 @@ METHOD_ROLES = {
     "Embed": "read", "Search": "read", "Get": "read", "Info": "read",
     "Ingest": "write", "Delete": "write", "UpdateMetadata": "write",
     "Predict": "read", "Explain": "read", "TrainProbe": "write", "Cluster": "write",
+    "GetSignal": "read", "ListProbes": "read", "EvaluateProbe": "read", "Export": "read",
+    "ListClusterRuns": "read", "GetClusterRun": "read", "SuggestIds": "read",
+    "Import": "write",
 }
 _RANK = {"read": 1, "write": 2}
 
@@ -60,7 +64,10 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if role is None:
             return _denied(continuation(handler_call_details), grpc.StatusCode.UNAUTHENTICATED,
                            "unknown bearer token")
-        if needed is not None and _RANK[role] < _RANK[needed]:
+        if needed is None:  # fail closed: an Atlas method nobody gave a role is refused
+            return _denied(continuation(handler_call_details), grpc.StatusCode.PERMISSION_DENIED,
+                           f"{method[len(SERVICE):]} is not an Atlas method this server grants")
+        if _RANK[role] < _RANK[needed]:
             log.info("refused %s for a %s token", method, role)
             return _denied(continuation(handler_call_details), grpc.StatusCode.PERMISSION_DENIED,
                            f"{method[len(SERVICE):]} needs a {needed} token; this token has the {role} role")

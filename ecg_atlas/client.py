@@ -129,9 +129,10 @@ class ClusterResult:
     cluster_sizes: dict[int, int]  # label -> ECGs (noise under -1)
     n_ecgs: int
     columns: list[str]
-    directory: str
-    figures: dict[str, str]
-    tables: list[str]
+    figures: dict[str, bytes]  # name -> PNG (map_cluster, map_<column>, exemplars, outliers)
+    enrichment_csv: str
+    enrichment_markdown: str
+    run_json: str
     timing: dict
 
 
@@ -223,7 +224,7 @@ class Client:
             report=MessageToDict(response.report, preserving_proto_field_name=True),
             timing=timing_dict(response.timing))
 
-    def ingest(self, items: Iterable[IngestItem | pb.IngestRequest], *, timeout: float | None = None) -> pb.IngestSummary:
+    def ingest(self, items: Iterable[IngestItem | pb.IngestRequest], *, timeout: float | None = None) -> pb.IngestResponse:
         """Stream items to the server; returns the summary (counts, per-item errors, timing).
 
         Every ECG the summary counts as stored is durable. Items may be ``IngestItem`` or ready
@@ -275,11 +276,23 @@ class Client:
             ecg_ids=list(ecg_ids), include_vectors=vectors, include_segment_vectors=segment_vectors), timeout)
         return [_stored(e) for e in response.ecgs], list(response.missing_ids)
 
+    def get_signal(self, ecg_id: str, *, timeout: float | None = None):
+        """A stored ECG's samples as an ``embedder.Recording`` (as ingested), for drawing it."""
+        r = self._call(self.stub.GetSignal, pb.GetSignalRequest(ecg_id=ecg_id), timeout)
+        return wire.ecg_from_proto(r.ecg)
+
     def delete(self, ecg_ids: Sequence[str] = (), *, patient_id: str | None = None,
                timeout: float | None = None) -> int:
         response = self._call(self.stub.Delete, pb.DeleteRequest(ecg_ids=list(ecg_ids), patient_id=patient_id or ""),
                               timeout)
         return response.deleted
+
+    def import_shards(self, shards: Sequence[str], *, timeout: float | None = None) -> dict[str, int]:
+        """Bulk-load embedding shards lying under the server's data roots (names relative to a
+        root, or absolute inside one); returns inserted / skipped_existing / refused / files."""
+        response = self._call(self.stub.Import, pb.ImportRequest(shards=[str(s) for s in shards]), timeout)
+        return {"inserted": response.inserted, "skipped_existing": response.skipped_existing,
+                "refused": response.refused, "files": response.files}
 
     def update_metadata(self, updates: Mapping[str, Mapping[str, object]], *, timeout: float | None = None) -> int:
         """updates: ecg_id -> {key: value}; None clears a key."""
@@ -297,7 +310,7 @@ class Client:
     # -- analysis verbs -------------------------------------------------------------------------
     def train_probe(self, name: str, targets: str | Sequence[str], *, where=None, split: str = "patient",
                     fractions: Sequence[float] | None = None, balanced: bool = False, n_bootstrap: int = 1000,
-                    seed: int = 0, min_positives: int = 0, overwrite: bool = False,
+                    seed: int = 0, min_positives: int = 0, overwrite: bool = False, baseline: bool = False,
                     timeout: float | None = None) -> ProbeReport:
         """Train and keep probe `name` on target spec(s) (``label_groups:AF_AFL``, ``sex=F``, ...)
         over the cohort `where` selects; needs a write token."""
@@ -306,7 +319,7 @@ class Client:
         request = pb.TrainProbeRequest(
             name=name, targets=[targets] if isinstance(targets, str) else list(targets), split=split,
             split_fractions=list(fractions or ()), balanced_class_weight=balanced, n_bootstrap=n_bootstrap,
-            seed=seed, min_positives=min_positives, overwrite=overwrite)
+            seed=seed, min_positives=min_positives, overwrite=overwrite, baseline=baseline)
         tree = _filter(where)
         if tree is not None:
             request.filter.CopyFrom(tree)
@@ -329,15 +342,74 @@ class Client:
         r = self._call(self.stub.Predict, request, timeout)
         return Prediction(list(r.labels), list(r.keys), wire.matrix_from_proto(r.probabilities), timing_dict(r.timing))
 
+    def list_probes(self, *, timeout: float | None = None) -> list[dict]:
+        """Kept probes: name, kind, labels, model_id, created_at, macro_auroc, where, report."""
+        import json
+
+        r = self._call(self.stub.ListProbes, pb.ListProbesRequest(), timeout)
+        return [{"name": p.name, "kind": p.kind, "labels": list(p.labels), "model_id": p.model_id,
+                 "created_at": p.created_at, "macro_auroc": p.macro_auroc, "where": list(p.where),
+                 "report": json.loads(p.report_json) if p.report_json else {}} for p in r.probes]
+
+    def evaluate_probe(self, name: str, *, where=None, n_bootstrap: int = 1000, seed: int = 0,
+                       timeout: float | None = None) -> dict:
+        """A kept probe's AUROC / AUPRC on a cohort, leaving out the patients it was trained on."""
+        request = pb.EvaluateProbeRequest(name=name, n_bootstrap=n_bootstrap, seed=seed)
+        tree = _filter(where)
+        if tree is not None:
+            request.filter.CopyFrom(tree)
+        r = self._call(self.stub.EvaluateProbe, request, timeout)
+        return {"name": r.name, "n_ecgs": r.n_ecgs, "n_left_out": r.n_left_out,
+                "macro_auroc": wire.estimate_from_proto(r.macro_auroc),
+                "macro_auprc": wire.estimate_from_proto(r.macro_auprc), "macro_labels": list(r.macro_labels),
+                "labels": [{"label": m.label, "n_positive": m.test_positive, "n_negative": m.test_negative,
+                            "auroc": wire.estimate_from_proto(m.auroc), "auprc": wire.estimate_from_proto(m.auprc)}
+                           for m in r.labels], "timing": timing_dict(r.timing)}
+
+    def export(self, *, where=None, columns: Sequence[str] = (), vectors: bool = True,
+               timeout: float | None = None):
+        """Stored ECGs as pyarrow RecordBatches (ecg_id, metadata, record_vector), in ingest order."""
+        import pyarrow as pa
+
+        request = pb.ExportRequest(columns=list(columns), include_vectors=vectors)
+        tree = _filter(where)
+        if tree is not None:
+            request.filter.CopyFrom(tree)
+        for message in self.stub.Export(request, timeout=timeout, metadata=self._metadata):
+            yield from pa.ipc.open_stream(message.arrow_ipc)
+
+    def suggest_ids(self, prefix: str = "", *, limit: int = 20, timeout: float | None = None) -> list[str]:
+        """Stored ecg_ids starting with ``prefix``, sorted, at most ``limit`` (1–200)."""
+        return list(self._call(self.stub.SuggestIds, pb.SuggestIdsRequest(prefix=prefix, limit=limit),
+                               timeout).ecg_ids)
+
+    def list_cluster_runs(self, *, timeout: float | None = None) -> list[dict]:
+        r = self._call(self.stub.ListClusterRuns, pb.ListClusterRunsRequest(), timeout)
+        return [{"run": x.run, "n_ecgs": x.n_ecgs, "n_clusters": x.n_clusters, "created_at": x.created_at,
+                 "where": list(x.where)} for x in r.runs]
+
+    def cluster_run(self, run: str, *, timeout: float | None = None) -> dict:
+        """A kept cluster run: {"assignments": pyarrow.Table (ecg_id, cluster, probability,
+        outlier_score, map_x, map_y), "enrichment_csv": str, "record": dict}."""
+        import json
+
+        import pyarrow as pa
+
+        r = self._call(self.stub.GetClusterRun, pb.GetClusterRunRequest(run=run), timeout)
+        return {"assignments": pa.ipc.open_stream(r.assignments_arrow).read_all(),
+                "enrichment_csv": r.enrichment_csv, "record": json.loads(r.run_json)}
+
     def cluster_stream(self, run: str, *, where=None, label_columns: Sequence[str] = (),
                        colour_by: Sequence[str] = (), n_epochs: int = 0, min_cluster_size: int = 0,
                        min_samples: int = 0, n_neighbors: int = 0, pca_dims: int = 0, seed: int = 0,
-                       exemplar_grid: bool = False, timeout: float | None = None):
+                       exemplar_grid: bool = False, cluster_dims: int = 0, n_exemplars: int = 0,
+                       timeout: float | None = None):
         """Yield ("progress", (stage, percent)) items, then ("result", ClusterResult) last."""
         request = pb.ClusterRequest(run=run, label_columns=list(label_columns), colour_by=list(colour_by),
                                     n_epochs=n_epochs, min_cluster_size=min_cluster_size, min_samples=min_samples,
                                     n_neighbors=n_neighbors, pca_dims=pca_dims, seed=seed,
-                                    exemplar_grid=exemplar_grid)
+                                    exemplar_grid=exemplar_grid, cluster_dims=cluster_dims,
+                                    n_exemplars=n_exemplars)
         tree = _filter(where)
         if tree is not None:
             request.filter.CopyFrom(tree)
@@ -348,7 +420,8 @@ class Client:
                 r = update.result
                 yield "result", ClusterResult(
                     r.run, r.n_clusters, r.noise, {int(k): int(v) for k, v in r.cluster_sizes.items()}, r.n_ecgs,
-                    list(r.columns), r.directory, dict(r.figures), list(r.tables), timing_dict(r.timing))
+                    list(r.columns), dict(r.figures), r.enrichment_csv, r.enrichment_markdown, r.run_json,
+                    timing_dict(r.timing))
 
     def cluster(self, run: str, *, progress=None, **kwargs) -> ClusterResult:
         """Cluster a cohort (see ``cluster_stream`` for the options); ``progress(stage, percent)``
@@ -387,3 +460,17 @@ def ingest_request(item: IngestItem) -> pb.IngestRequest:
                                source=item.source or "")
     wire.metadata_to_proto(request.metadata, item.metadata)
     return request
+
+
+def error_info(exc) -> tuple[str, dict[str, str]]:
+    """(reason, figures) of a failed call, from the google.rpc.ErrorInfo the server attaches
+    (``too_short``, {"duration_s": "3.2", "minimum_s": "5"}); ("", {}) when there is none."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(exc) if hasattr(exc, "trailing_metadata") else None
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason, dict(info.metadata)
+    return "", {}

@@ -7,13 +7,20 @@ Limits and why they default to what they do:
   a longer one arrives whole and is refused with INVALID_ARGUMENT ("too long") rather than a bare
   RESOURCE_EXHAUSTED. Bulk work goes through the Ingest stream, one ECG per message.
 * ``max_send_message_bytes`` 64 MiB: Get with segment vectors of many long ECGs.
-* ``max_batch_segments`` 8 on a CPU, 64 on a GPU / ``max_queue_delay_ms`` 5: the encoder runs
+* ``max_batch_segments`` 8 on a CPU, 256 on a GPU / ``max_queue_delay_ms`` 5: the encoder runs
   batches of up to that many five-second segments and waits at most 5 ms for a batch to fill. On
   the CPU small batches are faster per segment (activations stay in cache: ECG-FM's size embeds
   5.98 segments/s at batch 8 and 5.40 at 32 on 2 cores; the bundled encoder, two workers, is best
-  at 8–16 and slowest at 64, BENCHMARKS.md); a GPU needs large ones to fill.
-* ``encoder_workers`` 2 on a CPU with 2 or more cores, 1 on a GPU: threads that run encoder
-  batches side by side, each with ``cores // encoder_workers`` torch threads. On 2 cores, two
+  at 8–16 and slowest at 64, BENCHMARKS.md); a GPU needs large ones to fill (ECG-FM's size at
+  bf16 needs ~256 segments per batch before the Python dispatch of a forward, a few ms, is well
+  below the GPU's time for it: issue 18; figures for a GPU are not measured yet, BENCHMARKS.md).
+* ``device`` auto | cpu | cuda | cuda:N; ``dtype`` auto (bfloat16 on a GPU, float32 on a CPU) or
+  float32 | bfloat16 | float16.
+* ``encoder_workers`` 2 on a GPU and on a CPU with 2 or more cores: threads that run encoder
+  batches side by side. On a GPU each has its own CUDA stream and pinned staging buffers
+  (``embedder/staging.py``): while one waits for its batch on the device (GIL released), the other
+  assembles and dispatches the next, so host and device overlap. On a CPU each has
+  ``cores // encoder_workers`` torch threads. On 2 cores, two
   single-threaded batches at once beat one batch on two threads (no synchronisation between the
   threads of every op), and a preprocessing thread that takes a core slows one worker instead of
   stalling both (BENCHMARKS.md). ``fast="compile"`` keeps 1 (its compiled graph is not shared
@@ -51,7 +58,7 @@ class ConfigError(AtlasError):
 
 
 DEFAULT_CPU_BATCH_SEGMENTS = 8
-DEFAULT_GPU_BATCH_SEGMENTS = 64
+DEFAULT_GPU_BATCH_SEGMENTS = 256
 
 
 def default_batch_segments(device_type: str) -> int:
@@ -59,22 +66,26 @@ def default_batch_segments(device_type: str) -> int:
 
 
 def default_encoder_workers(device_type: str, cores: int, fast: str | None = None) -> int:
-    """Encoder worker threads: 2 on a CPU with at least 2 cores (config docstring), else 1."""
-    return 2 if device_type == "cpu" and cores >= 2 and fast != "compile" else 1
+    """Encoder worker threads: 2 on a GPU and on a CPU with at least 2 cores (config docstring),
+    else 1; 1 with the compiled path."""
+    if fast == "compile":
+        return 1
+    return 2 if device_type == "cuda" or cores >= 2 else 1
 
 
 @dataclass
 class ServerConfig:
     store: Path
     checkpoint: str = DEFAULT_ENCODER
-    device: str = "auto"
-    dtype: str = "float32"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on a CPU
     fast: str | None = None  # opt-in faster CPU inference: "int8" | "compile" (Encoder fast modes)
     index_kind: str | None = None
+    index_memory: int | None = None  # bytes an ivfpq index may take (None: its default code size)
     host: str = "127.0.0.1"
     port: int = 50051
     # batching
-    max_batch_segments: int | None = None  # None: 8 on a CPU, 64 on a GPU (resolved at load)
+    max_batch_segments: int | None = None  # None: 8 on a CPU, 256 on a GPU (resolved at load)
     max_queue_delay_ms: float = 5.0
     max_queue_segments: int = 4096
     encoder_workers: int | None = None  # None: 2 on a CPU with 2+ cores, else 1 (resolved at load)
@@ -136,6 +147,12 @@ class ServerConfig:
                 raise ConfigError(
                     f"refusing to listen on {self.host} (not loopback) without {' and '.join(missing)}: "
                     f"ECGs are patient data. Add them, bind 127.0.0.1, or pass --insecure to accept the risk")
+        from ecg_atlas.index.backends import parse_device
+
+        try:
+            parse_device(self.device)
+        except AtlasError as exc:
+            raise ConfigError(f"--device: {exc}") from None
         for root in self.data_roots:
             if not Path(root).is_dir():
                 raise ConfigError(f"--data-root {root} is not a folder")

@@ -10,6 +10,8 @@ class AtlasError(Exception):
     """Base class of every error ECG Atlas raises on purpose."""
 
     reason = "invalid_request"
+    #: the figures that explain the error (e.g. duration_s and minimum_s), sent with the reason
+    details: dict = {}
 
 
 class InvalidECGError(AtlasError, ValueError):
@@ -19,9 +21,10 @@ class InvalidECGError(AtlasError, ValueError):
     that summaries and the service's per-item errors group by; the message is for the person.
     """
 
-    def __init__(self, message: str, reason: str = "invalid_ecg"):
+    def __init__(self, message: str, reason: str = "invalid_ecg", details: dict | None = None):
         super().__init__(message)
         self.reason = reason
+        self.details = details or {}
 
 
 class CheckpointError(AtlasError, ValueError):

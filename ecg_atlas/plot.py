@@ -78,7 +78,7 @@ def _draw(ax, panel: Panel) -> None:
     ax.set_title(panel.title + (f"\n{panel.subtitle}" if panel.subtitle else ""), fontsize=10, loc="left",
                  color=color, fontweight="bold" if panel.highlight else "normal")
     if panel.signal is None:
-        ax.text(width / 2, -height / 2, "signal not available here\n(source file not readable)",
+        ax.text(width / 2, -height / 2, "signal not available\n(the server kept no copy of it)",
                 ha="center", va="center", fontsize=10, color="#555555")
         return
     rows = {canonical_lead_name(n): i for i, n in enumerate(panel.lead_names)}
@@ -96,7 +96,8 @@ def _draw(ax, panel: Panel) -> None:
             finite = np.isfinite(trace)
             if finite.any():
                 trace = trace - np.median(trace[finite])  # display baseline only
-            trace = np.clip(trace, -ROW_MV * 0.65, ROW_MV * 0.65)
+            # clipped to its own row, as carts print a saturated lead: never across its neighbours
+            trace = np.clip(trace, -ROW_MV * 0.48, ROW_MV * 0.48)
             ax.plot(x0 + t, baseline + trace, color="black", lw=0.7, zorder=2)
 
 

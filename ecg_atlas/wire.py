@@ -19,7 +19,7 @@ from ecg_atlas.index.filters import All, Any, Filter, Term
 from ecg_atlas.index.signal_copy import FLOAT32, INT16, StoredSignal
 from ecg_atlas.v1 import atlas_pb2 as pb
 
-_ITEMSIZE = {pb.FLOAT32_LE: 4, pb.INT16_LE: 2}
+_ITEMSIZE = {pb.SAMPLE_FORMAT_FLOAT32_LE: 4, pb.SAMPLE_FORMAT_INT16_LE: 2}
 
 
 # ---- ECGs ---------------------------------------------------------------------------------------
@@ -33,9 +33,9 @@ def ecg_to_proto(signal, fs: float, lead_names: Sequence[str], *, gain: float | 
         raise InvalidECGError(f"ECG signal must be 2-D (leads, samples), got shape {signal.shape}",
                               reason="bad_signal")
     if gain is not None and signal.dtype == np.int16:
-        fmt, data = pb.INT16_LE, np.ascontiguousarray(signal, dtype="<i2").tobytes()
+        fmt, data = pb.SAMPLE_FORMAT_INT16_LE, np.ascontiguousarray(signal, dtype="<i2").tobytes()
     else:
-        fmt, data = pb.FLOAT32_LE, np.ascontiguousarray(signal, dtype="<f4").tobytes()
+        fmt, data = pb.SAMPLE_FORMAT_FLOAT32_LE, np.ascontiguousarray(signal, dtype="<f4").tobytes()
         gain, baseline = None, 0
     return pb.ECG(lead_names=[str(n) for n in lead_names], sampling_rate_hz=float(fs),
                   n_leads=signal.shape[0], n_samples=signal.shape[1], sample_format=fmt, samples=data,
@@ -46,9 +46,9 @@ def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recor
     """Validate and unpack an ECG message; every problem is an InvalidECGError saying what to fix."""
     if ecg.sample_format not in _ITEMSIZE:
         raise InvalidECGError(
-            f"sample_format must be FLOAT32_LE or INT16_LE, got {pb.SampleFormat.Name(ecg.sample_format)}"
+            f"sample_format must be SAMPLE_FORMAT_FLOAT32_LE or SAMPLE_FORMAT_INT16_LE, got {pb.SampleFormat.Name(ecg.sample_format)}"
             if ecg.sample_format in pb.SampleFormat.values() else
-            f"sample_format {ecg.sample_format} is unknown; use FLOAT32_LE or INT16_LE", reason="bad_signal")
+            f"sample_format {ecg.sample_format} is unknown; use SAMPLE_FORMAT_FLOAT32_LE or SAMPLE_FORMAT_INT16_LE", reason="bad_signal")
     n_leads, n_samples = ecg.n_leads, ecg.n_samples
     if n_leads == 0 or n_samples == 0:
         raise InvalidECGError(f"ECG shape must be stated: n_leads={n_leads}, n_samples={n_samples}",
@@ -62,7 +62,8 @@ def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recor
     if max_duration_s is not None and n_samples / fs > max_duration_s:
         raise InvalidECGError(
             f"ECG is too long: {n_samples / fs:.1f} s; the limit is {max_duration_s:g} s. Split it into "
-            f"shorter pieces", reason="too_long")
+            f"shorter pieces", reason="too_long",
+            details={"duration_s": round(n_samples / fs, 3), "maximum_s": max_duration_s})
     itemsize = _ITEMSIZE[ecg.sample_format]
     expected = n_leads * n_samples * itemsize
     if len(ecg.samples) != expected:
@@ -70,7 +71,7 @@ def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recor
             f"samples hold {len(ecg.samples)} bytes; {n_leads} leads x {n_samples} samples of "
             f"{pb.SampleFormat.Name(ecg.sample_format)} need {expected}. Check the sample format "
             f"(dtype) and the stated shape", reason="bad_signal")
-    if ecg.sample_format == pb.FLOAT32_LE:
+    if ecg.sample_format == pb.SAMPLE_FORMAT_FLOAT32_LE:
         signal = np.frombuffer(ecg.samples, dtype="<f4").reshape(n_leads, n_samples)
     else:
         if not (math.isfinite(ecg.gain) and ecg.gain > 0):
@@ -83,7 +84,7 @@ def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recor
 
 def stored_signal_from_proto(ecg: pb.ECG) -> StoredSignal:
     """The samples of a validated ECG message exactly as sent, for the store to keep."""
-    if ecg.sample_format == pb.INT16_LE:
+    if ecg.sample_format == pb.SAMPLE_FORMAT_INT16_LE:
         return StoredSignal(ecg.sampling_rate_hz, tuple(ecg.lead_names), INT16, ecg.n_samples, ecg.samples,
                             ecg.gain, ecg.baseline)
     return StoredSignal(ecg.sampling_rate_hz, tuple(ecg.lead_names), FLOAT32, ecg.n_samples, ecg.samples)

@@ -1,11 +1,12 @@
-"""ECG in, vectors out: readers, preprocessing, the ECG-FM network, checkpoint loading, inference.
+"""ECG in, vectors out: readers, preprocessing, the encoders (ECG-FM, HuBERT-ECG, ECGFounder), inference.
 
 Public entry points::
 
     from ecg_atlas.embedder import load_encoder, read_ecg, preprocess
-    enc = load_encoder("mimic_iv_ecg_physionet_pretrained.pt", device="auto")
-    segments = preprocess(read_ecg("record.hea"))      # (n, 12, 2500) float32
-    vectors = enc.embed(segments)                       # (n, 768)
+    enc = load_encoder("mimic_iv_ecg_physionet_pretrained.pt", device="auto")  # or a HuBERT-ECG folder,
+    segments = enc.preprocess(read_ecg("record.hea"))  # an ECGFounder .pth, bundled, random:PRESET
+    vectors = enc.embed(segments)                       # (n, enc.dim); enc.contract says what went in
+    preprocess(rec)                                     # ECG-FM's pipeline: (n, 12, 2500) float32
 
 Names are resolved lazily so that reading ECGs does not import torch.
 """
@@ -23,6 +24,8 @@ _EXPORTS = {
     "preprocess": "preprocessing",
     "prepare": "preprocessing",
     "Encoder": "encoder",
+    "BaseEncoder": "encoder",
+    "EncoderContract": "contract",
     "load_encoder": "encoder",
     "random_encoder": "encoder",
     "EmbeddingEngine": "engine",

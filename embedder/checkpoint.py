@@ -138,33 +138,59 @@ def _download_from_hub(name: str, revision: str | None) -> Path:
         ) from exc
 
 
+class PickledConfig:
+    """A pickled config object read back as its attributes only (``vars(obj)``), no code run.
+
+    HuBERT-ECG's training files pickle their config as a ``hubert_ecg.HuBERTECGConfig`` (or a
+    ``transformers.HubertConfig``) object; torch's weights-only unpickler builds this plain class
+    in its place, so those files load without full unpickling and without HuBERT-ECG's code.
+    """
+
+
+#: Classes a checkpoint may name that are read as ``PickledConfig`` (module path → attributes only).
+SAFE_CONFIG_CLASSES = (
+    "hubert_ecg.HuBERTECGConfig",
+    "transformers.models.hubert.configuration_hubert.HubertConfig",
+)
+
+
 def _torch_load(path: Path, weights_only: bool) -> Any:
-    try:  # mmap: the optimizer state (2/3 of a released file) is never read into memory
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):  # legacy (non-zip) files cannot be mapped; others are broken
-            raise
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    with torch.serialization.safe_globals([(PickledConfig, name) for name in SAFE_CONFIG_CLASSES]):
+        try:  # mmap: the optimizer state (2/3 of a released file) is never read into memory
+            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be mapped; others are broken
+                raise
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
 
 
-def read_checkpoint(resolved: ResolvedCheckpoint) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Return (cfg["model"], state dict) and drop everything else in the file at once."""
+def load_raw(resolved: ResolvedCheckpoint) -> Any:
+    """The file's top-level object, read with torch's weights-only unpickler (plus ``PickledConfig``).
+
+    Full unpickling only for a file that came from the hub (``hf:``), never for a local one.
+    """
     path = resolved.path
     try:
-        raw = _torch_load(path, weights_only=True)
+        return _torch_load(path, weights_only=True)
     except Exception as exc:
         if isinstance(exc, pickle.UnpicklingError) and resolved.name.startswith("hf:"):
             # Only a hub file whose hash was pinned by the caller may run pickle code.
             log.warning("checkpoint holds objects outside torch's weights-only allow-list; "
                         "loading it with full unpickling because it came from the hub")
-            raw = _torch_load(path, weights_only=False)
-        else:
-            raise CheckpointError(_explain_load_failure(path, exc)) from exc
+            return _torch_load(path, weights_only=False)
+        raise CheckpointError(_explain_load_failure(path, exc)) from exc
+
+
+def read_checkpoint(resolved: ResolvedCheckpoint, raw: Any = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Return (cfg["model"], state dict) and drop everything else in the file at once."""
+    if raw is None:
+        raw = load_raw(resolved)
     if not isinstance(raw, dict) or "model" not in raw:
         keys = sorted(raw)[:8] if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(
             f"{resolved.name} is not a fairseq-signals ECG-FM checkpoint: expected a dict with "
-            f"'cfg' and 'model', found {keys}"
+            f"'cfg' and 'model', found {keys}. (HuBERT-ECG files hold 'model_state_dict', ECGFounder "
+            f"files 'state_dict'; a HuBERT-ECG hub folder is passed as the folder)"
         )
     cfg = raw.get("cfg") or {}
     model_cfg = dict(cfg.get("model") or {}) if isinstance(cfg, dict) else {}
@@ -311,10 +337,16 @@ def load_state(model: ECGFM, state: dict[str, torch.Tensor]) -> None:
 
 
 def load_checkpoint(spec: str | os.PathLike, *, revision: str | None = None,
-                    expected_sha256: str | None = None) -> LoadedCheckpoint:
-    """Resolve, read, map and load an ECG-FM checkpoint into a fresh network (CPU, fp32, eval)."""
-    resolved = resolve_checkpoint(spec, revision=revision, expected_sha256=expected_sha256)
-    model_cfg, raw_state = read_checkpoint(resolved)
+                    expected_sha256: str | None = None, resolved: ResolvedCheckpoint | None = None,
+                    raw: Any = None) -> LoadedCheckpoint:
+    """Resolve, read, map and load an ECG-FM checkpoint into a fresh network (CPU, fp32, eval).
+
+    ``resolved`` and ``raw`` let the encoder resolver pass a file it has already opened.
+    """
+    if resolved is None:
+        resolved = resolve_checkpoint(spec, revision=revision, expected_sha256=expected_sha256)
+    model_cfg, raw_state = read_checkpoint(resolved, raw)
+    del raw
     flavour = detect_flavour(model_cfg, raw_state)
     state, ignored = to_our_names(raw_state, flavour)
     del raw_state

@@ -6,12 +6,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .formats import EXTENSIONS as EXPORT_EXTENSIONS
+from .formats import sniff_format
 from .readers import _open_tracings, read_ecg
 from .recording import Recording
 
 WFDB_HEADER = ".hea"
 HDF5 = {".h5", ".hdf5", ".hdf"}
 NUMPY = {".npy", ".npz"}
+#: Files whose content is checked for a hospital export (DICOM files often have no extension).
+SNIFFED = {".xml", ".ecg", ".dicom", ""}
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,11 @@ def default_ecg_id(path: Path, root: Path) -> str:
 
 
 def find_ecgs(paths: Iterable[str | Path], *, expand_hdf5: bool = True) -> Iterator[ECGSource]:
-    """Every readable ECG under ``paths``, in sorted order, each once (WFDB records by header)."""
+    """Every readable ECG under ``paths``, in sorted order, each once (WFDB records by header).
+
+    Hospital exports are found by content (XML root element, DICOM/EDF/SCP magic); ``.scp``,
+    ``.edf`` and ``.dcm`` files are always listed, so a damaged one is reported, not skipped.
+    """
     seen: set[Path] = set()
     for given in paths:
         given = Path(given)
@@ -45,7 +53,7 @@ def find_ecgs(paths: Iterable[str | Path], *, expand_hdf5: bool = True) -> Itera
             candidates = [given]
         for path in candidates:
             suffix = path.suffix.lower()
-            if given.is_dir() and suffix not in HDF5 | NUMPY | {WFDB_HEADER}:
+            if given.is_dir() and suffix not in HDF5 | NUMPY | {WFDB_HEADER} and not _is_export(path, suffix):
                 continue  # signal files, annotations, CSVs beside the records
             if suffix in {".dat", ".mat"} and path.with_suffix(WFDB_HEADER).exists():
                 path, suffix = path.with_suffix(WFDB_HEADER), WFDB_HEADER
@@ -58,6 +66,12 @@ def find_ecgs(paths: Iterable[str | Path], *, expand_hdf5: bool = True) -> Itera
                     yield ECGSource(path, f"{ecg_id}/{name}", row)
             else:
                 yield ECGSource(path, ecg_id)
+
+
+def _is_export(path: Path, suffix: str) -> bool:
+    if suffix in EXPORT_EXTENSIONS:
+        return True
+    return suffix in SNIFFED and sniff_format(path) is not None
 
 
 def _hdf5_row_names(path: Path) -> list[str]:

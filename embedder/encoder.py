@@ -1,70 +1,78 @@
-"""The public encoder: a loaded ECG-FM network plus its identity and input contract.
+"""The public encoders: a loaded network plus its identity and its input contract.
 
-``load_encoder`` reads a checkpoint; ``Encoder`` runs it under ``torch.inference_mode`` on the
-chosen device and dtype. Every method takes (B, 12, N) preprocessed segments as a NumPy array or a
-torch tensor and answers in kind: NumPy in → NumPy out (float32), tensor in → tensor on the
-encoder's device.
+``BaseEncoder`` is what every encoder offers (ECG-FM here; HuBERT-ECG in ``hubert_ecg``,
+ECGFounder in ``ecgfounder``): ``contract`` (an ``EncoderContract``), ``model_id``,
+``checkpoint_sha256``, ``dim``, ``preprocess(rec)`` / ``prepare(rec)`` (the encoder's own pipeline),
+``encode`` (last-layer outputs), ``embed`` (pooled vectors, as the reference pools them),
+``describe()``, ``notice`` / ``licence_notice`` and ``random_twin(seed)``. Every method takes
+(B, 12, N) model-ready windows as a NumPy array or a torch tensor and answers in kind: NumPy in →
+NumPy out (float32), tensor in → tensor on the encoder's device. ``load_encoder`` (``resolver``)
+reads any supported checkpoint, ``bundled`` or ``random:PRESET[:SEED]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ecg_atlas.errors import AtlasError, CheckpointError
+from ecg_atlas.errors import AtlasError
 
-from .checkpoint import FINETUNED, load_checkpoint
-from .model import ECGFM, PRESETS, ECGFMConfig, attention_saliency, init_weights, pool
-from .recording import PREPROCESSING_VERSION, SEGMENT_SAMPLES, STANDARD_LEADS, TARGET_FS
+from .contract import EncoderContract, ecgfm_contract
+from .model import ECGFM, ECGFMConfig, attention_saliency, init_weights, pool
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: torch.compile on a GPU runs at these batch sizes only (a batch is padded up to the next one):
+#: each compiles once, at warm-up, instead of once per batch size the queue happens to form.
+COMPILED_GPU_BATCHES = (64, 128, 256, 512)
 #: Opt-in faster CPU modes (benchmarks/encoder.py measures speed and cosine to fp32 for each).
 FAST_MODES = ("int8", "compile")
-
-
-@dataclass(frozen=True)
-class InputContract:
-    """What the network expects; carried by the encoder so no caller has to guess (timm habit)."""
-
-    leads: tuple[str, ...] = STANDARD_LEADS
-    fs: int = TARGET_FS
-    segment_samples: int = SEGMENT_SAMPLES
-    preprocessing_version: str = PREPROCESSING_VERSION
+ECGFM_WEIGHT_LICENCE = "MIT (bowang-lab/ECG-FM; the weights are released with the repository)"
+UNTRAINED_NOTICE = ("UNTRAINED random-init encoder: its vectors carry no learned ECG knowledge "
+                    "(a baseline, not a model)")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` (a GPU when torch sees one), ``cpu``, ``cuda`` or ``cuda:N``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AtlasError("device 'cuda' was requested but torch sees no CUDA GPU; use --device cpu or auto")
+        raise AtlasError(f"device {str(device)!r} was requested but torch sees no CUDA GPU; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        visible = torch.cuda.device_count()
+        raise AtlasError(f"device 'cuda:{dev.index}' was requested but torch sees {visible} GPU(s) "
+                         f"(cuda:0 to cuda:{visible - 1})")
     return dev
 
 
-def _quantize_int8(model: ECGFM) -> ECGFM:
-    """Dynamic int8 on every linear layer (94 % of the FLOPs), weights per output channel, with
-    q/k/v fused into one projection; conv, norms and attention stay float32.
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """``auto``: bfloat16 on a GPU (fp32 matmuls cap ECG-FM's size an order of magnitude lower
+    there; bf16 embeddings stay within cosine 0.9999 of fp32), float32 on a CPU. bfloat16 runs on
+    a CPU too, through the same autocast path (fast only on CPUs with AMX); float16 is GPU-only."""
+    if dtype == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    if dtype not in DTYPES:
+        raise AtlasError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "float16" and device.type != "cuda":
+        raise AtlasError("float16 inference is GPU-only; on the CPU use float32 or bfloat16")
+    return dtype
 
-    Weights are packed for oneDNN when this torch has it: on AVX2 CPUs its int8 GEMM measured
-    ~4–7 % faster than FBGEMM's in this network (BENCHMARKS.md). Packed weights carry their
-    backend, so the process-wide engine is only switched while packing, then restored.
-    """
+
+def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 on every Linear layer, per-channel weights, packed for oneDNN when available."""
     import warnings
 
-    for layer in model.encoder.layers:
-        layer.self_attn.fuse_qkv()
     engines = torch.backends.quantized.supported_engines
     previous = torch.backends.quantized.engine
-    engine = "onednn" if "onednn" in engines else previous
     try:
-        torch.backends.quantized.engine = engine
+        torch.backends.quantized.engine = "onednn" if "onednn" in engines else previous
         with warnings.catch_warnings():  # torch.ao's eager API is deprecated in favour of torchao
             warnings.simplefilter("ignore")
             qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
@@ -73,75 +81,137 @@ def _quantize_int8(model: ECGFM) -> ECGFM:
         torch.backends.quantized.engine = previous
 
 
-class Encoder:
-    """A ready-to-run ECG-FM encoder with its identity (``model_id``, ``checkpoint_sha256``)."""
+def _quantize_int8(model: ECGFM) -> ECGFM:
+    """ECG-FM's int8 mode: q/k/v fused into one projection, then dynamic int8 on every linear
+    layer (94 % of the FLOPs); conv, norms and attention stay float32.
 
-    def __init__(self, model: ECGFM, *, model_id: str, checkpoint_sha256: str, label_names=(),
-                 device: str | torch.device = "cpu", dtype: str = "float32", source: str = "",
-                 fast: str | None = None):
-        if dtype not in DTYPES:
-            raise AtlasError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    Weights are packed for oneDNN when this torch has it: on AVX2 CPUs its int8 GEMM measured
+    ~4–7 % faster than FBGEMM's in this network (BENCHMARKS.md). Packed weights carry their
+    backend, so the process-wide engine is only switched while packing, then restored.
+    """
+    for layer in model.encoder.layers:
+        layer.self_attn.fuse_qkv()
+    return quantize_linear_int8(model)
+
+
+class BaseEncoder:
+    """What every encoder offers; a subclass gives the network's last layer (``_tokens``), its
+    pooling (``_pool``), its preprocessing (``prepare``) and its random twin."""
+
+    #: the ``fast`` modes this encoder supports (CPU, float32)
+    fast_modes: tuple[str, ...] = ("compile",)
+
+    def __init__(self, network: torch.nn.Module, *, contract: EncoderContract, model_id: str,
+                 checkpoint_sha256: str, device: str | torch.device = "cpu", dtype: str = "auto",
+                 source: str = "", fast: str | None = None, notice: str = ""):
         self.device = resolve_device(device)
-        if dtype != "float32" and self.device.type != "cuda":
-            raise AtlasError(f"{dtype} inference is GPU-only (CPU reduced precision is slower and "
-                             "less accurate); use float32 on the CPU")
+        dtype = resolve_dtype(dtype, self.device)
+        if fast is not None:
+            if fast not in self.fast_modes:
+                choices = f"one of {', '.join(self.fast_modes)}" if self.fast_modes else "left off (it has none)"
+                raise AtlasError(f"fast mode for {contract.name} must be {choices}, got {fast!r}")
+            if fast != "compile" and (self.device.type != "cpu" or dtype != "float32"):
+                raise AtlasError(f"fast mode {fast} is for float32 on the CPU (on a GPU use --dtype bfloat16, "
+                                 "and --fast compile for the compiled path)")
         self.dtype = dtype
-        self.model = model.to(self.device).prepare_for_inference()
-        # CPU: the positional conv through the FFT (~5 % faster end to end at fp32, within 1e-6 of
-        # the direct convolution; the parity tests run this path). GPUs keep cuDNN's direct conv.
-        self.model.conv_pos.use_fft = self.device.type == "cpu"
-        self.fast = fast
-        self._run = self._fast_runner(fast)
+        self.model = self._ready(network.to(self.device))
+        if dtype != "float32":
+            self._cast_weights(DTYPES[dtype])
+        self.contract = contract
         self.model_id = model_id
         self.checkpoint_sha256 = checkpoint_sha256
-        self.label_names = tuple(label_names)
         self.source = source
-        self.contract = InputContract()
+        self.label_names: tuple[str, ...] = ()
+        self.extra_notice = notice
+        self.fast = fast
+        self._run = self._fast_runner(fast)
+
+    def _ready(self, network: torch.nn.Module) -> torch.nn.Module:
+        """The network on its device, ready for inference (before any fast mode is applied)."""
+        return network.eval().requires_grad_(False)
+
+    def _float32_modules(self) -> set[torch.nn.Module]:
+        """Modules whose weights stay float32 in reduced precision (besides the norms)."""
+        return set()
+
+    def _cast_weights(self, dtype: torch.dtype) -> None:
+        """Reduced precision: cast the linear and convolution weights once, here, so autocast finds
+        them in its dtype and casts none per forward (its cache keeps only weights that require
+        grad: otherwise every weight was cast again on every batch). Norm parameters stay float32:
+        autocast runs layer and group norms in float32, as the reference computes them."""
+        keep = self._float32_modules()
+        for module in self.model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)) and module not in keep:
+                module.to(dtype)
 
     def _fast_runner(self, fast: str | None):
-        """The callable that runs the network: the module itself, or its fast CPU variant."""
-        if fast is None:
-            return self.model
-        if fast not in FAST_MODES:
-            raise AtlasError(f"fast mode must be one of {', '.join(FAST_MODES)}, got {fast!r}")
-        if self.device.type != "cpu" or self.dtype != "float32":
-            raise AtlasError("fast modes are for float32 on the CPU (on a GPU use --dtype bfloat16)")
+        """The callable that runs the network: the module itself, or its fast variant."""
         if fast == "int8":
-            self.model = _quantize_int8(self.model)
-            return self.model
-        return torch.compile(self.model, dynamic=False)
+            self.model = quantize_linear_int8(self.model)
+        elif fast == "compile":
+            compiled = torch.compile(self.model, dynamic=False)
+            return _Bucketed(compiled, COMPILED_GPU_BATCHES) if self.device.type == "cuda" else compiled
+        return self.model
+
+    @property
+    def compiled_batches(self) -> tuple[int, ...]:
+        """The batch sizes the compiled GPU path runs at (warm-up compiles each), else ()."""
+        return self._run.sizes if isinstance(self._run, _Bucketed) else ()
 
     # -- identity -------------------------------------------------------------------------------
     @property
-    def config(self) -> ECGFMConfig:
-        return self.model.cfg
+    def dim(self) -> int:
+        return self.contract.dim
 
     @property
-    def dim(self) -> int:
-        return self.model.cfg.embed_dim
+    def licence_notice(self) -> str:
+        """'' or the weight-licence warning to announce at start-up, in Info and in embed --json."""
+        return self.contract.licence_notice
+
+    @property
+    def notice(self) -> str:
+        """Everything a user must be told about this encoder (untrained or bundled, and its licence)."""
+        return " | ".join(part for part in (self.extra_notice, self.licence_notice) if part)
 
     @property
     def can_classify(self) -> bool:
-        return self.model.proj is not None
+        """True when this is an ECG-FM network with its fine-tuned head (the ``ecgfm-head`` probe)."""
+        return False
 
     def describe(self) -> dict:
-        cfg = self.config
         return {
-            "model_id": self.model_id, "checkpoint_sha256": self.checkpoint_sha256, "dim": self.dim, "fast": self.fast,
-            "layers": cfg.encoder_layers, "heads": cfg.heads, "device": str(self.device), "dtype": self.dtype,
-            "labels": list(self.label_names), "preprocessing_version": self.contract.preprocessing_version,
+            "model_id": self.model_id, "checkpoint_sha256": self.checkpoint_sha256, "dim": self.dim,
+            "fast": self.fast, "device": str(self.device), "dtype": self.dtype, "labels": list(self.label_names),
+            "preprocessing_version": self.contract.preprocessing_version,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "contract": self.contract.to_dict(), "notice": self.notice,
+            # float32 on a GPU: IEEE matmuls, TF32 cuDNN convolutions (torch's defaults, left as they are)
+            "tf32": ({"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn_conv": torch.backends.cudnn.allow_tf32}
+                     if self.device.type == "cuda" else None),
         }
 
+    # -- preprocessing --------------------------------------------------------------------------
+    def prepare(self, rec, **kwargs):
+        """This encoder's own pipeline on a ``Recording``: ``Prepared(segments, report)``."""
+        raise NotImplementedError
+
+    def preprocess(self, rec, **kwargs) -> np.ndarray:
+        """Model-ready windows (n, 12, samples) float32 for a ``Recording``, per ``contract``."""
+        return self.prepare(rec, **kwargs).segments
+
     # -- inference ------------------------------------------------------------------------------
+    def _min_samples(self) -> int:
+        return 1
+
     def _prepare(self, x) -> tuple[torch.Tensor, bool]:
         as_numpy = not isinstance(x, torch.Tensor)
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if as_numpy else x
         if t.ndim == 2:
             t = t.unsqueeze(0)
-        if t.ndim != 3 or t.shape[1] != self.config.in_d:
-            raise AtlasError(f"encoder input must be (batch, {self.config.in_d}, samples), got {tuple(t.shape)}")
-        if t.shape[2] < 2 * sum(k for _, k, _ in self.config.conv_layers):
+        leads = len(self.contract.leads)
+        if t.ndim != 3 or t.shape[1] != leads:
+            raise AtlasError(f"encoder input must be (batch, {leads}, samples), got {tuple(t.shape)}")
+        if t.shape[2] < self._min_samples():
             raise AtlasError(f"encoder input is too short ({t.shape[2]} samples)")
         return t.to(self.device, torch.float32, non_blocking=True), as_numpy
 
@@ -152,24 +222,116 @@ class Encoder:
 
     @staticmethod
     def _out(t: torch.Tensor, as_numpy: bool):
-        return t.float().cpu().numpy() if as_numpy else t
+        """What callers get: float32 always (NumPy, or a tensor on the encoder's device)."""
+        return t.float().cpu().numpy() if as_numpy else t.float()
+
+    def _tokens(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, 12, N) on the device → (B, T, D) last-layer outputs."""
+        raise NotImplementedError
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.float().mean(dim=1)
+
+    def encode(self, x):
+        """(B, 12, N) → (B, T, D) last-layer outputs."""
+        t, as_numpy = self._prepare(x)
+        with torch.inference_mode(), self._autocast():
+            return self._out(self._tokens(t), as_numpy)
+
+    def embed(self, x):
+        """(B, 12, N) → (B, D) float32: the last layer pooled as the reference pools it."""
+        t, as_numpy = self._prepare(x)
+        with torch.inference_mode(), self._autocast():
+            return self._out(self._pool(self._tokens(t)), as_numpy)
+
+    def random_twin(self, seed: int = 0) -> "BaseEncoder":
+        """An encoder of the same architecture and contract with random weights (probe baselines)."""
+        raise NotImplementedError
+
+
+def untrained_contract(contract: EncoderContract) -> EncoderContract:
+    return dataclasses.replace(contract, name=f"{contract.name} architecture, random init",
+                               weight_licence="none (random weights)", commercial_use=True, source="")
+
+
+class Encoder(BaseEncoder):
+    """A ready-to-run ECG-FM(-architecture) encoder with its identity and contract."""
+
+    fast_modes = FAST_MODES
+
+    def __init__(self, model: ECGFM, *, model_id: str, checkpoint_sha256: str, label_names=(),
+                 device: str | torch.device = "cpu", dtype: str = "auto", source: str = "",
+                 fast: str | None = None, contract: EncoderContract | None = None, notice: str = ""):
+        self._cfg = model.cfg
+        if contract is None:
+            contract = default_ecgfm_contract(model.cfg)
+        super().__init__(model, contract=contract, model_id=model_id, checkpoint_sha256=checkpoint_sha256,
+                         device=device, dtype=dtype, source=source, fast=fast, notice=notice)
+        self.label_names = tuple(label_names)
+
+    def _ready(self, network: ECGFM) -> ECGFM:
+        network.prepare_for_inference()
+        # CPU: the positional conv through the FFT (~5 % faster end to end at fp32, within 1e-6 of
+        # the direct convolution; the parity tests run this path). GPUs and bf16 keep the direct conv.
+        network.conv_pos.use_fft = self.device.type == "cpu" and self.dtype == "float32"
+        return network
+
+    def _float32_modules(self) -> set[torch.nn.Module]:
+        # classify(): the head runs in float32 on the pooled float32 vector (bf16 logits were off
+        # by up to 0.044 in probability)
+        return {self.model.proj} if self.model.proj is not None else set()
+
+    def _cast_weights(self, dtype: torch.dtype) -> None:
+        super()._cast_weights(dtype)
+        conv_pos = self.model.conv_pos  # its folded weight g·v/‖v‖ (computed in float32) and bias
+        conv_pos._folded = conv_pos._folded.to(dtype)
+        conv_pos.bias.data = conv_pos.bias.data.to(dtype)
+
+    def _fast_runner(self, fast: str | None):
+        if fast == "int8":
+            self.model = _quantize_int8(self.model)
+            return self.model
+        return super()._fast_runner(fast)
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def config(self) -> ECGFMConfig:
+        return self._cfg
+
+    @property
+    def can_classify(self) -> bool:
+        return self.model.proj is not None
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layers": self.config.encoder_layers, "heads": self.config.heads}
+
+    def prepare(self, rec, **kwargs):
+        from .preprocessing import prepare
+
+        return prepare(rec, **kwargs)
+
+    def random_twin(self, seed: int = 0) -> "Encoder":
+        cfg = dataclasses.replace(self.config, num_labels=0)
+        return Encoder(init_weights(ECGFM(cfg), seed=seed),
+                       model_id=f"random-init-{cfg.encoder_layers}x{cfg.embed_dim}-seed{seed}",
+                       checkpoint_sha256="none", device=self.device, source="random-init baseline",
+                       contract=untrained_contract(self.contract), notice=UNTRAINED_NOTICE)
+
+    # -- inference ------------------------------------------------------------------------------
+    def _min_samples(self) -> int:
+        return 2 * sum(k for _, k, _ in self.config.conv_layers)
+
+    def _tokens(self, t: torch.Tensor) -> torch.Tensor:
+        return self._run(t)["x"]
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """ECG-FM pooling: sum over time / count of non-zero values, float32."""
+        return pool(tokens.float())
 
     def forward(self, x, *, need_weights: bool = False) -> dict[str, torch.Tensor]:
         t, _ = self._prepare(x)
         with torch.inference_mode(), self._autocast():
             return self._run(t, need_weights=need_weights)
-
-    def encode(self, x):
-        """(B, 12, N) → (B, T, D) final-layer output (T = 156 for N = 2500)."""
-        t, as_numpy = self._prepare(x)
-        with torch.inference_mode(), self._autocast():
-            return self._out(self._run(t)["x"], as_numpy)
-
-    def embed(self, x):
-        """(B, 12, N) → (B, D): ECG-FM pooling (sum / non-zero count over time), float32."""
-        t, as_numpy = self._prepare(x)
-        with torch.inference_mode(), self._autocast():
-            return self._out(pool(self._run(t)["x"].float()), as_numpy)
 
     def saliency(self, x):
         """(B, 12, N) → (B, T): last layer's head-averaged attention, max over keys (spec §11)."""
@@ -184,16 +346,44 @@ class Encoder:
             raise AtlasError("this encoder has no classifier head: classify() needs a finetuned "
                              "ECG-FM checkpoint (ecg_transformer_classifier)")
         t, as_numpy = self._prepare(x)
-        with torch.inference_mode(), self._autocast():
-            logits = self.model.proj(pool(self._run(t)["x"].float()))
-            return self._out(torch.sigmoid(logits), as_numpy)
+        with torch.inference_mode():
+            with self._autocast():
+                pooled = pool(self._run(t)["x"].float())
+            return self._out(torch.sigmoid(self.model.proj(pooled)), as_numpy)  # float32 head
 
 
-def load_encoder(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
-                 revision: str | None = None, expected_sha256: str | None = None,
-                 fast: str | None = None) -> Encoder:
-    """Load an ECG-FM checkpoint (local path or ``hf:OWNER/REPO/FILE``) as an :class:`Encoder`."""
-    loaded = load_checkpoint(checkpoint, revision=revision, expected_sha256=expected_sha256)
+class _Bucketed:
+    """A compiled network run at fixed batch sizes: the batch is padded with zeros up to the next
+    size and the outputs cut back (batches past the largest size run as they are)."""
+
+    def __init__(self, run, sizes: tuple[int, ...]):
+        self.run, self.sizes = run, sizes
+
+    def __call__(self, t: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
+        n = len(t)
+        size = next((s for s in self.sizes if s >= n), n)
+        if size > n:
+            t = torch.cat([t, t.new_zeros((size - n, *t.shape[1:]))])
+        return {name: value[:n] for name, value in self.run(t, **kwargs).items()}
+
+
+def default_ecgfm_contract(cfg: ECGFMConfig) -> EncoderContract:
+    """ECG-FM's contract for a network of shape ``cfg`` with ECG-FM's own weights."""
+    return ecgfm_contract(
+        architecture=(f"wav2vec 2.0-style transformer (ECG-FM network, plain PyTorch): {cfg.encoder_layers} "
+                      f"layers x {cfg.embed_dim}, {cfg.heads} heads, FFN {cfg.ffn_dim}"),
+        dim=cfg.embed_dim, weight_licence=ECGFM_WEIGHT_LICENCE, source="hf:wanglab/ecg-fm")
+
+
+def load_ecgfm(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "auto", *,
+               revision: str | None = None, expected_sha256: str | None = None,
+               fast: str | None = None, resolved=None, raw=None) -> Encoder:
+    """Load an ECG-FM checkpoint (fairseq-signals layout) as an :class:`Encoder`."""
+    from .checkpoint import FINETUNED, load_checkpoint
+
+    loaded = load_checkpoint(checkpoint, revision=revision, expected_sha256=expected_sha256,
+                             resolved=resolved, raw=raw)
+    del raw
     cfg = loaded.model.cfg
     flavour = "finetuned" if loaded.flavour == FINETUNED else "pretrained"
     model_id = f"ecg-fm-{flavour}-{cfg.encoder_layers}x{cfg.embed_dim}"
@@ -201,33 +391,28 @@ def load_encoder(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str 
                    label_names=loaded.label_names, device=device, dtype=dtype, source=loaded.name, fast=fast)
 
 
-def random_encoder(preset: str = "base", *, seed: int = 0, device: str = "cpu", dtype: str = "float32",
-                   fast: str | None = None) -> Encoder:
-    """An ECG-FM-architecture encoder with random weights: the baseline every probe is compared to."""
-    if preset not in PRESETS:
-        raise AtlasError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    model = init_weights(ECGFM(PRESETS[preset]), seed=seed)
-    return Encoder(model, model_id=f"random-init-{preset}-seed{seed}", checkpoint_sha256="none",
-                   device=device, dtype=dtype, source=f"random:{preset}", fast=fast)
+def load_encoder(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "auto", *,
+                 revision: str | None = None, expected_sha256: str | None = None,
+                 fast: str | None = None) -> BaseEncoder:
+    """Any encoder ECG Atlas knows, from one spec: ``bundled``, ``random:PRESET[:SEED]``, a local
+    file or folder (the kind detected from its contents), ``hf:OWNER/REPO[/FILE][@REVISION]``."""
+    from .resolver import load_encoder as resolve
+
+    return resolve(checkpoint, device=device, dtype=dtype, revision=revision, expected_sha256=expected_sha256,
+                   fast=fast)
 
 
-def encoder_from_spec(spec: str, device: str = "auto", dtype: str = "float32", *,
+def random_encoder(preset: str = "base", *, seed: int = 0, device: str = "cpu", dtype: str = "auto",
+                   fast: str | None = None) -> BaseEncoder:
+    """An untrained encoder of a known shape (``resolver.RANDOM_PRESETS``): the probe baseline."""
+    from .resolver import random_encoder as make
+
+    return make(preset, seed=seed, device=device, dtype=dtype, fast=fast)
+
+
+def encoder_from_spec(spec: str, device: str = "auto", dtype: str = "auto", *,
                       revision: str | None = None, expected_sha256: str | None = None,
-                      fast: str | None = None) -> Encoder:
-    """``bundled`` (the packaged open encoder), ``random:PRESET[:SEED]`` (untrained), a path or ``hf:`` name."""
-    from .weights import BUNDLED_NAME, BUNDLED_SHA256, bundled_path, is_bundled
-
-    if is_bundled(spec):
-        path = bundled_path()
-        if not path.is_file():
-            raise CheckpointError(f"the bundled encoder file is missing from this installation ({path}); "
-                                  f"reinstall ecg-atlas or pass --checkpoint")
-        encoder = load_encoder(path, device=device, dtype=dtype, expected_sha256=BUNDLED_SHA256, fast=fast)
-        encoder.model_id = BUNDLED_NAME
-        encoder.source = BUNDLED_NAME
-        return encoder
-    if spec.startswith("random:"):
-        _, preset, *seed = spec.split(":")
-        return random_encoder(preset, seed=int(seed[0]) if seed else 0, device=device, dtype=dtype, fast=fast)
+                      fast: str | None = None) -> BaseEncoder:
+    """``load_encoder`` with the service's default device (``auto``)."""
     return load_encoder(spec, device=device, dtype=dtype, revision=revision, expected_sha256=expected_sha256,
                         fast=fast)

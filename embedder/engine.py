@@ -15,6 +15,15 @@ import numpy as np
 from .encoder import Encoder
 
 
+def record_vector(segment_vectors: np.ndarray) -> np.ndarray:
+    """A record's vector from its (n_segments, D) segment vectors: their mean (module docstring).
+
+    The one place a record vector is made: the engine, the service's embedding pipeline, probes
+    on new ECGs and every script call this.
+    """
+    return np.asarray(segment_vectors).mean(axis=0)
+
+
 @dataclass
 class EmbeddedRecord:
     key: object  # whatever the caller used to name the record (an ecg_id, a path, an index)
@@ -68,4 +77,4 @@ class EmbeddingEngine:
         for key, segments in pending:
             seg_vectors = vectors[offset:offset + len(segments)]
             offset += len(segments)
-            yield EmbeddedRecord(key, seg_vectors.mean(axis=0), seg_vectors)
+            yield EmbeddedRecord(key, record_vector(seg_vectors), seg_vectors)

@@ -215,7 +215,39 @@ def _check_ecgfm_length(rec: Recording) -> None:
             f"ECG is too short: {rec.duration_s:.2f} s ({n_resampled} samples at {TARGET_FS} Hz); "
             f"ECG-FM needs at least {SEGMENT_S:g} s ({SEGMENT_SAMPLES} samples at {TARGET_FS} Hz)",
             reason="too_short",
+            details={"duration_s": round(rec.duration_s, 3), "minimum_s": SEGMENT_S},
         )
+
+
+def padded_windows(record: np.ndarray, window_samples: int, fs: float,
+                   per_window: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
+    """Non-overlapping windows of ``window_samples`` from the start of a (leads, n) record, a record
+    shorter than one window zero-padded to it, each window passed through ``per_window``.
+
+    Returns ((n_windows, leads, window_samples), seconds dropped at the end). The windowing of the
+    encoders whose contract pads short records (HuBERT-ECG, ECGFounder); ECG-FM's drops them.
+    """
+    n = record.shape[1]
+    if n < window_samples:
+        record = np.pad(record, ((0, 0), (0, window_samples - n)))
+    n_windows = record.shape[1] // window_samples
+    windows = np.stack([per_window(record[:, i * window_samples:(i + 1) * window_samples])
+                        for i in range(n_windows)])
+    return windows, max(0, n - n_windows * window_samples) / fs
+
+
+def minimum_duration(model: str, minimum_s: float, window_s: float) -> Callable[[Recording], None]:
+    """The length rule of an encoder that zero-pads records of ``minimum_s``–``window_s`` seconds to
+    one window and refuses shorter ones (``too_short``, with the figures)."""
+
+    def check(rec: Recording) -> None:
+        if rec.duration_s < minimum_s:
+            raise InvalidECGError(
+                f"ECG is too short: {rec.duration_s:.2f} s; {model} windows are {window_s:g} s and records of "
+                f"{minimum_s:g}–{window_s:g} s are zero-padded to one window, shorter ones refused",
+                reason="too_short", details={"duration_s": round(rec.duration_s, 3), "minimum_s": minimum_s})
+
+    return check
 
 
 def standard_twelve_leads(
@@ -239,6 +271,7 @@ def standard_twelve_leads(
             f"sampling rate {fs:g} Hz is outside the supported range "
             f"{MIN_FS:g}–{MAX_FS:g} Hz",
             reason="bad_sampling_rate",
+            details={"sampling_rate_hz": fs, "minimum_hz": MIN_FS, "maximum_hz": MAX_FS},
         )
 
     rows, ignored = _standard_rows(rec.lead_names)
@@ -265,6 +298,8 @@ def standard_twelve_leads(
             f"{min_leads} of I, II, III, aVR, aVL, aVF, V1–V6 are required. "
             + "; ".join(f"{what}: {', '.join(leads)}" for what, leads in details.items() if leads),
             reason="too_few_leads",
+            details={"usable_leads": ",".join(usable), "minimum": min_leads,
+                     "missing_leads": ",".join(absent), "flat_leads": ",".join(flat)},
         )
 
     duration_s = rec.duration_s
@@ -273,6 +308,7 @@ def standard_twelve_leads(
             f"ECG is too long: {duration_s:.1f} s; the limit is {max_duration_s:g} s "
             f"({int(max_duration_s // SEGMENT_S)} windows of 5 s). Split it into shorter pieces",
             reason="too_long",
+            details={"duration_s": round(duration_s, 3), "maximum_s": max_duration_s},
         )
     if check_length is not None:
         check_length(rec)
@@ -400,6 +436,7 @@ def _check_amplitude(highest: np.ndarray, lowest: np.ndarray, rows: dict[str, in
             f"reach{'' if len(beyond) > 1 else 'es'} {worst:.3g}; no ECG exceeds ±{MAX_ABS_AMPLITUDE:.0e} "
             f"in mV or µV (1 V even in µV): this is not an ECG signal, or its scaling is wrong",
             reason="implausible_amplitude",
+            details={"leads": ",".join(beyond), "peak": f"{worst:.3g}", "limit": f"{MAX_ABS_AMPLITUDE:g}"},
         )
 
 
@@ -431,6 +468,7 @@ def _fill_nan_gaps(
                 f"implausible amplitude: lead {lead} has infinite samples; no ECG has them "
                 f"(NaN marks a missing sample)",
                 reason="implausible_amplitude",
+                details={"leads": lead, "peak": "inf", "limit": f"{MAX_ABS_AMPLITUDE:g}"},
             )
         nan_counts[lead] = count
         if count == values.size:
@@ -443,6 +481,9 @@ def _fill_nan_gaps(
                 f"of {longest / fs:.3f} s; at most {MAX_NAN_FRACTION:.0%} NaN and gaps of "
                 f"{MAX_NAN_GAP_S:g} s are interpolated",
             reason="too_many_nans",
+            details={"lead": lead, "nan_fraction": round(count / values.size, 4),
+                     "longest_gap_s": round(longest / fs, 4), "maximum_fraction": MAX_NAN_FRACTION,
+                     "maximum_gap_s": MAX_NAN_GAP_S},
         )
         if filled is signal:
             filled = signal.copy()

@@ -1,4 +1,4 @@
-"""Read an ECG from a file (WFDB, CODE-15 HDF5, NumPy) or from an array into a ``Recording``.
+"""Read an ECG from a file (WFDB, CODE-15 HDF5, NumPy, hospital exports) or an array into a ``Recording``.
 
 Every reader returns the signal in the source's own units and lead names; reordering, resampling
 and standardising are ``preprocess``'s job. Anything unreadable raises ``InvalidECGError`` with a
@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ecg_atlas.embedder.formats import EXTENSIONS as EXPORT_EXTENSIONS
+from ecg_atlas.embedder.formats import FORMATS as EXPORT_FORMATS
+from ecg_atlas.embedder.formats import read_export, sniff_format
 from ecg_atlas.embedder.recording import STANDARD_LEADS, DigitalSamples, Recording
 from ecg_atlas.errors import InvalidECGError
 
@@ -45,6 +48,8 @@ def read_ecg(
       (N × samples × 12, 400 Hz, standard lead order), zero padding stripped; ``exam_id`` kept.
     * ``.npy``: a (leads, samples) array; ``fs`` and ``lead_names`` are required.
     * ``.npz``: key ``signal`` (leads, samples), optional ``fs`` and ``lead_names``.
+    * Hospital exports, recognised by content: GE MUSE XML, DICOM waveform, Philips Sierra XML,
+      HL7 aECG, SCP-ECG, EDF/EDF+ (``embedder.formats``); signal in mV, demographics as metadata.
 
     ``fs`` and ``lead_names``, when given, override what the file says (e.g. to name the channels
     of a WFDB record that calls them ``ECG 1..4``).
@@ -61,17 +66,21 @@ def read_ecg(
             recording = _hdf5_row(tracings, exam_ids, _row_index(tracings, record_index, location), location)
     elif kind == "npy":
         recording = _read_npy(location, fs, lead_names)
-    else:
+    elif kind == "npz":
         recording = _read_npz(location, fs, lead_names)
+    else:
+        recording = read_export(kind, location)
     if fs is None and lead_names is None:
         return recording
-    return recording_from_array(
+    overridden = recording_from_array(
         recording.signal,
         recording.fs if fs is None else fs,
         recording.lead_names if lead_names is None else lead_names,
         recording.metadata,
         source=recording.source,
     )
+    overridden.patient_id_in_file = recording.patient_id_in_file
+    return overridden
 
 
 def iter_hdf5_ecgs(
@@ -382,8 +391,12 @@ def _locate(path: Path) -> tuple[str, Path]:
         return "hdf5", path
     if suffix in (".npy", ".npz"):
         return suffix[1:], path
+    export = sniff_format(path) or EXPORT_EXTENSIONS.get(suffix)  # content first, then the extension
+    if export is not None:
+        return export, path
+    exports = ", ".join(label for _, _, label in EXPORT_FORMATS.values())
     raise InvalidECGError(
         f"unknown ECG file type {suffix or '(no extension)'!s} for {path}; supported: WFDB "
-        f"(.hea + .dat/.mat), HDF5 (.h5, .hdf5), NumPy (.npy, .npz)",
+        f"(.hea + .dat/.mat), HDF5 (.h5, .hdf5), NumPy (.npy, .npz), and by content {exports}",
         reason="unreadable",
     )

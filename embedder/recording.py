@@ -68,6 +68,10 @@ class Recording:
     sending the ECG sends the int16 samples as they are.
     """
 
+    #: A patient identifier found inside the file (hospital exports), kept apart from ``metadata``:
+    #: it is never stored or sent as it is, only turned into a keyed pseudonym by the ingest client.
+    patient_id_in_file: str | None = None
+
     def __init__(self, signal: np.ndarray | None, fs: float, lead_names: list[str],
                  metadata: dict[str, Any] | None = None, source: str = "", *,
                  digital: DigitalSamples | None = None) -> None:

@@ -4,7 +4,7 @@
 own pretraining code on the train-split patients of the project's 367 public ECGs. It ships inside
 the package so the service works offline; it is *not* ECG-FM's published model. Its data, compute
 and measured quality are in embedder/bundled/MODEL_CARD.md. Every entry point (serve, quickstart,
-embed, config) reads ``DEFAULT_ENCODER``.
+embed, config) reads ``DEFAULT_ENCODER``; ``resolver.load_encoder`` turns any spec into an encoder.
 """
 
 from __future__ import annotations
@@ -29,13 +29,20 @@ def is_bundled(spec: str) -> bool:
     return spec in (BUNDLED_SPEC, f"{BUNDLED_SPEC}:{BUNDLED_NAME}")
 
 
+def bundled_notice() -> str:
+    return (f"no ECG-FM checkpoint configured: running the bundled open encoder {BUNDLED_NAME} (a small "
+            f"ECG-FM-architecture model that ECG Atlas pretrained on public ECGs; see its model card, "
+            f"embedder/bundled/MODEL_CARD.md). It is not ECG-FM's published model: for that, pass "
+            f"--checkpoint {ECGFM_HUB_CHECKPOINT} or a local .pt file")
+
+
 def encoder_notice(spec: str) -> str:
-    """What the service says, in Info and at start-up, about an encoder that is not ECG-FM's own."""
+    """What the service says, in Info and at start-up, about an encoder, judged from its spec alone.
+
+    A loaded encoder knows more (its weight licence): prefer ``encoder.notice``, which includes this.
+    """
     if is_bundled(spec):
-        return (f"no ECG-FM checkpoint configured: running the bundled open encoder {BUNDLED_NAME} (a small "
-                f"ECG-FM-architecture model that ECG Atlas pretrained on public ECGs; see its model card, "
-                f"embedder/bundled/MODEL_CARD.md). It is not ECG-FM's published model: for that, pass "
-                f"--checkpoint {ECGFM_HUB_CHECKPOINT} or a local .pt file")
+        return bundled_notice()
     if spec.startswith("random:"):
         return (f"{spec} is an UNTRAINED random-init encoder: its vectors carry no learned ECG knowledge "
                 f"(a baseline, not a model)")

@@ -1,5 +1,10 @@
 """Vectors and metadata at rest: DuckDB store, FAISS index, structured filters.
 
+Modules: ``store`` (the DuckDB side and the public `Store`), ``derived_index`` (the search index's
+life: load and check, build, catch up, save; fed rows through callables), ``backends`` (FAISS /
+torch indexes, each tuning itself), ``atomic`` (the one atomic, fsynced file write), ``filters``,
+``schema``, ``signal_copy``.
+
 Public API::
 
     Store.open(path, *, create=True, identity=None, index_kind=None, device="auto",

@@ -5,8 +5,13 @@ searches by inner product (= cosine) and can restrict a search to an allowed set
 numbers. Which one runs is decided when the store opens (`resolve_backend`) and reported by
 `Store.info()`:
 
-- ``faiss-cpu``: FAISS on the CPU; exact (``flat``), ``ivf`` (IVF-Flat) or ``hnsw``.
-- ``faiss-gpu``: FAISS's GPU flat index, when the installed faiss was built with GPU support.
+- ``faiss-cpu``: FAISS on the CPU; exact (``flat``), ``ivf`` (IVF-Flat), ``hnsw`` or ``ivfpq``
+  (IVF with product-quantised codes, re-ranked with the stored float vectors: stores past
+  memory, sized by a memory budget, `ivfpq_params`). The
+  approximate kinds tune their own search breadth (IVF nprobe, HNSW efSearch) for recall
+  (`tune`) and hand the tuned values to whoever saves them (`tuning` / `apply_tuning`).
+- ``faiss-gpu``: FAISS's GPU flat index, when the installed faiss was built with GPU support;
+  an ``ivfpq`` store there answers from copies sharded across every GPU (`ShardedReplica`).
 - ``torch-cuda`` / ``torch-cpu``: exact search as one matmul + top-k on a torch device, filters
   as boolean masks; the GPU path for a faiss without GPU support (``torch-cpu`` is the same code
   on the CPU, used to test it).
@@ -15,9 +20,12 @@ numbers. Which one runs is decided when the store opens (`resolve_backend`) and 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -26,12 +34,18 @@ from ecg_atlas.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "ivf", "hnsw")
+INDEX_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+#: Kinds trained on a sample: they search exactly until the store holds enough rows.
+TRAINED_KINDS = ("ivf", "ivfpq")
 #: Allowed sets at most this large are searched exactly by brute force (approximate kinds only;
 #: exact kinds get exact answers from the selector path anyway).
 BRUTE_FORCE_MAX = 20_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
+#: nprobe / efSearch are tuned to the smallest value reaching this recall@10 against exact search.
+TARGET_RECALL = 0.95
+#: FAISS warns below this many training vectors per IVF list.
+IVF_TRAIN_PER_LIST = 39
 
 
 def _empty(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +125,68 @@ class VectorIndex(ABC):
     def settings(self) -> dict[str, object]:
         """Search parameters worth reporting (nlist, nprobe, efSearch, estimated recall...)."""
         return {}
+
+    def tune(self, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray) -> None:
+        """Set search parameters for recall (approximate kinds); an exact index has none."""
+
+    def tuning(self) -> dict[str, object]:
+        """The tuned parameters, to be saved beside the index file and given back to `apply_tuning`."""
+        return {}
+
+    def apply_tuning(self, saved: Mapping[str, object]) -> None:
+        """Restore parameters `tuning` returned when this index was saved."""
+
+    def use_exact_vectors(self, fetch: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Indexes that re-rank with the stored float vectors read them with `fetch(sorted ids)`
+        (one normalised row per id, in that order); the others hold their vectors themselves."""
+
+
+class _TunedSearch(VectorIndex):
+    """An approximate index with one search-breadth knob (IVF nprobe, HNSW efSearch), exposed
+    as `nprobe` and tuned by `tune` to the smallest value reaching TARGET_RECALL."""
+
+    #: The knob's FAISS name, for logs.
+    breadth_name: str
+    #: Where tuning starts (it doubles from there up to `_max_breadth()`).
+    first_breadth: int
+    recall_at_10: float | None
+
+    nprobe: int
+
+    @abstractmethod
+    def _max_breadth(self) -> int:
+        """The largest value tuning may try."""
+
+    def tune(self, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray) -> None:
+        """Smallest breadth whose recall@10 on `queries` reaches TARGET_RECALL.
+
+        queries: stored vectors, with their ids `query_ids`; truth: each query's exact top ids
+        (at least 11, best first). A query is dropped from both result lists, so the figure is
+        recall@10 over *other* ECGs.
+        """
+        def top10(ids: np.ndarray, own: int) -> set[int]:
+            return set(ids[(ids != own) & (ids >= 0)][:10].tolist())
+
+        expected = [top10(row, own) for row, own in zip(truth, query_ids)]
+        limit = self._max_breadth()
+        value = self.first_breadth
+        while True:
+            self.nprobe = value
+            _, found = self.search(queries, 11)
+            got = [top10(row, own) for row, own in zip(found, query_ids)]
+            recall = float(np.mean([len(g & e) / max(len(e), 1) for g, e in zip(got, expected)]))
+            if recall >= TARGET_RECALL or value >= limit:
+                break
+            value = min(limit, value * 2)
+        self.recall_at_10 = round(recall, 4)
+        log.info("%s tuned: %s=%d, estimated recall@10 %.3f", self.kind, self.breadth_name, value, recall)
+
+    def tuning(self) -> dict[str, object]:
+        return {"nprobe": self.nprobe, "estimated_recall_at_10": self.recall_at_10}
+
+    def apply_tuning(self, saved: Mapping[str, object]) -> None:
+        self.nprobe = saved.get("nprobe", self.nprobe)
+        self.recall_at_10 = saved.get("estimated_recall_at_10")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,37 +280,64 @@ class FaissFlat(_TombstonedIDMap):
         return cls(dim, index)
 
 
+#: The largest k FAISS's GPU k-selection takes (GPU_MAX_SELECTION_K); a larger k fails there.
+FAISS_GPU_MAX_K = 2048
+
+
 class FaissGpuFlat(FaissFlat):
-    """FaissFlat with a GPU copy answering unfiltered searches (filtered ones use the CPU copy,
-    whose selector search is exact). Untested here: no GPU faiss on the development machine."""
+    """FaissFlat with a GPU copy on GPU `device` answering unfiltered searches (filtered ones use
+    the CPU copy, whose selector search is exact).
+
+    Two FAISS GPU limits are kept from the caller: a k above FAISS_GPU_MAX_K (asked for, or made
+    by over-fetching past tombstones: k = 10 with 2,039 pending deletes) is answered exactly by the
+    CPU copy instead of failing; and one StandardGpuResources (its scratch memory and stream) must
+    not serve two calls at once (FAISS documents it as not thread-safe), so every use of the GPU
+    copy holds `_gpu_lock`. Tests stand a CPU index in for the GPU copy (`_new_resources`,
+    `_to_gpu`).
+    """
 
     backend = "faiss-gpu"
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(self, dim: int, index: faiss.Index | None = None, device: int = 0) -> None:
         super().__init__(dim, index)
-        self._resources = faiss.StandardGpuResources()
-        self._gpu = faiss.index_cpu_to_gpu(self._resources, 0, self.index)
+        self.device = device
+        self._gpu_lock = threading.Lock()
+        self._resources = self._new_resources()
+        self._gpu = self._to_gpu(self.index)
+
+    def _new_resources(self):
+        return faiss.StandardGpuResources()
+
+    def _to_gpu(self, index: faiss.Index) -> faiss.Index:
+        return faiss.index_cpu_to_gpu(self._resources, self.device, index)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         super().add(ids, vectors)
-        self._gpu.add_with_ids(vectors, ids)
+        with self._gpu_lock:
+            self._gpu.add_with_ids(vectors, ids)
 
     def purge(self) -> None:
         if len(self.tombstones):
             super().purge()
             # The GPU flat index cannot remove in place; copy the CPU index over again.
-            self._gpu = faiss.index_cpu_to_gpu(self._resources, 0, self.index)
+            with self._gpu_lock:
+                self._gpu = self._to_gpu(self.index)
 
     def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._gpu.search(queries, k)
+        if k > FAISS_GPU_MAX_K:
+            return self.index.search(queries, k)  # exact on the CPU copy: slower, never failing
+        with self._gpu_lock:
+            return self._gpu.search(queries, k)
 
 
-class FaissIVF(VectorIndex):
-    """IVF-Flat with ids stored in the inverted lists; `nprobe` is tuned by the store for recall."""
+class FaissIVF(_TunedSearch):
+    """IVF-Flat with ids stored in the inverted lists; `nprobe` is tuned for recall (`tune`)."""
 
     kind = "ivf"
     backend = "faiss-cpu"
     file_format = "faiss"
+    breadth_name = "nprobe"
+    first_breadth = 1
 
     def __init__(self, dim: int, index: faiss.IndexIVFFlat, recall_at_10: float | None = None) -> None:
         super().__init__(dim)
@@ -256,6 +359,9 @@ class FaissIVF(VectorIndex):
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self.index.nprobe = int(value)
+
+    def _max_breadth(self) -> int:
+        return int(self.index.nlist)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -302,13 +408,16 @@ class FaissIVF(VectorIndex):
         return {"nlist": int(self.index.nlist), "nprobe": self.nprobe, "estimated_recall_at_10": self.recall_at_10}
 
 
-class FaissHNSW(_TombstonedIDMap):
+class FaissHNSW(_TombstonedIDMap, _TunedSearch):
     """HNSW graph (IndexIDMap2 over IndexHNSWFlat). HNSW cannot remove nodes, so deletes are
-    tombstones excluded by a selector until `compact` rebuilds the graph."""
+    tombstones excluded by a selector until `compact` rebuilds the graph. efSearch is tuned for
+    recall (`tune`)."""
 
     kind = "hnsw"
     backend = "faiss-cpu"
     file_format = "faiss"
+    breadth_name = "efSearch"
+    first_breadth = 16
 
     def __init__(self, dim: int, index: faiss.Index | None = None, recall_at_10: float | None = None) -> None:
         super().__init__(dim)
@@ -327,6 +436,9 @@ class FaissHNSW(_TombstonedIDMap):
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         faiss.downcast_index(self.index.index).hnsw.efSearch = int(value)
+
+    def _max_breadth(self) -> int:
+        return 1024
 
     def remove(self, ids: np.ndarray) -> None:
         self._tombstone(ids)
@@ -362,6 +474,230 @@ class FaissHNSW(_TombstonedIDMap):
     def settings(self) -> dict[str, object]:
         return {"M": HNSW_M, "efSearch": self.nprobe, "estimated_recall_at_10": self.recall_at_10,
                 "tombstones": int(len(self.tombstones))}
+
+
+#: Candidates re-ranked with the exact stored vectors, per result asked for (tuning may double it
+#: up to IVFPQ_MAX_REFINE_FACTOR where codes alone cannot reach the recall).
+IVFPQ_REFINE_FACTOR = 10
+IVFPQ_MAX_REFINE_FACTOR = 40
+#: Default code: one byte per 16 dimensions (1/64 of float32). Longer codes, down to one byte per 8
+#: dimensions, only when --index-memory allows them: FAISS trains 8-dim sub-quantizers much more
+#: slowly (768-d, 10k vectors, 2 cores: 73 s vs 1.7 s), but they rank dense stores better.
+IVFPQ_DEFAULT_DIMS_PER_BYTE = 16
+IVFPQ_MIN_DIMS_PER_BYTE = 8
+#: Code sizes (bytes per vector) that FAISS's GPU IVF-PQ also accepts: a store sized on one
+#: machine can be searched on GPUs without re-encoding.
+GPU_PQ_CODE_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
+#: Dimensions per sub-quantizer FAISS's GPU IVF-PQ accepts.
+GPU_PQ_SUB_DIMS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32)
+
+
+@dataclass(frozen=True)
+class IVFPQParams:
+    """IVF lists, product-quantizer sub-vectors (= code bytes per vector at 8 bits) and the
+    memory the index needs for a store of `n_rows` (`memory_bytes`)."""
+
+    nlist: int
+    m: int
+    nbits: int = 8
+
+    def memory_bytes(self, n_rows: int, dim: int) -> int:
+        """Codes + int64 ids in the inverted lists, plus the coarse and PQ centroids."""
+        return n_rows * (self.m * self.nbits // 8 + 8) + self.nlist * dim * 4 + (1 << self.nbits) * dim * 4
+
+
+def ivfpq_params(n_rows: int, dim: int, memory_budget: int | None = None) -> IVFPQParams:
+    """IVF-PQ parameters for `n_rows` vectors of `dim`: √n lists, and the longest code (at most
+    dim/8 bytes, IVFPQ_MIN_DIMS_PER_BYTE) that keeps the index within `memory_budget` bytes.
+    Without a budget, dim/16 bytes (IVFPQ_DEFAULT_DIMS_PER_BYTE)."""
+    nlist = ivf_nlist(n_rows)
+    codes = [m for m in GPU_PQ_CODE_BYTES if dim % m == 0 and dim // m in GPU_PQ_SUB_DIMS
+             and m <= max(1, dim // IVFPQ_MIN_DIMS_PER_BYTE)]
+    if not codes:
+        raise StoreError(f"no product-quantizer layout fits dimension {dim}; use index kind ivf or hnsw")
+    if memory_budget is None:
+        return IVFPQParams(nlist, max([m for m in codes if m <= dim // IVFPQ_DEFAULT_DIMS_PER_BYTE] or codes[:1]))
+    fitting = [m for m in codes if IVFPQParams(nlist, m).memory_bytes(n_rows, dim) <= memory_budget]
+    if not fitting:
+        smallest = IVFPQParams(nlist, codes[0]).memory_bytes(n_rows, dim)
+        raise StoreError(f"an IVF-PQ index of {n_rows} {dim}-d vectors needs at least {smallest / 2**20:.0f} MiB; "
+                         f"--index-memory allows {memory_budget / 2**20:.0f} MiB: raise it")
+    return IVFPQParams(nlist, max(fitting))
+
+
+def parse_memory(text: str | None) -> int | None:
+    """'1.5GB', '800MB', '2GiB' or plain bytes → bytes (None stays None)."""
+    if text is None:
+        return None
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    value = str(text).strip().upper().replace(" ", "")
+    number = value.rstrip("KMGTIB")
+    try:
+        amount = float(number) * units[value[len(number):]]
+    except (ValueError, KeyError):
+        raise StoreError(f"memory size {text!r} not understood; write e.g. 800MB, 1.5GB or 2GiB") from None
+    if amount <= 0:
+        raise StoreError(f"memory size must be positive, got {text!r}")
+    return int(amount)
+
+
+class ShardedReplica:
+    """A search-only copy of a trained IVF index split across devices: device i holds the
+    entries whose id % n_devices == i, every query goes to all of them and the results merge
+    (faiss.IndexShards). `place(shard, device)` puts one CPU shard on its device
+    (`gpu_placer` on a GPU machine; tests pass a CPU stand-in with the same signature)."""
+
+    def __init__(self, source: faiss.IndexIVF, devices: Sequence[int],
+                 place: Callable[[faiss.Index, int], faiss.Index]) -> None:
+        self.devices = list(devices)
+        self.shards = faiss.IndexShards(source.d, True, False)  # threaded; each shard keeps its ids
+        self._members = []  # the placed shards: IndexShards does not own them
+        for position, device in enumerate(self.devices):
+            part = faiss.clone_index(source)
+            part.reset()
+            source.copy_subset_to(part, faiss.InvertedLists.SUBSET_TYPE_ID_MOD, len(self.devices), position)
+            placed = place(part, device)
+            self._members.append(placed)
+            self.shards.add_shard(placed)
+
+    def sizes(self) -> list[int]:
+        return [int(member.ntotal) for member in self._members]
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        for member in self._members:
+            member.nprobe = nprobe
+        return self.shards.search(queries, k)
+
+
+def gpu_placer() -> Callable[[faiss.Index, int], faiss.Index]:
+    """`ShardedReplica`'s `place` for FAISS GPU indexes: one resource object per device, IVF-PQ's
+    intermediate (lookup-table) arithmetic in float16: the re-ranking is exact float32 anyway."""
+    resources: dict[int, object] = {}
+
+    def place(index: faiss.Index, device: int) -> faiss.Index:
+        res = resources.setdefault(device, faiss.StandardGpuResources())
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = True
+        return faiss.index_cpu_to_gpu(res, device, index, options)
+
+    return place
+
+
+class FaissIVFPQ(FaissIVF):
+    """IVF-PQ, re-ranked with the exact vectors: stores past memory.
+
+    The index holds only short codes (`ivfpq_params`: sized to a memory budget). A search takes
+    IVFPQ_REFINE_FACTOR × k candidates from the codes and orders them by their exact cosine, read
+    through `use_exact_vectors` (the store's float vectors in DuckDB), so the scores returned are
+    exact. `nprobe` is tuned for recall@10 after re-ranking. With `replica` devices (several GPUs)
+    unfiltered searches go to a `ShardedReplica`, rebuilt after writes; filtered ones use the CPU
+    index's selectors.
+    """
+
+    kind = "ivfpq"
+    file_format = "faiss"
+
+    def __init__(self, dim: int, index: faiss.IndexIVFPQ, recall_at_10: float | None = None,
+                 replica: tuple[Sequence[int], Callable[[faiss.Index, int], faiss.Index]] | None = None) -> None:
+        super().__init__(dim, index, recall_at_10)
+        self.backend = "faiss-gpu" if replica else "faiss-cpu"
+        self.refine_factor = IVFPQ_REFINE_FACTOR
+        self._exact_vectors: Callable[[np.ndarray], np.ndarray] | None = None
+        self._replica_spec = replica
+        self._replica: ShardedReplica | None = None
+        self._replica_lock = threading.Lock()
+
+    @classmethod
+    def train(cls, dim: int, sample: np.ndarray, params: IVFPQParams, **kwargs) -> "FaissIVFPQ":
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
+        index.train(sample)
+        return cls(dim, index, **kwargs)
+
+    def use_exact_vectors(self, fetch: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._exact_vectors = fetch
+
+    def tune(self, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray) -> None:
+        """nprobe for recall (`_TunedSearch.tune`); where even every list falls short, more
+        candidates are re-ranked (up to IVFPQ_MAX_REFINE_FACTOR × k)."""
+        self.refine_factor = IVFPQ_REFINE_FACTOR
+        while True:
+            super().tune(queries, query_ids, truth)
+            if self.recall_at_10 >= TARGET_RECALL or self.refine_factor >= IVFPQ_MAX_REFINE_FACTOR:
+                return
+            self.refine_factor *= 2
+
+    def tuning(self) -> dict[str, object]:
+        return {**super().tuning(), "refine_factor": self.refine_factor}
+
+    def apply_tuning(self, saved: Mapping[str, object]) -> None:
+        super().apply_tuning(saved)
+        self.refine_factor = int(saved.get("refine_factor", IVFPQ_REFINE_FACTOR))
+
+    def _exact(self, ids: np.ndarray) -> np.ndarray:
+        if self._exact_vectors is None:
+            raise StoreError("an ivfpq index re-ranks with the stored vectors; it was not given them")
+        return self._exact_vectors(ids)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        super().add(ids, vectors)
+        self._replica = None
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            self._replica = None
+
+    def _candidates(self, queries: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
+        if allowed is None and self._replica_spec:
+            with self._replica_lock:
+                if self._replica is None:
+                    self._replica = ShardedReplica(self.index, *self._replica_spec)
+                replica = self._replica
+            return replica.search(queries, n, self.nprobe)[1]
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        keep = None
+        if allowed is not None:
+            params.sel, keep = _bitmap_selector(allowed)
+        found = self.index.search(queries, n, params=params)[1]
+        del keep
+        return found
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if len(self) == 0 or k == 0 or (allowed is not None and len(allowed) == 0):
+            return _empty(len(queries), k)
+        if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX:
+            return exact_top_k(queries, self._exact(allowed), allowed, k)
+        candidates = self._candidates(queries, k * self.refine_factor, allowed)
+        unique = np.unique(candidates[candidates >= 0])
+        vectors = self._exact(unique)
+        scores_out, ids_out = _empty(len(queries), k)
+        for row, (query, ids) in enumerate(zip(queries, candidates)):
+            ids = np.unique(ids[ids >= 0])  # a sharded replica may list an id once per shard only
+            scores, best = exact_top_k(query[None, :], vectors[np.searchsorted(unique, ids)], ids, k)
+            scores_out[row], ids_out[row] = scores[0], best[0]
+        return scores_out, ids_out
+
+    @classmethod
+    def load(cls, path: str, dim: int, **kwargs) -> "FaissIVFPQ":
+        index = faiss.read_index(path)
+        if not isinstance(index, faiss.IndexIVFPQ) or index.d != dim:
+            raise StoreError(f"{path} is not an IVF-PQ index of dimension {dim}")
+        return cls(dim, index, **kwargs)
+
+    def memory_bytes(self) -> int:
+        return IVFPQParams(int(self.index.nlist), int(self.index.pq.M), int(self.index.pq.nbits)).memory_bytes(
+            len(self), self.dim)
+
+    def settings(self) -> dict[str, object]:
+        raw = len(self) * self.dim * 4
+        return {"nlist": int(self.index.nlist), "pq_bytes_per_vector": int(self.index.code_size),
+                "nprobe": self.nprobe, "refine": f"exact vectors, {self.refine_factor}x k candidates",
+                "memory_bytes": self.memory_bytes(),
+                "memory_vs_raw": round(self.memory_bytes() / raw, 4) if raw else None,
+                "gpu_shards": len(self._replica_spec[0]) if self._replica_spec else 0,
+                "estimated_recall_at_10": self.recall_at_10}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,14 +844,42 @@ def _torch_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def resolve_backend(device: str, backend: str, kind: str) -> str:
-    """The backend to run: "faiss-cpu", "faiss-gpu", "torch-cpu" or "torch-cuda".
+def _cuda_devices() -> int:
+    import torch
 
-    device: "auto" (a GPU when there is one), "cpu" or "cuda". backend: "auto", "faiss" or
-    "torch". GPU search is exact only (``flat``); an ivf / hnsw store on "auto" runs on the CPU.
+    return torch.cuda.device_count()
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """("auto" | "cpu" | "cuda", GPU ordinal) from "auto", "cpu", "cuda" or "cuda:N"."""
+    name, colon, ordinal = str(device).partition(":")
+    if name in ("auto", "cpu", "cuda") and (not colon or (name == "cuda" and ordinal.isdigit())):
+        return name, int(ordinal or 0)
+    raise StoreError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def gpu_backend(backend: str) -> tuple[str, int]:
+    """("faiss-gpu" | "torch-cuda" | ..., GPU ordinal) of a `resolve_backend` name."""
+    name, _, ordinal = backend.partition(":")
+    return name, int(ordinal or 0)
+
+
+def resolve_backend(device: str, backend: str, kind: str) -> str:
+    """The backend to run: "faiss-cpu", "faiss-gpu", "torch-cpu" or "torch-cuda" (GPU backends
+    on a GPU other than the first say which: "torch-cuda:1").
+
+    device: "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N". backend: "auto",
+    "faiss" or "torch". GPU search is exact (``flat``) or ``ivfpq`` (sharded across the GPUs);
+    an ivf / hnsw store on "auto" runs on the CPU.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise StoreError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    device, ordinal = parse_device(device)
+    if ordinal:
+        name = resolve_backend(device, backend, kind)
+        visible = faiss.get_num_gpus() if name == "faiss-gpu" else _cuda_devices()
+        if ordinal >= visible:
+            raise StoreError(f"device 'cuda:{ordinal}' was asked for but only {visible} GPU(s) are visible "
+                             f"(cuda:0 to cuda:{max(visible - 1, 0)})")
+        return name if kind == "ivfpq" else f"{name}:{ordinal}"  # ivfpq spans every GPU
     if backend not in ("auto", "faiss", "torch"):
         raise StoreError(f"backend must be 'auto', 'faiss' or 'torch', got {backend!r}")
     if kind not in INDEX_KINDS:
@@ -526,8 +890,10 @@ def resolve_backend(device: str, backend: str, kind: str) -> str:
     if device == "cpu":
         return "torch-cpu" if backend == "torch" else "faiss-cpu"
     if device == "cuda":
+        if kind == "ivfpq" and faiss_gpu and backend != "torch":
+            return "faiss-gpu"
         if kind != "flat":
-            raise StoreError(f"GPU search is exact only; open with index_kind='flat' or device='cpu' (got {kind!r})")
+            raise StoreError(f"GPU search is exact or ivfpq; open with index_kind='flat' or device='cpu' (got {kind!r})")
         if backend != "torch" and faiss_gpu:
             return "faiss-gpu"
         if backend == "faiss":
@@ -538,33 +904,62 @@ def resolve_backend(device: str, backend: str, kind: str) -> str:
     # auto
     if backend == "torch":
         return "torch-cuda" if _nvidia_present() and _torch_cuda() else "torch-cpu"
-    if kind == "flat" and faiss_gpu:
+    if kind in ("flat", "ivfpq") and faiss_gpu:
         return "faiss-gpu"
     if kind == "flat" and backend == "auto" and _nvidia_present() and _torch_cuda():
         return "torch-cuda"
     return "faiss-cpu"
 
 
-def new_index(backend: str, kind: str, dim: int) -> VectorIndex:
-    """An empty index (IVF starts empty as exact search: the store trains it once it has data)."""
+def ivf_nlist(n_rows: int) -> int:
+    """IVF lists for a store of n_rows: about √n."""
+    return int(min(65_536, max(16, round(math.sqrt(n_rows)))))
+
+
+def training_sample_size(n_rows: int, minimum: int) -> int:
+    """Vectors to sample for building an approximate index over n_rows: enough to train IVF's
+    coarse quantizer (at least `minimum`); recall tuning draws its queries from them too."""
+    return min(n_rows, max(minimum, IVF_TRAIN_PER_LIST * ivf_nlist(n_rows)))
+
+
+def _gpu_replica(backend: str) -> tuple[list[int], Callable[[faiss.Index, int], faiss.Index]] | None:
+    """Where an ivfpq index on `backend` keeps its search copy: every GPU FAISS sees, or none."""
+    return (list(range(faiss.get_num_gpus())), gpu_placer()) if backend == "faiss-gpu" else None
+
+
+def new_index(backend: str, kind: str, dim: int, training_sample: np.ndarray | None = None,
+              n_rows: int = 0, memory_budget: int | None = None) -> VectorIndex:
+    """An empty index. An "ivf" / "ivfpq" index is trained on `training_sample` (normalised
+    vectors) with lists for `n_rows` (`ivf_nlist`; ivfpq codes sized to `memory_budget` bytes,
+    `ivfpq_params`); without a sample it starts as exact search (the store trains it once it
+    has data)."""
+    backend, ordinal = gpu_backend(backend)
     if backend.startswith("torch"):
-        return TorchExact(dim, backend.split("-", 1)[1])
+        return TorchExact(dim, f"cuda:{ordinal}" if backend == "torch-cuda" else "cpu")
+    if kind == "ivfpq" and training_sample is not None:
+        return FaissIVFPQ.train(dim, training_sample, ivfpq_params(n_rows, dim, memory_budget),
+                                replica=_gpu_replica(backend))
     if backend == "faiss-gpu":
-        return FaissGpuFlat(dim)
+        return FaissGpuFlat(dim, device=ordinal)
     if kind == "hnsw":
         return FaissHNSW(dim)
+    if kind == "ivf" and training_sample is not None:
+        return FaissIVF.train(dim, training_sample, ivf_nlist(n_rows))
     return FaissFlat(dim)
 
 
 def load_index(path: str, backend: str, kind: str, dim: int) -> VectorIndex:
     """Read a saved index for `backend`/`kind`; raises (StoreError / RuntimeError) if unusable."""
+    backend, ordinal = gpu_backend(backend)
     loaders: dict[tuple[str, str], Callable[[], VectorIndex]] = {
         ("faiss-cpu", "flat"): lambda: FaissFlat.load(path, dim),
         ("faiss-cpu", "ivf"): lambda: FaissIVF.load(path, dim),
         ("faiss-cpu", "hnsw"): lambda: FaissHNSW.load(path, dim),
-        ("faiss-gpu", "flat"): lambda: FaissGpuFlat(dim, FaissFlat.load(path, dim).index),
+        ("faiss-cpu", "ivfpq"): lambda: FaissIVFPQ.load(path, dim),
+        ("faiss-gpu", "flat"): lambda: FaissGpuFlat(dim, FaissFlat.load(path, dim).index, device=ordinal),
+        ("faiss-gpu", "ivfpq"): lambda: FaissIVFPQ.load(path, dim, replica=_gpu_replica(backend)),
         ("torch-cpu", "flat"): lambda: TorchExact.load(path, dim, "cpu"),
-        ("torch-cuda", "flat"): lambda: TorchExact.load(path, dim, "cuda"),
+        ("torch-cuda", "flat"): lambda: TorchExact.load(path, dim, f"cuda:{ordinal}"),
     }
     if (backend, kind) not in loaders:
         raise StoreError(f"no loader for a {kind} index on {backend}")

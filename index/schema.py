@@ -123,8 +123,8 @@ def coerce(column: Column, value: object) -> object:
     if typ == TYPE_BOOL:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, str) and value.strip().lower() in BOOL_TEXT:
+            return BOOL_TEXT[value.strip().lower()]
         raise refuse()
     if typ in ("BIGINT", "INTEGER"):
         if isinstance(value, bool):
@@ -195,6 +195,46 @@ def columns_from_duckdb(described: Sequence[tuple[str, str]]) -> dict[str, Colum
 
 def _canonical_type(typ: str) -> str:
     return typ.upper()
+
+
+#: How booleans are written in text (CSV files, command lines): the one rule for both.
+BOOL_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+#: What separates the labels of a label-list value in text ("AF;RBBB").
+LABEL_SEPARATOR = ";"
+
+
+def text_column_parser(values: Sequence[str], *, labels: bool | None = None):
+    """How to read one text column (a CSV column) into typed metadata values: the function to
+    apply to each non-empty value.
+
+    labels: True reads label lists, False never does, None decides from the values: a column is
+    a label list when some value holds ``;`` and every item of every value is one token without
+    spaces (codes such as ``AF_AFL;STACH`` or ``NORM:100;SR:0``), so prose that happens to hold a
+    ``;`` stays text. Otherwise the first of integer, float, boolean (``BOOL_TEXT``) and text that
+    reads every value.
+    """
+    present = [v for v in values if v != ""]
+    if labels is None:
+        items = [x.strip() for v in present for x in v.split(LABEL_SEPARATOR)]
+        labels = any(LABEL_SEPARATOR in v for v in present) and all(x and not any(c.isspace() for c in x)
+                                                                     for x in items if x)
+    if labels:
+        return lambda v: [x.strip() for x in v.split(LABEL_SEPARATOR) if x.strip()]
+    for parse in (int, float, _text_bool):
+        try:
+            for v in present:
+                parse(v)
+            return parse
+        except ValueError:
+            continue
+    return str
+
+
+def _text_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in BOOL_TEXT or lowered in ("1", "0"):  # 1 / 0 alone read as integers
+        raise ValueError(value)
+    return BOOL_TEXT[lowered]
 
 
 def metadata_types(rows: Sequence[Mapping[str, object]]) -> dict[str, object]:

@@ -4,11 +4,16 @@ A store is one directory::
 
     store.duckdb          every ECG: ids, base fields, user metadata, the record vector
                           (FLOAT[d]) and optional segment vectors, encoder identity, sequence number
-    index.json            which index file is current, its kind, the highest sequence number
-                          it holds, the file's sha256 and entry count (checked at open: a file
-                          from another store or an older save is rebuilt) and the store's id
-                          (written last: it is the commit point of an index save)
+    index.json            which index file is current, with what ties it to this store
+                          (derived_index.py; written last: the commit point of an index save)
     index-<seq>-<tag>.*   the persisted search index (FAISS file, or npz for the torch backend)
+
+This module holds the DuckDB side: the schema and encoder identity, the one-writer / many-readers
+lock, writes, reads, the search plumbing (filters and patient exclusions resolved in DuckDB, then
+the index searched) and what happens when the disk refuses a write. The search index's own life
+(open or rebuild, catch-up, IVF training, saving) is `derived_index.DerivedIndex`, which reads the
+rows only through the scan / ids / count / sample callables given to it here; backends.py holds
+the index implementations, each tuning its own search parameters; atomic.py writes every file.
 
 Each write is one DuckDB transaction; the in-memory index is updated after the commit, under a
 lock that readers share, so a search sees a batch entirely or not at all. The index file is
@@ -29,10 +34,8 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import json
 import logging
-import math
 import os
 import threading
 import uuid
@@ -55,37 +58,25 @@ from ecg_atlas.errors import (
 )
 
 from . import schema, signal_copy
-from .backends import (
-    FaissHNSW,
-    FaissIVF,
-    VectorIndex,
-    exact_top_k,
-    load_index,
-    new_index,
-    resolve_backend,
-)
+from .atomic import replace_durably
+from .backends import VectorIndex, resolve_backend
+from .derived_index import DerivedIndex, Rows, read_meta
 from .filters import Filter, compile_filter
 from .signal_copy import StoredSignal
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "store.duckdb"
-INDEX_META = "index.json"
 FORMAT_VERSION = 1
 MAX_K = 10_000
 #: Rows read from DuckDB per chunk when (re)building the index.
 SCAN_BATCH = 16_384
 #: An IVF store searches exactly until it holds this many rows, then trains its coarse quantizer.
 IVF_MIN_TRAIN = 10_000
-#: nprobe / efSearch are tuned to the smallest value reaching this recall@10 against exact search.
-TARGET_RECALL = 0.95
-RECALL_QUERIES = 200
 #: The index file is rewritten once this many rows changed since the last save (and on close):
 #: it bounds what an open after a crash must re-read from DuckDB (~10 s on a 2-core machine).
 AUTOSAVE_MIN_CHANGES = 250_000
 FLOAT_CODECS_OFF = "alp,alprd,chimp,patas"
-#: Bytes read at a time when hashing an index file (sha256 recorded in index.json).
-HASH_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -106,6 +97,24 @@ class EncoderIdentity:
 class UpsertResult:
     inserted: int
     updated: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    inserted: int
+    skipped_existing: int  # embedded rows whose ecg_id the store held already
+    refused: int  # refusals the shards record (reported by the job; nothing to store)
+
+
+#: Shard columns copied as they are, in `ecg` table order (shards.py's fixed columns).
+_IMPORTED = ("seq", "ecg_id", "patient_id", "source", "fs", "lead_names", "duration_s", "n_segments", "model_id",
+             "checkpoint_sha256", "preprocessing_version", "ingested_at", "record_vector", "segment_vectors")
+#: Shard columns holding user metadata: ``metadata.<key>``.
+IMPORT_METADATA_PREFIX = "metadata."
+#: The store type a shard's metadata column (as DuckDB reads it) goes to.
+_IMPORT_TYPES = {"BIGINT": schema.TYPE_BIGINT, "INTEGER": schema.TYPE_BIGINT, "DOUBLE": schema.TYPE_DOUBLE,
+                 "FLOAT": schema.TYPE_DOUBLE, "VARCHAR": schema.TYPE_TEXT, "BOOLEAN": schema.TYPE_BOOL,
+                 "TIMESTAMP": schema.TYPE_TIME, "TIMESTAMP_NS": schema.TYPE_TIME, "VARCHAR[]": schema.TYPE_LABELS}
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class StoreInfo:
     index_settings: dict[str, object]
     columns: dict[str, str]
     high_water_seq: int
+    encoder_contract: dict | None = None  # the input contract of the encoder behind the vectors
 
 
 class _ReadWriteLock:
@@ -186,48 +196,6 @@ def _normalised(vectors: np.ndarray, what: str, dim: int) -> np.ndarray:
     if (norms == 0).any():
         raise StoreError(f"{what} row {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros; cosine is undefined")
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write) -> str:
-    """`write(tmp_path)` then fsync and rename over `path`: readers see the old or the new file.
-
-    Returns the sha256 of the bytes written (hashed from the temporary file before the rename).
-    A disk that refuses the write raises StorageError (the temporary file is removed)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(str(tmp))
-        digest = hashlib.sha256()
-        with open(tmp, "rb+") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except (OSError, RuntimeError) as exc:  # faiss reports a failed write as RuntimeError
-        tmp.unlink(missing_ok=True)
-        raise _storage_error(exc, "saving the index") or exc
-    return digest.hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _file_entries(index: VectorIndex) -> int:
-    """Vectors the saved file holds (tombstones are not saved: HNSW keeps its dead nodes)."""
-    return len(index) + len(getattr(index, "tombstones", ()))
 
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -313,7 +281,7 @@ class Store:
         self._generation = 0
         self._closed = True
         self._in_transaction = False
-        self._index_file_stale = False
+        self._derived: DerivedIndex | None = None  # None until the index is loaded or first built
         self._invalid = False  # DuckDB invalidated the connection (failed checkpoint); reopened by _recover
 
     # -----------------------------------------------------------------------------------------
@@ -332,6 +300,7 @@ class Store:
         read_only: bool = False,
         with_index: bool = True,
         memory_limit: str = "1GB",
+        index_memory: int | None = None,
     ) -> "Store":
         """Open (or create) the store in directory `path`.
 
@@ -341,7 +310,8 @@ class Store:
             backend: see `backends.resolve_backend`; the choice is reported by `info()`.
             read_only: no writes, nothing written (other processes may read too). with_index:
             False skips loading the search index (export and analysis scans need only DuckDB).
-            memory_limit: DuckDB's buffer pool cap.
+            memory_limit: DuckDB's buffer pool cap. index_memory: bytes an "ivfpq" index may
+            take (its code size is chosen from it and the row count; remembered by the store).
         """
         self = cls()
         self._path = Path(path)
@@ -356,13 +326,13 @@ class Store:
         self._closed = False
         try:
             self._load_meta(identity)
-            meta = self._read_index_meta()
+            meta = read_meta(self._path)
             self._kind_requested = index_kind or (meta or {}).get("kind_requested") or "flat"
+            self._index_memory = index_memory or (meta or {}).get("index_memory")
             self._backend_name = resolve_backend(device, backend, self._kind_requested)
-            self._index: VectorIndex | None = None
-            self._unsaved = 0
             if with_index and self._identity is not None:
-                self._open_index(meta)
+                self._derived = self._new_derived_index()
+                self._derived.open(meta, high_water_seq=self._next_seq - 1)
         except BaseException:
             self._con.close()
             self._closed = True
@@ -393,7 +363,7 @@ class Store:
         with self._lock.write():
             try:
                 if not self._read_only and not self._invalid:
-                    if self._index is not None and (self._unsaved or self._index_file_stale):
+                    if self._derived is not None and self._derived.needs_save:
                         self._save_index()
                     self._checkpoint_duckdb()
             except StorageError:
@@ -404,7 +374,7 @@ class Store:
             finally:
                 self._con.close()
                 self._closed = True
-                self._index = None
+                self._derived = None
 
     def __enter__(self) -> "Store":
         return self
@@ -496,82 +466,22 @@ class Store:
         return int(self._cursor().execute("SELECT count(*) FROM ecg").fetchall()[0][0])
 
     # -----------------------------------------------------------------------------------------
-    # The derived index: load, reconcile with DuckDB, build, save
+    # The derived index (derived_index.py), given the rows through callables
 
-    def _read_index_meta(self) -> dict | None:
-        try:
-            with open(self._path / INDEX_META) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+    @property
+    def _index(self) -> VectorIndex | None:
+        return self._derived.index if self._derived is not None else None
 
-    def _effective_kind(self) -> str:
-        """What to build now: an IVF store searches exactly until it has enough rows to train."""
-        if self._kind_requested == "ivf" and self._count() < IVF_MIN_TRAIN:
-            return "flat"
-        return self._kind_requested
+    def _new_derived_index(self) -> DerivedIndex:
+        rows = Rows(scan=self._scan_vectors, ids=self._all_seqs, count=self._count, sample=self._sample_vectors)
+        return DerivedIndex(self._path, rows, store_uuid=self._uuid, identity=self._identity,
+                            kind_requested=self._kind_requested, backend=self._backend_name,
+                            ivf_min_train=IVF_MIN_TRAIN, index_memory=self._index_memory)
 
-    def _open_index(self, meta: dict | None) -> None:
-        index = None
-        if meta is not None and meta.get("kind_requested") != self._kind_requested:
-            log.info("index kind changed from %s to %s; building it from DuckDB", meta.get("kind_requested"),
-                     self._kind_requested)
-        elif meta is not None:
-            try:
-                index = self._load_saved_index(meta)
-            except Exception as exc:  # noqa: BLE001 - any unreadable index is rebuilt from the rows
-                log.warning("index file not usable (%s); rebuilding from DuckDB", exc)
-        if index is None:
-            self._index = self._build_index()
-            self._index_file_stale = True
-            return
-        self._index = index
-        self._catch_up_index(index)
-
-    def _catch_up_index(self, index: VectorIndex) -> None:
-        """Add the rows DuckDB holds that the index lacks; remove entries whose rows are gone."""
-        db_seqs = self._cursor().execute("SELECT seq FROM ecg").fetchnumpy()["seq"].astype(np.int64)
-        db_seqs.sort()
-        held = index.ids()
-        extra = np.setdiff1d(held, db_seqs, assume_unique=True)
-        missing = np.setdiff1d(db_seqs, held, assume_unique=True)
-        if len(extra):
-            index.remove(extra)
-        for seqs, vectors in self._scan_vectors(missing if len(missing) < len(db_seqs) else None):
-            index.add(seqs, vectors)
-        if len(extra) or len(missing):
-            log.info("index caught up with DuckDB: %d added, %d removed", len(missing), len(extra))
-            self._unsaved += len(extra) + len(missing)
-
-    def _load_saved_index(self, meta: dict) -> VectorIndex:
-        expected = {"format_version": FORMAT_VERSION, "store_uuid": self._uuid,
-                    "identity": asdict(self._identity), "kind_requested": self._kind_requested}
-        for key, value in expected.items():
-            if meta.get(key) != value:
-                raise StoreError(f"index.json {key} is {meta.get(key)!r}, expected {value!r}")
-        if meta.get("high_water_seq", 0) >= self._next_seq:
-            raise StoreError("index is newer than the database (database restored from an older copy?)")
-        kind = meta["kind"]
-        if kind != self._effective_kind() and not (kind == "ivf" and self._kind_requested == "ivf"):
-            raise StoreError(f"index is {kind}, this store now needs {self._effective_kind()}")
-        wanted_format = "npz" if self._backend_name.startswith("torch") else "faiss"
-        if meta.get("format") != wanted_format:
-            raise StoreError(f"index file is {meta.get('format')}, backend {self._backend_name} reads {wanted_format}")
-        # The JSON alone does not tie the file to this store: a file copied over it (from another
-        # store, or an older save of this one) would map every vector to the wrong row.
-        file = self._path / meta["file"]
-        if not meta.get("sha256"):
-            raise StoreError("index.json records no digest of its index file (written by an older version)")
-        if _sha256_file(file) != meta["sha256"]:
-            raise StoreError("index file does not match its index.json (digest differs: copied from another "
-                             "store or an older state?)")
-        index = load_index(str(file), self._backend_name, kind, self._identity.dim)
-        if len(index) != meta.get("file_entries"):
-            raise StoreError(f"index file holds {len(index)} entries, its index.json says {meta.get('file_entries')}")
-        if isinstance(index, (FaissIVF, FaissHNSW)):
-            index.nprobe = meta.get("nprobe", index.nprobe)
-            index.recall_at_10 = meta.get("estimated_recall_at_10")
-        return index
+    def _all_seqs(self) -> np.ndarray:
+        seqs = self._cursor().execute("SELECT seq FROM ecg").fetchnumpy()["seq"].astype(np.int64)
+        seqs.sort()
+        return seqs
 
     def _scan_vectors(self, seqs: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(seqs, normalised vectors) chunks for all rows, or for those with `seqs`."""
@@ -593,37 +503,6 @@ class Store:
         finally:
             cur.close()
 
-    def _build_index(self) -> VectorIndex:
-        """A fresh index of the effective kind, filled from DuckDB (IVF / HNSW tuned for recall)."""
-        kind = self._effective_kind()
-        dim = self._identity.dim
-        if kind == "flat" or self._backend_name != "faiss-cpu":
-            index = new_index(self._backend_name, kind, dim)
-            for seqs, vectors in self._scan_vectors():
-                index.add(seqs, vectors)
-            return index
-        n = self._count()
-        sample_seqs, sample = self._sample_vectors(min(n, max(IVF_MIN_TRAIN, 39 * self._nlist_for(n))))
-        if kind == "ivf":
-            index: VectorIndex = FaissIVF.train(dim, sample, self._nlist_for(n))
-        else:
-            index = FaissHNSW(dim)
-        queries, query_seqs = sample[:RECALL_QUERIES], sample_seqs[:RECALL_QUERIES]
-        truth = np.full((len(queries), 11), -np.inf, dtype=np.float32), np.full((len(queries), 11), -1, np.int64)
-        for seqs, vectors in self._scan_vectors():
-            index.add(seqs, vectors)
-            chunk = exact_top_k(queries, vectors, seqs, 11)
-            merged_scores = np.concatenate([truth[0], chunk[0]], axis=1)
-            merged_ids = np.concatenate([truth[1], chunk[1]], axis=1)
-            order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :11]
-            truth = (np.take_along_axis(merged_scores, order, 1), np.take_along_axis(merged_ids, order, 1))
-        self._tune(index, queries, query_seqs, truth[1])
-        return index
-
-    @staticmethod
-    def _nlist_for(n: int) -> int:
-        return int(min(65_536, max(16, round(math.sqrt(n)))))
-
     def _sample_vectors(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self._cursor().sql(
             f"SELECT seq, record_vector FROM ecg USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (7)"
@@ -632,58 +511,12 @@ class Store:
                 _normalised(_vectors_from_arrow(rows.column(1), self._identity.dim), "stored record_vector",
                             self._identity.dim))
 
-    @staticmethod
-    def _tune(index: FaissIVF | FaissHNSW, queries: np.ndarray, query_seqs: np.ndarray, truth: np.ndarray) -> None:
-        """Smallest nprobe (IVF) / efSearch (HNSW) whose recall@10 on stored vectors reaches TARGET_RECALL.
-
-        Each query is a stored vector; it is dropped from both result lists, so the figure is
-        recall@10 over *other* ECGs.
-        """
-        def top10(ids: np.ndarray, own: int) -> set[int]:
-            return set(ids[(ids != own) & (ids >= 0)][:10].tolist())
-
-        expected = [top10(row, own) for row, own in zip(truth, query_seqs)]
-        limit = index.index.nlist if isinstance(index, FaissIVF) else 1024
-        value = 1 if isinstance(index, FaissIVF) else 16
-        recall = 0.0
-        while True:
-            index.nprobe = value
-            _, found = index.search(queries, 11)
-            got = [top10(row, own) for row, own in zip(found, query_seqs)]
-            recall = float(np.mean([len(g & e) / max(len(e), 1) for g, e in zip(got, expected)]))
-            if recall >= TARGET_RECALL or value >= limit:
-                break
-            value = min(limit, value * 2)
-        index.recall_at_10 = round(recall, 4)
-        log.info("%s tuned: %s=%d, estimated recall@10 %.3f", index.kind,
-                 "nprobe" if isinstance(index, FaissIVF) else "efSearch", value, recall)
-
     def _save_index(self) -> None:
-        """Write the index file, then index.json naming it (the commit point), then drop old files."""
-        index = self._index
-        high_water = self._next_seq - 1
-        name = f"index-{high_water:012d}-{uuid.uuid4().hex[:8]}.{index.file_format}"
-        digest = _write_atomic(self._path / name, index.save)
-        meta = {
-            "format_version": FORMAT_VERSION, "store_uuid": self._uuid, "identity": asdict(self._identity),
-            "kind_requested": self._kind_requested, "kind": index.kind, "format": index.file_format,
-            "file": name, "high_water_seq": high_water, "entries": len(index),
-            "file_entries": _file_entries(index), "sha256": digest,
-        }
-        if isinstance(index, (FaissIVF, FaissHNSW)):
-            meta["nprobe"] = index.nprobe
-            meta["estimated_recall_at_10"] = index.recall_at_10
-
-        def write_meta(tmp: str) -> None:
-            with open(tmp, "w") as f:
-                json.dump(meta, f, indent=1)
-
-        _write_atomic(self._path / INDEX_META, write_meta)
-        for old in self._path.glob("index-*"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-        self._unsaved = 0
-        self._index_file_stale = False
+        """Save the derived index; a disk that refuses the write raises StorageError (logged)."""
+        try:
+            self._derived.save(high_water_seq=self._next_seq - 1)
+        except (OSError, RuntimeError) as exc:  # faiss reports a failed write as RuntimeError
+            raise _storage_error(exc, "saving the index") or exc
 
     def warm_up(self) -> None:
         """Pay the write path's one-time library loading now instead of in the first write.
@@ -703,7 +536,7 @@ class Store:
         """Persist the index now and checkpoint DuckDB (the server may call this when idle)."""
         self._require_writable()
         with self._lock.write():
-            if self._index is not None:
+            if self._derived is not None:
                 self._save_index()
             self._checkpoint_duckdb()
 
@@ -880,16 +713,10 @@ class Store:
                 self._unregister(con, "incoming")
             self._next_seq += n
             # After the commit: a crash from here on is repaired when the store next opens.
-            if self._index is None:
-                self._index = self._build_index()
-                self._index_file_stale = True
-            else:
-                self._index.remove(replaced)
-                self._index.add(seqs, normalised)
-                if self._kind_requested == "ivf" and self._index.kind == "flat" and len(self._index) >= IVF_MIN_TRAIN:
-                    self._index = self._build_index()
-                    self._index_file_stale = True
-            self._after_change(n + len(replaced))
+            if self._derived is None:
+                self._derived = self._new_derived_index()
+            self._derived.apply(seqs, normalised, replaced)
+            self._autosave()
         return UpsertResult(inserted=n - len(replaced), updated=len(replaced))
 
     def _abort_write(self, exc: BaseException) -> BaseException:
@@ -934,8 +761,8 @@ class Store:
         self._next_seq = int(values["next_seq"])
         self._identity = EncoderIdentity(**json.loads(values["identity"])) if "identity" in values else None
         self._refresh_columns()
-        if self._index is not None:
-            self._catch_up_index(self._index)
+        if self._derived is not None:
+            self._derived.catch_up()
         log.warning("database reopened after a failed write; %d ECGs stored", self._count())
 
     def _unregister(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -980,13 +807,110 @@ class Store:
             out[key] = (column.type, values)
         return out
 
-    def _after_change(self, changed: int) -> None:
-        self._unsaved += changed
-        if self._unsaved >= max(AUTOSAVE_MIN_CHANGES, len(self._index) // 2):
+    def _autosave(self) -> None:
+        """Save the index once enough changed since its last save (bounds the catch-up after a crash)."""
+        if self._derived.unsaved >= max(AUTOSAVE_MIN_CHANGES, len(self._derived.index) // 2):
             try:
                 self._save_index()
             except StorageError:  # the rows are committed; the save is retried later (logged)
                 pass
+
+    def import_shards(self, paths: Sequence[str | os.PathLike], *, identity: EncoderIdentity) -> ImportResult:
+        """Bulk-load embedding shards (Parquet files laid out as ``ecg_atlas/bulk/shards.py``
+        describes), made by `identity`'s encoder; then build the search index once.
+
+        DuckDB reads the files directly and inserts, in one transaction, every embedded row
+        whose ecg_id the store does not hold yet (importing the same shards twice changes
+        nothing); refusals are counted, not stored. ``metadata.<key>`` columns become user
+        columns by the same typing rules as `upsert`. The write lock is held for the insert
+        only: the index over the new rows is built beside the live one (searches go on) and
+        swapped in, caught up with any write made meanwhile.
+        """
+        self._require_writable()
+        files = [os.fspath(p) for p in paths]
+        if not files:
+            return ImportResult(0, 0, 0)
+        source = "read_parquet(?::VARCHAR[], union_by_name = true, filename = true, file_row_number = true)"
+        with self._lock.write():
+            self._require_writable()
+            con = self._con
+            con.execute("BEGIN")
+            self._in_transaction = True
+            try:
+                if self._identity is None:
+                    self._set_identity(identity)
+                    self._refresh_columns()
+                else:
+                    self._check_identity(identity)
+                described = con.execute(f"DESCRIBE SELECT * FROM {source}", [files]).fetchall()
+                metadata = self._import_columns([(row[0], row[1]) for row in described])
+                twice = con.execute(f"SELECT ecg_id FROM {source} WHERE status = 'embedded' GROUP BY ecg_id "
+                                    f"HAVING count(*) > 1 LIMIT 5", [files]).fetchall()
+                if twice:
+                    raise StoreError(f"the shards hold some ECGs more than once ({', '.join(r[0] for r in twice)}); "
+                                     f"import shards of one job, or of jobs over different ECGs")
+                counts = dict(con.execute(f"SELECT status, count(*) FROM {source} GROUP BY status", [files]).fetchall())
+                targets = ", ".join(f'"{name}"' for name in [*_IMPORTED, *metadata])
+                selected = ", ".join([f"p.{c}" for c in _IMPORTED[1:8]] + [
+                    "?", "?", "?", "?", f"p.record_vector::FLOAT[{identity.dim}]",
+                    f"p.segment_vectors::FLOAT[{identity.dim}][]"]
+                    + [f'p."{schema_name}"::{column_type}' for schema_name, column_type in metadata.values()])
+                now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                inserted = con.execute(
+                    f"INSERT INTO ecg ({targets}) SELECT ? + row_number() OVER (ORDER BY p.filename, "
+                    f"p.file_row_number) - 1, {selected} FROM {source} p ANTI JOIN ecg USING (ecg_id) "
+                    f"WHERE p.status = 'embedded'",
+                    [self._next_seq, identity.model_id, identity.checkpoint_sha256, identity.preprocessing_version,
+                     now, files]).fetchall()[0][0]
+                con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + inserted)])
+                con.execute("COMMIT")
+            except BaseException as exc:
+                failure = self._abort_write(exc)
+                self._identity = self._identity if self._has_identity_row() else None
+                self._refresh_columns()
+                if isinstance(failure, duckdb.Error):  # a shard that is not what it should be
+                    raise StoreError(f"importing {len(files)} shard files failed: {failure}") from exc
+                raise failure
+            finally:
+                self._in_transaction = False
+            self._next_seq += inserted
+            self._refresh_columns()
+        embedded = int(counts.get("embedded", 0))
+        if inserted:
+            fresh = self._new_derived_index()
+            fresh.rebuild()  # outside the lock: reads the committed rows through its own cursors
+            with self._lock.write():
+                fresh.catch_up()
+                self._derived = fresh
+                try:
+                    self._save_index()
+                except StorageError:  # the rows are committed; the save is retried later (logged)
+                    pass
+        return ImportResult(inserted=int(inserted), skipped_existing=embedded - int(inserted),
+                            refused=int(counts.get("refused", 0)))
+
+    def _import_columns(self, described: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        """Per user column the shards fill: (the shards' column name, the store type to cast to).
+        New keys become columns; an integer column meeting real numbers widens to DOUBLE."""
+        out = {}
+        for name, shard_type in described:
+            if not name.startswith(IMPORT_METADATA_PREFIX):
+                continue
+            key = schema.check_metadata_name(name[len(IMPORT_METADATA_PREFIX):])
+            wanted = _IMPORT_TYPES.get(shard_type.upper())
+            if wanted is None:
+                raise StoreError(f"shard column {name!r} is {shard_type}, which no metadata column can hold")
+            column = self._columns.get(key)
+            if column is None:
+                self._con.execute(f'ALTER TABLE ecg ADD COLUMN "{key}" {wanted}')
+                column = self._columns[key] = schema.Column(key, wanted, user=True)
+            elif column.type == schema.TYPE_BIGINT and wanted == schema.TYPE_DOUBLE:
+                self._con.execute(f'ALTER TABLE ecg ALTER COLUMN "{key}" TYPE DOUBLE')
+                column = self._columns[key] = schema.Column(key, schema.TYPE_DOUBLE, user=True)
+            elif column.type != wanted and not (column.type == schema.TYPE_DOUBLE and wanted == schema.TYPE_BIGINT):
+                raise StoreError(f"metadata {key!r}: the store holds {column.type} values, the shards {wanted}")
+            out[key] = (name, column.type)
+        return out
 
     def delete(self, ecg_ids: Sequence[str] | None = None, *, patient_ids: Sequence[str] | None = None) -> int:
         """Delete ECGs by id and/or every ECG of the given patients (withdrawal of consent).
@@ -1018,9 +942,9 @@ class Store:
                 con.execute("COMMIT")
             except BaseException as exc:
                 raise self._abort_write(exc)
-            if self._index is not None:
-                self._index.remove(gone)
-                self._after_change(len(gone))
+            if self._derived is not None:
+                self._derived.remove(gone)
+                self._autosave()
         log.info("deleted %d ECGs", len(gone))
         return len(gone)
 
@@ -1099,14 +1023,10 @@ class Store:
                 self._connect()
                 raise StoreError("compaction stopped: the database still has a WAL after closing "
                                  "(another connection is open); nothing was replaced")
-            with open(fresh, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(fresh, self._path / DB_FILE)
-            _fsync_dir(self._path)
+            replace_durably(fresh, self._path / DB_FILE)
             self._connect()
-            if self._index is not None:
-                if self._index.kind in ("ivf", "hnsw"):  # HNSW drops its tombstones; IVF retrains
-                    self._index = self._build_index()
+            if self._derived is not None:
+                self._derived.compact()
                 self._save_index()
         log.info("store compacted")
 
@@ -1313,6 +1233,16 @@ class Store:
         finally:
             cur.close()
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` stored ecg_ids starting with ``prefix``, in id order (type-ahead)."""
+        with self._lock.read():
+            if self._identity is None:
+                return []
+            rows = self._cursor().execute(
+                "SELECT ecg_id FROM ecg WHERE starts_with(ecg_id, ?) ORDER BY ecg_id LIMIT ?",
+                [prefix, int(limit)]).fetchall()
+        return [row[0] for row in rows]
+
     def columns(self) -> dict[str, str]:
         """Readable (and filterable) columns and their DuckDB types."""
         with self._lock.read():
@@ -1324,9 +1254,7 @@ class Store:
             if self._closed:
                 raise StoreError("the store is closed")
             index = self._index
-            kind = index.kind if index is not None else "not loaded"
-            if index is not None and self._kind_requested == "ivf" and index.kind == "flat":
-                kind = f"flat (ivf trains at {IVF_MIN_TRAIN} ECGs)"
+            kind = self._derived.kind_label() if self._derived is not None else "not loaded"
             return StoreInfo(
                 path=str(self._path),
                 n_ecgs=self._count(),
@@ -1339,7 +1267,25 @@ class Store:
                 index_settings=index.settings() if index is not None else {},
                 columns={name: c.type for name, c in self._columns.items()},
                 high_water_seq=self._next_seq - 1,
+                encoder_contract=self._encoder_contract(),
             )
+
+    def record_encoder_contract(self, contract: dict) -> None:
+        """Keep the encoder's input contract (leads, rate, window, filtering, pooling, licence...)
+        beside the identity, so the store says how its vectors were made. Informational: identity
+        equality stays model id, checkpoint sha256, preprocessing version and dimension."""
+        self._require_writable()
+        text = json.dumps(contract, sort_keys=True)
+        with self._lock.write():
+            current = self._con.execute("SELECT value FROM store_meta WHERE key = 'encoder_contract'").fetchall()
+            if current and current[0][0] == text:
+                return
+            self._con.execute("DELETE FROM store_meta WHERE key = 'encoder_contract'")
+            self._con.execute("INSERT INTO store_meta VALUES ('encoder_contract', ?)", [text])
+
+    def _encoder_contract(self) -> dict | None:
+        rows = self._cursor().execute("SELECT value FROM store_meta WHERE key = 'encoder_contract'").fetchall()
+        return json.loads(rows[0][0]) if rows else None
 
 
 def _contains(sorted_values: np.ndarray, value: int) -> bool:

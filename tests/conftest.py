@@ -43,3 +43,9 @@ def parity_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def ecg_dir(shared_data: Path) -> Path:
     return _require(shared_data / "ecg")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(parity_dir: Path) -> Path:
+    """The tiny real ECG-FM checkpoint of the parity files: fast, and the real loading path."""
+    return parity_dir / "tiny_pretrained.pt"

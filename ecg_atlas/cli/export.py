@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ecg_atlas.cli._client import add_client_args, connect, rpc_errors
+from ecg_atlas.cli._store import access
 from ecg_atlas.index import Store, parse_filter
+from ecg_atlas.index.atomic import write_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "file; optionally also a TensorBoard-projector pair PREFIX.vectors.tsv + "
                     "PREFIX.metadata.tsv.",
     )
-    parser.add_argument("--store", required=True, help="store directory")
+    parser.add_argument("--store", default=None, help="store directory (through its server when one holds it)")
     parser.add_argument("--out", required=True, help="Parquet file to write")
     parser.add_argument("--tsv", metavar="PREFIX", help="also write PREFIX.vectors.tsv and PREFIX.metadata.tsv")
     parser.add_argument("--where", action="append", default=[], metavar="FILTER",
                         help="only ECGs matching, e.g. 'age>=60', 'labels contains AF' (repeat: AND)")
     parser.add_argument("--columns", help="comma-separated metadata columns (default: all)")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_client_args(parser, store_verb=True)
     parser.set_defaults(func=run)
 
 
@@ -40,22 +42,42 @@ def _tsv_cell(value: object) -> str:
     return " ".join(str(value).split())  # tabs / newlines would break the projector's columns
 
 
+@rpc_errors
 def run(args: argparse.Namespace) -> int:
-    where = parse_filter(args.where) if args.where else None
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
+    path = access(args)
+    if path.via == "server":
+        with connect(args) as client:
+            rows, names, tsv_files = _write(client.export(where=args.where or None, columns=columns or (),
+                                                          vectors=True), out, args.tsv)
+    else:
+        where = parse_filter(args.where) if args.where else None
+        with Store.open(args.store, create=False, read_only=True, with_index=False) as store:
+            rows, names, tsv_files = _write(store.iter_batches(filter=where, columns=columns, with_vectors=True),
+                                            out, args.tsv)
+    summary = {"rows": rows, "out": str(out), "columns": names, "tsv": tsv_files, "via": path.via}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"exported {rows} ECGs to {out}" + (f" and {', '.join(tsv_files)}" if tsv_files else ""))
+    return 0
+
+
+def _write(batches, out: Path, tsv: str | None) -> tuple[int, list[str], list[str]]:
+    """Stream record batches (ecg_id, metadata, record_vector) into `out` (and the TSV pair)."""
     rows = 0
     names: list[str] = []
-    tsv_files = []
-    with Store.open(args.store, create=False, read_only=True, with_index=False) as store:
+    tsv_files = [f"{tsv}.vectors.tsv", f"{tsv}.metadata.tsv"] if tsv else []
+
+    def write(tmp: str) -> None:
+        nonlocal rows, names
         writer = None
         vec_f = meta_f = None
         try:
-            if args.tsv:
-                tsv_files = [f"{args.tsv}.vectors.tsv", f"{args.tsv}.metadata.tsv"]
+            if tsv:
                 vec_f, meta_f = open(tsv_files[0], "w"), open(tsv_files[1], "w")
-            for batch in store.iter_batches(filter=where, columns=columns, with_vectors=True):
+            for batch in batches:
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, batch.schema)
                     names = [n for n in batch.schema.names if n != "record_vector"]
@@ -76,10 +98,6 @@ def run(args: argparse.Namespace) -> int:
             for f in (vec_f, meta_f):
                 if f is not None:
                     f.close()
-    os.replace(tmp, out)
-    summary = {"rows": rows, "out": str(out), "columns": names, "tsv": tsv_files}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"exported {rows} ECGs to {out}" + (f" and {', '.join(tsv_files)}" if tsv_files else ""))
-    return 0
+
+    write_atomic(out, write)
+    return rows, names, tsv_files

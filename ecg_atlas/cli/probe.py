@@ -1,8 +1,8 @@
 """`ecg-atlas probe train|eval|predict|list`: linear probes on a store's record vectors.
 
-Probes are kept in the store directory (analysis/probes/NAME). The store is opened directly, so
-run these while no server holds the store for writing (train writes nothing into the DuckDB file
-and opens it read-only).
+Probes are kept in the store directory (analysis/probes/NAME). When a server holds the store (or
+--server names one) every verb goes through its RPCs (TrainProbe, EvaluateProbe, Predict,
+ListProbes); otherwise the store is opened directly, read-only.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import json
 import sys
 from pathlib import Path
 
+from ecg_atlas.cli._client import add_client_args, connect, rpc_errors
+from ecg_atlas.cli._store import access
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="train, evaluate, apply and list linear probes", description=__doc__)
     verbs = p.add_subparsers(dest="probe_command", required=True, metavar="VERB")
 
     t = verbs.add_parser("train", help="train a probe on stored vectors with labels from store metadata")
-    t.add_argument("--store", required=True, help="store directory")
+    t.add_argument("--store", default=None, help="store directory (through its server when one holds it)")
     t.add_argument("--name", required=True, help="name to save the probe under (lowercase, digits, _)")
     t.add_argument("--target", action="append", required=True, metavar="SPEC",
                    help="label to predict (repeat for multi-label): LISTCOLUMN:LABEL, LISTCOLUMN:*, COLUMN=VALUE, "
@@ -37,33 +40,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--baseline", action="store_true",
                    help="repeat the probe on a random-init encoder of the same architecture (reads the raw ECGs)")
     t.add_argument("--checkpoint", default=None,
-                   help="the store's ECG-FM checkpoint, for --baseline when its architecture is not a known preset")
+                   help="the store's encoder (any --checkpoint kind: bundled, a file or folder, hf:..., random:...), "
+                        "for --baseline: its random-init twin of the same architecture")
     t.add_argument("--overwrite", action="store_true", help="replace a probe of the same name")
-    t.add_argument("--json", action="store_true", help="print the full report as JSON")
+    add_client_args(t, store_verb=True)
     t.set_defaults(func=run_train)
 
     e = verbs.add_parser("eval", help="evaluate a saved probe on a cohort (its training patients left out)")
-    e.add_argument("--store", required=True)
+    e.add_argument("--store", default=None)
     e.add_argument("--name", required=True)
     e.add_argument("--where", action="append", default=[], metavar="FILTER")
     e.add_argument("--bootstrap", type=int, default=1000)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--json", action="store_true")
+    add_client_args(e, store_verb=True)
     e.set_defaults(func=run_eval)
 
     pr = verbs.add_parser("predict", help="apply a probe to stored ECGs (--ids) or ECG files (with --checkpoint)")
-    pr.add_argument("--store", required=True)
+    pr.add_argument("--store", default=None)
     pr.add_argument("--name", required=True, help="probe name, or ecgfm-head for a finetuned checkpoint's own head")
     pr.add_argument("--ids", nargs="+", default=[], help="stored ecg_ids")
     pr.add_argument("paths", nargs="*", type=Path, help="ECG files to embed and score (needs --checkpoint)")
-    pr.add_argument("--checkpoint", default=None, help="the store's ECG-FM checkpoint (for files, and for ecgfm-head)")
+    pr.add_argument("--checkpoint", default=None,
+                    help="the store's encoder, any --checkpoint kind (for files, and for ecgfm-head)")
     pr.add_argument("--device", default="auto")
-    pr.add_argument("--json", action="store_true")
+    add_client_args(pr, store_verb=True)
     pr.set_defaults(func=run_predict)
 
     ls = verbs.add_parser("list", help="list the probes saved in a store")
-    ls.add_argument("--store", required=True)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--store", default=None)
+    add_client_args(ls, store_verb=True)
     ls.set_defaults(func=run_list)
 
 
@@ -82,11 +87,33 @@ def _open(path: str, read_only: bool = True):
     return Store.open(path, create=False, read_only=read_only, with_index=False)
 
 
+@rpc_errors
 def run_train(args: argparse.Namespace) -> int:
     from ecg_atlas.analysis.store_io import architecture_of, random_init_like
     from ecg_atlas.analysis.tasks import SplitSpec, train_stored_probe
+    from ecg_atlas.embedder.weights import BUNDLED_SHA256
     from ecg_atlas.errors import EncoderMismatchError
 
+    if access(args).via == "server":
+        with connect(args) as client:
+            report = client.train_probe(
+                args.name, args.target, where=args.where or None, split=args.split, fractions=_floats(args.fractions),
+                balanced=args.class_weight == "balanced", n_bootstrap=args.bootstrap, seed=args.seed,
+                min_positives=args.min_positives, overwrite=args.overwrite, baseline=args.baseline, timeout=None)
+        if args.json:
+            print(json.dumps({**report.report, "via": "server"}, indent=1))
+            return 0
+        for label in report.labels:
+            print(f"  {label['label']:<30} AUROC {_estimate(label['auroc'])}  AUPRC {_estimate(label['auprc'])}"
+                  + (f"  ({label['flag']})" if label["flag"] else ""))
+        print(f"  macro AUROC {_estimate(report.macro_auroc)}  AUPRC {_estimate(report.macro_auprc)} over "
+              f"{report.n_ecgs} ECGs of {report.n_patients} patients ({report.split})")
+        baseline = report.report.get("baseline")
+        if baseline:
+            macro = baseline.get("test", {}).get("macro", {})
+            print(f"  random-init baseline macro AUROC {_estimate(macro.get('auroc') or {})}")
+        print(f"saved probe {args.name!r} in the server's store")
+        return 0
     baseline = None
     with _open(args.store) as store:
         if args.baseline:
@@ -97,7 +124,11 @@ def run_train(args: argparse.Namespace) -> int:
                 enc = load_encoder(args.checkpoint)
                 if enc.checkpoint_sha256 != identity.checkpoint_sha256:
                     raise EncoderMismatchError("--checkpoint is not the encoder that made this store's vectors")
-                baseline = random_init_like(enc, seed=args.seed)
+                baseline = enc.random_twin(seed=args.seed)  # same architecture and contract, random weights
+            elif identity.checkpoint_sha256 == BUNDLED_SHA256:  # the default encoder: no --checkpoint needed
+                from ecg_atlas.embedder.resolver import load_encoder
+
+                baseline = load_encoder("bundled").random_twin(seed=args.seed)
             else:
                 baseline = random_init_like(architecture_of(identity), seed=args.seed)
         run = train_stored_probe(
@@ -114,9 +145,30 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate(e: dict) -> str:
+    value = e.get("value")
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.3f} [{e.get('ci_low', float('nan')):.3f}, {e.get('ci_high', float('nan')):.3f}]"
+
+
+@rpc_errors
 def run_eval(args: argparse.Namespace) -> int:
     from ecg_atlas.analysis.tasks import evaluate_stored_probe
 
+    if access(args).via == "server":
+        with connect(args) as client:
+            out = client.evaluate_probe(args.name, where=args.where or None, n_bootstrap=args.bootstrap,
+                                        seed=args.seed, timeout=None)
+        if args.json:
+            print(json.dumps({**out, "via": "server"}, indent=1))
+            return 0
+        print(f"{out['n_ecgs']} ECGs evaluated ({out['n_left_out']} left out: patients seen in training/tuning)")
+        for m in out["labels"]:
+            print(f"  {m['label']:<30} +{m['n_positive']}/-{m['n_negative']}  AUROC {_estimate(m['auroc'])}  "
+                  f"AUPRC {_estimate(m['auprc'])}")
+        print(f"  macro AUROC {_estimate(out['macro_auroc'])}  AUPRC {_estimate(out['macro_auprc'])}")
+        return 0
     with _open(args.store) as store:
         metrics, used, left_out = evaluate_stored_probe(store, args.name, where=args.where,
                                                         n_bootstrap=args.bootstrap, seed=args.seed)
@@ -130,14 +182,33 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@rpc_errors
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecg_atlas.analysis.store_io import HEAD_PROBE_NAME, HeadProbe, check_same_encoder, load_probe, predict_stored
     from ecg_atlas.errors import AtlasError
 
+    from ecg_atlas.embedder.engine import record_vector
+
     if not args.ids and not args.paths:
         raise AtlasError("name stored ECGs (--ids) or ECG files to score")
+    if access(args).via == "server":  # the server embeds the files with its own encoder
+        from ecg_atlas.embedder import read_ecg
+
+        keys, scores, labels = [], [], []
+        with connect(args) as client:
+            if args.ids:
+                done = client.predict(args.name, args.ids)
+                keys, labels = list(args.ids), done.labels
+                scores.append(done.probabilities)
+            for path in args.paths:
+                rec = read_ecg(path)
+                done = client.predict(args.name, signals=[rec.signal], fs=rec.fs, lead_names=rec.lead_names)
+                keys.append(str(path))
+                labels = done.labels
+                scores.append(done.probabilities)
+        return _print_predictions(args, labels, keys, np.concatenate(scores))
     encoder = None
     if args.checkpoint:
         from ecg_atlas.embedder.encoder import encoder_from_spec
@@ -158,17 +229,20 @@ def run_predict(args: argparse.Namespace) -> int:
             scores.append(head.predict_stored(store, args.ids) if args.name == HEAD_PROBE_NAME
                           else predict_stored(store, probe, meta, args.ids))
         if args.paths:
-            from ecg_atlas.embedder import preprocess, read_ecg
+            from ecg_atlas.embedder import read_ecg
             from ecg_atlas.index import EncoderIdentity
 
             check_same_encoder(EncoderIdentity(encoder.model_id, encoder.checkpoint_sha256,
                                                encoder.contract.preprocessing_version, encoder.dim), meta)
             for path in args.paths:
-                segments = encoder.embed(preprocess(read_ecg(path)))
+                segments = encoder.embed(encoder.preprocess(read_ecg(path)))
                 keys.append(str(path))
                 scores.append(head.predict_segments([segments]) if args.name == HEAD_PROBE_NAME
-                              else probe.predict_proba(segments.mean(axis=0, keepdims=True)))
-    table = np.concatenate(scores)
+                              else probe.predict_proba(record_vector(segments)[None, :]))
+    return _print_predictions(args, labels, keys, np.concatenate(scores))
+
+
+def _print_predictions(args: argparse.Namespace, labels, keys, table) -> int:
     if args.json:
         print(json.dumps({"probe": args.name, "labels": labels,
                           "predictions": [{"ecg": k, "scores": dict(zip(labels, map(float, row)))}
@@ -181,11 +255,18 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+@rpc_errors
 def run_list(args: argparse.Namespace) -> int:
     from ecg_atlas.analysis.store_io import list_probes
 
-    with _open(args.store) as store:
-        probes = list_probes(store)
+    if access(args).via == "server":
+        with connect(args) as client:
+            probes = [{k: v for k, v in p.items() if k != "report"} for p in client.list_probes()]
+            for p in probes:
+                p["macro_auroc"] = None if p["macro_auroc"] != p["macro_auroc"] else p["macro_auroc"]
+    else:
+        with _open(args.store) as store:
+            probes = list_probes(store)
     if args.json:
         print(json.dumps(probes, indent=1))
         return 0

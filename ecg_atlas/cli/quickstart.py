@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ecg_atlas.errors import AtlasError
 
-from ecg_atlas.embedder.weights import DEFAULT_ENCODER, encoder_notice
+from ecg_atlas.embedder.weights import DEFAULT_ENCODER
 SHARED_ENV = "ECG_ATLAS_SHARED_DATA"
 PREFERRED_QUERIES = ("cinc_ptbxl/HR00001", "cinc_cpsc2018/A0001")
 REPORT_COLUMNS = "dataset,age,sex,labels_abbr,label_groups,ptbxl_superclass"
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"sample ECGs (default: ../shared/data/ecg from the repo or the current dir, "
                         f"or ${SHARED_ENV}/ecg)")
     p.add_argument("--checkpoint", default=DEFAULT_ENCODER,
-                   help=f"encoder: bundled, an ECG-FM .pt, hf:OWNER/REPO/FILE.pt or random:PRESET (default {DEFAULT_ENCODER})")
+                   help=f"encoder: bundled, an ECG-FM .pt, a HuBERT-ECG folder or .pt, an ECGFounder .pth, "
+                        f"hf:OWNER/REPO[/FILE] or random:PRESET[:SEED] (default {DEFAULT_ENCODER})")
     p.add_argument("--device", default="auto")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -55,17 +56,13 @@ def find_sample_ecgs(given: Path | None = None) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ecg_atlas.cli._client import print_json
     from ecg_atlas.cli.ingest import ingest_files, read_metadata_csv
-    from ecg_atlas.cli.search import plot_result, read_stored_signal
-    from ecg_atlas.cli.serve import tune_gil, tune_malloc
+    from ecg_atlas.cli.search import plot_result, stored_signal
     from ecg_atlas.client import Client
     from ecg_atlas.config import ServerConfig
     from ecg_atlas.plot import describe
-    from ecg_atlas.server import AtlasServer
+    from ecg_atlas.service import AtlasServer
 
     placeholder = args.checkpoint.startswith("random:")
-    notice = encoder_notice(args.checkpoint)
-    if notice:
-        print(f"NOTE: {notice}", flush=True)
     ecg_dir = find_sample_ecgs(args.ecg_dir)
     store_dir = args.out / "store"
     if store_dir.exists():
@@ -73,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
             raise AtlasError(f"{store_dir} exists and is not an ECG Atlas store; choose another --out")
         shutil.rmtree(store_dir)
     config = ServerConfig(store=store_dir, checkpoint=args.checkpoint, device=args.device, port=0)
-    tune_malloc()  # the server runs in this process: the same allocator and GIL settings as `serve`
-    tune_gil()
     started = time.perf_counter()
     server = AtlasServer(config).start(background_load=False)
+    notice = server.service.runtime.notice  # provenance and weight licence of the encoder that runs
+    if notice:
+        print(f"NOTE: {notice}", flush=True)
     try:
         with Client(server.address) as client:
             client.wait_ready()
@@ -91,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             filtered = client.search(ecg_id=query, k=args.k, exclude_self=True, where="age>=60")
             query_meta = client.get([query])[0][0].metadata
             info = client.info()
-        plot = plot_result(f"QUERY  {query}", read_stored_signal(query_meta.get("source")), query_meta,
-                           result.hits, args.out / "neighbours.png")
+            plot, _ = plot_result(client, f"QUERY  {query}", stored_signal(client, query), query_meta, result.hits,
+                               args.out / "neighbours.png", query_id=query)
     finally:
         server.stop(grace=5)
     report = {
@@ -119,4 +117,6 @@ def run(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{h.ecg_id} (age {h.metadata.get('age')})" for h in filtered.hits)
     print(f"with filter age>=60: {shown}")
     print(f"neighbour plot: {plot}")
+    print(f"open the atlas: ecg-atlas serve --store {store_dir} --checkpoint {args.checkpoint} & "
+          f"ecg-atlas web --server 127.0.0.1:50051   # then browse http://127.0.0.1:8080/")
     return 0

@@ -22,28 +22,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     query.add_argument("--ecg", type=Path, help="an ECG file (embedded by the server, not stored)")
     p.add_argument("-k", type=int, default=5, help="number of neighbours (default 5)")
     p.add_argument("--where", action="append", default=[], help="filter, e.g. 'age>=60' (repeatable)")
-    p.add_argument("--exclude-same-patient", action="store_true", help="leave out ECGs of the query's patient")
-    p.add_argument("--patient-id", default=None, help="the query ECG's patient (with --ecg)")
+    p.add_argument("--exclude-same-patient", action="store_true",
+                   help="leave out ECGs of the query's patient (with --ecg, name that patient with --patient-id)")
+    p.add_argument("--patient-id", default=None,
+                   help="with --ecg: the query ECG's patient id as the store holds it (what --exclude-same-patient "
+                        "excludes)")
     p.add_argument("--exclude-self", action="store_true", help="with --id: leave the query ECG out")
     p.add_argument("--plot", type=Path, default=None, help="write the query and its neighbours as a PNG")
     add_client_args(p)
     p.set_defaults(func=run)
 
 
-def read_stored_signal(source: str | None):
-    """The signal behind a stored ECG's `source` (path or path#row), or None if not readable here."""
-    from ecg_atlas.embedder.readers import read_ecg
+def stored_signal(client, ecg_id: str):
+    """A stored ECG's samples from the server (its GetSignal RPC), or None when it has none."""
+    import grpc
 
-    if not source:
-        return None
-    path, _, row = source.partition("#")
     try:
-        return read_ecg(path, record_index=int(row) if row else None)
-    except (AtlasError, ValueError, OSError):
+        return client.get_signal(ecg_id)
+    except (grpc.RpcError, AtlasError):
         return None
 
 
-def plot_result(query_title: str, query_recording, query_meta: dict, hits, out: Path) -> Path:
+def plot_result(client, query_title: str, query_recording, query_meta: dict, hits, out: Path,
+                query_id: str | None = None) -> tuple[Path, list[str]]:
+    """The query and its neighbours, each drawn from the signal the server keeps. A stored query
+    is left out of its own neighbour panels (it is its own best match). Returns the PNG and the
+    ids of the neighbours drawn."""
     from ecg_atlas.plot import Panel, describe, plot_neighbours
 
     def panel(title, recording, meta, highlight=False):
@@ -52,10 +56,11 @@ def plot_result(query_title: str, query_recording, query_meta: dict, hits, out: 
         return Panel(title, describe(meta), recording.signal, recording.fs, list(recording.lead_names), highlight)
 
     panels = [panel(query_title, query_recording, query_meta, highlight=True)]
-    for rank, hit in enumerate(hits, 1):
-        panels.append(panel(f"#{rank}  {hit.ecg_id}   cosine {hit.score:.3f}",
-                            read_stored_signal(hit.metadata.get("source")), hit.metadata))
-    return plot_neighbours(panels, out)
+    neighbours = [hit for hit in hits if hit.ecg_id != query_id]
+    for rank, hit in enumerate(neighbours, 1):
+        panels.append(panel(f"#{rank}  {hit.ecg_id}   cosine {hit.score:.3f}", stored_signal(client, hit.ecg_id),
+                            hit.metadata))
+    return plot_neighbours(panels, out), [hit.ecg_id for hit in neighbours]
 
 
 @rpc_errors
@@ -63,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from ecg_atlas.embedder.readers import read_ecg
 
     recording = None
+    if args.ecg is not None and args.exclude_same_patient and not args.patient_id:
+        raise AtlasError("--exclude-same-patient with --ecg needs --patient-id: a file's own patient id is not the "
+                         "store's (the store keeps only pseudonyms), so say which stored patient to leave out")
     with connect(args) as client:
         if args.ecg is not None:
             recording = read_ecg(args.ecg)
@@ -77,15 +85,16 @@ def run(args: argparse.Namespace) -> int:
             query_meta = found[0].metadata if found else {}
             query_title = f"QUERY  {args.ecg_id}"
             if args.plot:
-                recording = read_stored_signal(query_meta.get("source"))
-    hits = result.hits
-    plotted = plot_result(query_title, recording, query_meta, hits, args.plot) if args.plot else None
+                recording = stored_signal(client, args.ecg_id)
+        hits = result.hits
+        plotted, drawn = (plot_result(client, query_title, recording, query_meta, hits, args.plot,
+                                      query_id=args.ecg_id) if args.plot else (None, []))
     if args.json:
         print_json({
             "query": args.ecg_id or str(args.ecg), "k": args.k, "where": args.where,
             "hits": [{"ecg_id": h.ecg_id, "score": h.score, "patient_id": h.patient_id,
                       "metadata": _public(h.metadata)} for h in hits],
-            "timing_ms": result.timing, "plot": str(plotted) if plotted else None})
+            "timing_ms": result.timing, "plot": str(plotted) if plotted else None, "plotted_neighbours": drawn})
         return 0
     if not hits:
         print("no stored ECG matches" + (f" the filter {' and '.join(args.where)}" if args.where else ""))

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from ecg_atlas.config import READ_TOKEN_ENV, WRITE_TOKEN_ENV, ServerConfig
 
 from ecg_atlas.embedder.weights import DEFAULT_ENCODER as DEFAULT_CHECKPOINT
-from ecg_atlas.embedder.weights import encoder_notice
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,15 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC server", description=__doc__)
     p.add_argument("--store", required=True, type=Path, help="store directory (created if missing)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="ECG-FM .pt file, hf:OWNER/REPO/FILE.pt, bundled, or random:PRESET (default: "
+                   help="encoder: an ECG-FM .pt, a HuBERT-ECG folder or .pt, an ECGFounder .pth (the kind is read "
+                        "from the file), hf:OWNER/REPO[/FILE], bundled, or random:PRESET[:SEED] (default: "
                         f"{DEFAULT_CHECKPOINT}: the small open encoder shipped in the package, not ECG-FM)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto (default): bfloat16 on a GPU, float32 on a CPU")
     p.add_argument("--fast", default=None, choices=["int8", "compile"],
-                   help="opt-in faster CPU inference: int8 (dynamic int8 linear layers, ~1.8x fp32, "
-                        "embedding cosine to fp32 >= 0.999) or compile (torch.compile); Info's dtype says which")
-    p.add_argument("--index-kind", default=None, choices=["flat", "ivf", "hnsw"],
-                   help="search index of a new store (default flat = exact); an existing store keeps its own")
+                   help="opt-in faster inference: int8 (CPU: dynamic int8 linear layers, ~1.8x fp32, "
+                        "embedding cosine to fp32 >= 0.999) or compile (torch.compile; on a GPU at fixed batch "
+                        "sizes); Info's dtype says which")
+    p.add_argument("--index-kind", default=None, choices=["flat", "ivf", "hnsw", "ivfpq"],
+                   help="search index of a new store (default flat = exact; ivfpq: compressed, for stores past "
+                        "memory); an existing store keeps its own")
+    p.add_argument("--index-memory", default=None,
+                   help="memory an ivfpq index may take, e.g. 2GB: its code size is chosen from this and the "
+                        "store's size (default: 1 byte per 8 dimensions)")
     p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port}; 0 picks a free one)")
     g = p.add_argument_group("batching and limits")
@@ -69,10 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    from ecg_atlas.index.backends import parse_memory
+
     message_bytes = int(args.max_message_mb * 2**20)
     config = ServerConfig(
         store=args.store, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, fast=args.fast,
-        index_kind=args.index_kind, host=args.host, port=args.port,
+        index_kind=args.index_kind, index_memory=parse_memory(args.index_memory), host=args.host, port=args.port,
         max_batch_segments=args.max_batch_segments, max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue_segments=args.max_queue_segments, preprocess_workers=args.preprocess_workers,
         encoder_workers=args.encoder_workers,
@@ -85,85 +91,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return config
 
 
-#: glibc's mallopt parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-#: Blocks below this come from the arenas, not from a fresh mmap each time (glibc's ceiling).
-MMAP_THRESHOLD_BYTES = 32 * 2**20
-#: free() hands the top of a heap back to the kernel only beyond this; the trim thread does the rest.
-TRIM_THRESHOLD_BYTES = 256 * 2**20
-
-
-def tune_malloc(arenas: int = 2, trim_every_s: float = 5.0) -> dict[str, bool]:
-    """Keep a long-running, many-threaded server's resident memory flat under load, without
-    paying page faults for every large array (glibc only).
-
-    * ``M_ARENA_MAX``: dozens of gRPC threads each allocating ECG-sized buffers made glibc's default
-      (8 arenas per core) let resident memory climb under load (BENCHMARKS.md, Service).
-    * a daemon thread calls ``malloc_trim(0)`` every ``trim_every_s``: batches of changing size leave
-      free holes inside the heaps that glibc keeps resident; trimming hands those pages back. (Forcing
-      large blocks to mmap instead also flattened memory, but cost 15–30 % of throughput.)
-    * fixed ``M_MMAP_THRESHOLD`` (32 MiB) and ``M_TRIM_THRESHOLD`` (256 MiB): with glibc's sliding
-      defaults, the encoder's activations and the ECG-sized arrays of preprocessing were mapped,
-      freed and faulted in again op after op: 200–250 k page faults and ~0.7 s of kernel time per
-      346-ECG ingest. Fixed, 80–95 k faults and ~0.35 s (ingest +3–4 %, BENCHMARKS.md); the
-      trim thread still returns what is free every ``trim_every_s``.
-
-    Call it before the server starts its threads. ``MALLOC_ARENA_MAX`` in the environment wins, and
-    ``ECG_ATLAS_MALLOC_TUNING=0`` leaves glibc alone. Returns what was applied.
-    """
-    applied = {"arena_max": False, "thresholds": False, "trim_thread": False}
-    if not sys.platform.startswith("linux") or os.environ.get("ECG_ATLAS_MALLOC_TUNING") == "0":
-        return applied
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        if not os.environ.get("MALLOC_ARENA_MAX"):
-            applied["arena_max"] = bool(libc.mallopt(M_ARENA_MAX, arenas))
-        if not any(os.environ.get(v) for v in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
-            applied["thresholds"] = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and \
-                bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
-        return applied
-
-    def trimmer() -> None:
-        while True:
-            time.sleep(trim_every_s)
-            trim(0)
-
-    threading.Thread(target=trimmer, name="malloc-trim", daemon=True).start()
-    applied["trim_thread"] = True
-    return applied
-
-
-#: How often a thread holding the GIL is asked to hand it over (CPython's default is 5 ms).
-GIL_SWITCH_INTERVAL_S = 0.0005
-
-
-def tune_gil() -> float:
-    """Shorten the GIL switch interval to 0.5 ms. An encoder worker needs the GIL between its
-    many short torch ops while the preprocessing and gRPC threads hold it in Python code; at 5 ms it
-    can wait up to 5 ms each time. With a single encoder thread, ingest with the bundled encoder
-    measured 37.4 vs 35.1 ECGs/s (medians of 10 alternating runs, BENCHMARKS.md); with the two
-    CPU workers now the default, 3 A/B pairs showed no difference either way, and it is kept for
-    servers run with one worker. ``ECG_ATLAS_SWITCH_INTERVAL_S`` overrides it. Returns the
-    interval set."""
-    interval = float(os.environ.get("ECG_ATLAS_SWITCH_INTERVAL_S", GIL_SWITCH_INTERVAL_S))
-    sys.setswitchinterval(interval)
-    return interval
-
-
 def run(args: argparse.Namespace) -> int:
-    tune_malloc()
-    tune_gil()
-    from ecg_atlas.server import AtlasServer
+    from ecg_atlas.service import AtlasServer
 
     config = config_from_args(args)
-    notice = encoder_notice(config.checkpoint)
-    if notice:
-        print(f"note: {notice}", file=sys.stderr, flush=True)
     server = AtlasServer(config).start()
-    # One line on stdout with the bound address (tests and scripts read it; the port may be 0).
-    print(f"listening on {server.address}", flush=True)
+    # Stdout: "starting on ADDRESS" as soon as the port is bound (the port may be 0), then
+    # "listening on ADDRESS" only once the encoder is loaded and the store open, so a missing
+    # checkpoint or a locked store never looks like a running server. Scripts read these lines.
+    print(f"starting on {server.address} (health NOT_SERVING, RPCs UNAVAILABLE until the encoder and the "
+          f"store are ready)", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -172,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         server.stop(grace=0)
         raise
-    print(f"serving {server.service.encoder.model_id} on {server.service.encoder.device}", flush=True)
+    runtime = server.service.runtime
+    if runtime.notice:
+        print(f"note: {runtime.notice}", file=sys.stderr, flush=True)
+    print(f"listening on {server.address}", flush=True)
+    print(f"serving {runtime.encoder.model_id} on {runtime.encoder.device}", flush=True)
     while not stop.wait(1.0):
         pass
     print("shutting down: finishing running calls", file=sys.stderr, flush=True)

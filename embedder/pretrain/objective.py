@@ -79,6 +79,17 @@ def span_mask(batch: int, steps: int, *, mask_prob: float, mask_length: int, min
     return mask
 
 
+def masked_positions(mask: np.ndarray) -> np.ndarray:
+    """(B, n_masked) int64 positions of a ``span_mask`` (every row masks as many steps), in order:
+    computed on the host, so the update loop gathers them without a device sync."""
+    return np.nonzero(mask)[1].reshape(len(mask), -1).astype(np.int64)
+
+
+def _take_steps(t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """t (B, T, C) at positions (B, M) → (B, M, C): what ``t[mask]`` gives, with no data-dependent shape."""
+    return torch.gather(t, 1, positions.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+
 class GumbelQuantizer(nn.Module):
     """``groups`` codebooks of ``num_vars`` entries; straight-through hard Gumbel-softmax."""
 
@@ -131,8 +142,9 @@ def infonce_logits(x: torch.Tensor, y: torch.Tensor, negatives: torch.Tensor, te
     targets = torch.cat([y.unsqueeze(0), negatives], dim=0)  # (1 + num, B, T', C)
     logits = F.cosine_similarity(x.float().unsqueeze(0), targets.float(), dim=-1) / temp
     same = (negatives == y.unsqueeze(0)).all(dim=-1)
-    if same.any():
-        logits[1:][same] = float("-inf")
+    # masked_fill, not `if same.any(): logits[same] = ...`: neither reads a value back to the host
+    excluded = torch.cat([torch.zeros_like(same[:1]), same])
+    logits = logits.masked_fill(excluded, float("-inf"))
     return logits.permute(1, 2, 0).reshape(-1, targets.shape[0])
 
 
@@ -167,22 +179,27 @@ class PretrainingModel(nn.Module):
         self.final_proj = nn.Linear(dim, cfg.final_dim)
 
     def forward(self, source: torch.Tensor, mask: torch.Tensor, record_ids: torch.Tensor,
-                num_updates: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                num_updates: int, generator: torch.Generator | None = None, *,
+                positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """source (2P, 12, N): rows 0..P−1 are segment 0 of P recordings, rows P..2P−1 segment 1.
+        ``positions``: ``masked_positions(mask)`` on the device (the training loop passes it; without
+        it they are found from ``mask``, which waits for the device).
 
         Returns the total loss (per masked step, the reference's normalisation) and its parts.
         """
         cfg = self.cfg
         out = self.encoder_model(source, mask=mask, mask_emb=self.mask_emb,
                                  feature_grad_mult=cfg.feature_grad_mult)
-        batch, _, dim = out["x"].shape
+        batch = out["x"].shape[0]
         feature_penalty = out["conv"].float().pow(2).mean()
         unmasked = F.dropout(out["features"], cfg.dropout_features, self.training)
-        y = unmasked[mask].view(batch, -1, unmasked.shape[-1])
+        if positions is None:
+            positions = mask.nonzero()[:, 1].view(batch, -1)
+        y = _take_steps(unmasked, positions)
         n_masked = y.shape[1]
         y, perplexity = self.quantizer(y.reshape(-1, y.shape[-1]), cfg.temperature(num_updates))
         y = self.project_q(y).view(batch, n_masked, -1)
-        x = self.final_proj(out["x"][mask].view(batch, n_masked, dim))
+        x = self.final_proj(_take_steps(out["x"], positions))
         negatives = sample_negatives(y, min(cfg.num_negatives, max(n_masked - 1, 1)), generator)
         logits = infonce_logits(x, y, negatives, cfg.logit_temp)
         infonce = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))

@@ -24,7 +24,7 @@ from ..encoder import resolve_device
 from ..model import PRESETS, ECGFMConfig, flops_per_segment, init_weights
 from .checkpoints import load_for_pretraining, save_pretraining_checkpoint
 from .data import PairStream
-from .objective import PretrainConfig, PretrainingModel, scaled_pretrain_config, span_mask
+from .objective import PretrainConfig, PretrainingModel, masked_positions, scaled_pretrain_config, span_mask
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,27 @@ def pretrain(sources: Sequence[ECGSource], out_dir: str | Path, *, preset: str =
     started = time.perf_counter()
     window_start, window_segments = started, 0
     batches = stream.batches(pairs_per_batch, cfg.mask_leads_prob)
+    pinned = dev.type == "cuda"
+
+    def to_device(array: np.ndarray) -> torch.Tensor:
+        # From pinned memory the copy is asynchronous: the host prepares the next batch meanwhile.
+        t = torch.from_numpy(array)
+        return (t.pin_memory() if pinned else t).to(dev, non_blocking=True)
+
+    # Nothing in an update reads a device value back (no .item(), .any() or boolean-mask gathers):
+    # the host runs ahead of the GPU until a logging step.
     while updates < stop_at and (deadline is None or time.monotonic() < deadline):
         batch, records = next(batches)
-        source = torch.from_numpy(batch).to(dev, non_blocking=True)
-        mask = torch.from_numpy(span_mask(len(source), steps, mask_prob=cfg.mask_prob,
-                                          mask_length=cfg.mask_length, min_masks=cfg.min_masks, rng=rng)).to(dev)
-        record_ids = torch.from_numpy(records).to(dev)
+        source = to_device(batch)
+        mask_np = span_mask(len(batch), steps, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length,
+                            min_masks=cfg.min_masks, rng=rng)
+        mask, positions = to_device(mask_np), to_device(masked_positions(mask_np))
+        record_ids = to_device(records)
         if warmup_updates:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (updates - first_update + 1) / warmup_updates)
         with autocast:
-            out = model(source, mask, record_ids, updates)
+            out = model(source, mask, record_ids, updates, positions=positions)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()

@@ -191,3 +191,41 @@ def test_batches_carry_record_ids_and_cap_pairs_per_record(ecg_dir):
     batch, records = next(PairStream(sources, shuffle_buffer=4).batches(3, mask_leads_prob=0.0))
     assert batch.shape == (6, 12, 2500) and batch.dtype == np.float32
     assert records.shape == (3,) and set(records.tolist()) <= {0, 1}
+
+
+def test_an_update_reads_nothing_back_from_the_device():
+    """No .item()/.any() or boolean-mask gather in the forward and backward of an update (each is a
+    GPU sync), and the gathers by host-side positions give what the boolean mask gives."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ecg_atlas.embedder.pretrain.objective import masked_positions
+
+    class Syncs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            boolean_index = name in ("index", "index_put", "index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()) if i is not None)
+            if name in ("_local_scalar_dense", "nonzero", "is_nonzero", "masked_select") or boolean_index:
+                self.found.append(name)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = PretrainingModel(PRESETS["tiny"], PretrainConfig(latent_vars=16, final_dim=32)).train()
+    x = torch.randn(4, 12, 2500)
+    mask_np = span_mask(4, 156, mask_prob=0.65, mask_length=10, min_masks=2, rng=np.random.default_rng(0))
+    mask, positions = torch.from_numpy(mask_np), torch.from_numpy(masked_positions(mask_np))
+    assert torch.equal(positions, mask.nonzero()[:, 1].view(4, -1))
+    watch = Syncs()
+    with watch:
+        out = model(x, mask, torch.arange(2), 0, torch.Generator().manual_seed(0), positions=positions)
+        out["loss"].backward()
+    assert watch.found == []
+    model.eval()
+    with torch.no_grad():
+        a = model(x, mask, torch.arange(2), 0, torch.Generator().manual_seed(1), positions=positions)
+        b = model(x, mask, torch.arange(2), 0, torch.Generator().manual_seed(1))  # positions found from the mask
+    assert a["loss"].item() == b["loss"].item()

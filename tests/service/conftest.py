@@ -66,19 +66,18 @@ def start_server(store: Path, checkpoint: Path | None, log_dir: Path, *extra: st
          "--device", "cpu", "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=open(stderr_path, "w"), text=True, env=environment)
     line = process.stdout.readline()
-    if not line.startswith("listening on "):
+    if not line.startswith("starting on "):
         process.kill()
         raise AssertionError(f"server did not start: {line!r}\n{stderr_path.read_text()}")
-    server = ServerProcess(process, line.split()[-1], stderr_path, store, environment)
-    if wait:
+    server = ServerProcess(process, line.split()[2], stderr_path, store, environment)
+    if wait:  # `serve` says "listening" only when the model is loaded and the store open
+        ready = process.stdout.readline()
+        if not ready.startswith(f"listening on {server.address}"):
+            process.kill()
+            raise AssertionError(f"server did not become ready: {ready!r}\n{stderr_path.read_text()}")
         with server.client() as c:
             c.wait_ready(timeout=120)
     return server
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(parity_dir) -> Path:
-    return parity_dir / "tiny_pretrained.pt"
 
 
 @pytest.fixture(scope="session")

@@ -124,9 +124,18 @@ def test_cluster_streams_progress_then_result(corpus_server, stored):
         assert result.noise == result.cluster_sizes.get(-1, 0)
         assert result.n_clusters == len([k for k in result.cluster_sizes if k >= 0])
         assert result.columns[0] == "cluster_svc_map" and "map_cluster" in result.figures
-        assert any(t.endswith("enrichment.csv") for t in result.tables)
+        assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in result.figures.values())
+        assert result.enrichment_csv.splitlines()[0].startswith("cluster") and result.run_json.startswith("{")
+        # files travel as bytes: no server path anywhere in the answer
+        assert str(corpus_server.store) not in repr(result)
         got, _ = c.get(sorted(stored)[:3])
         assert all(isinstance(e.metadata["cluster_svc_map"], int) for e in got)
+        kept = c.cluster_run("svc_map")
+        table = kept["assignments"]
+        assert table.num_rows == n_stored and set(table.column_names) >= {"ecg_id", "cluster", "map_x", "map_y"}
+        assert sorted(set(table.column("cluster").to_pylist())) == sorted(result.cluster_sizes)
+        assert kept["enrichment_csv"] == result.enrichment_csv
+        assert "svc_map" in [r["run"] for r in c.list_cluster_runs()]
         # The callback form: same run name again (the run is replaced), progress via the callback.
         seen = []
         again = c.cluster("svc_map", n_epochs=30, progress=lambda stage, pct: seen.append(stage), timeout=120)

@@ -16,6 +16,7 @@ import pytest
 
 from ecg_atlas.client import Client, IngestItem
 from ecg_atlas.embedder import read_ecg
+from ecg_atlas.index import Store
 from ecg_atlas.v1 import atlas_pb2 as pb
 from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
 
@@ -79,7 +80,10 @@ def test_restart_with_the_same_store_keeps_everything(tmp_path, tiny_checkpoint,
         summary = c.ingest(_items(recordings, "restart"))
         assert summary.stored == len(RECORDS)
         c.update_metadata({f"restart/0/{RECORDS[0]}": {"note": "kept"}})
+        served_contract = json.loads(c.info()["encoder_contract_json"])
     assert server.stop() == 0
+    with Store.open(tmp_path / "store", read_only=True, with_index=False) as store:  # how its vectors were made
+        assert store.info().encoder_contract == served_contract and served_contract["name"] == "ECG-FM"
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
     try:
         with server.client() as c:
@@ -317,9 +321,23 @@ def test_fast_int8_server_embeds_close_to_fp32_and_says_so(tmp_path, tiny_checkp
 ])
 def test_serve_tunes_glibc_malloc_unless_the_environment_says_otherwise(env, expected):
     # A fresh interpreter: mallopt must run before threads start, and settings are process-wide.
-    code = "import json; from ecg_atlas.cli.serve import tune_malloc; print(json.dumps(tune_malloc()))"
+    code = "import json; from ecg_atlas.service.allocator import tune_malloc; print(json.dumps(tune_malloc()))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**{k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ECG_ATLAS_MALLOC"))},
                                **env})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == expected
+
+
+def test_serve_never_says_listening_when_it_cannot_serve(tmp_path):
+    """A missing checkpoint fails after the port is bound: stdout must not claim a running server."""
+    import subprocess
+
+    from .conftest import CLI
+
+    done = subprocess.run([str(CLI), "serve", "--store", str(tmp_path / "store"), "--checkpoint",
+                           str(tmp_path / "no-such.pt"), "--device", "cpu", "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stdout.startswith("starting on ") and "listening on" not in done.stdout
+    assert "no-such.pt" in done.stderr

@@ -35,3 +35,29 @@ def test_stubs_import_as_ecg_atlas_v1():
 
     assert atlas_pb2.DESCRIPTOR.package == "ecg_atlas.v1"
     assert hasattr(atlas_pb2_grpc, "AtlasStub")
+
+
+def test_every_rpc_has_a_role_and_a_request_response_pair():
+    from ecg_atlas.auth import METHOD_ROLES
+    from ecg_atlas.v1 import atlas_pb2
+
+    methods = atlas_pb2.DESCRIPTOR.services_by_name["Atlas"].methods
+    assert {m.name for m in methods} == set(METHOD_ROLES)  # a new RPC without a role would be refused
+    for m in methods:
+        assert (m.input_type.name, m.output_type.name) == (f"{m.name}Request", f"{m.name}Response"), m.name
+
+
+def test_enum_values_carry_their_type_prefix():
+    from ecg_atlas.v1 import atlas_pb2
+
+    for enum in atlas_pb2.DESCRIPTOR.enum_types_by_name.values():
+        prefix = "".join("_" + c if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
+        assert all(v.name.startswith(prefix) for v in enum.values), enum.name
+
+
+def test_no_response_field_holds_a_server_path():
+    from ecg_atlas.v1 import atlas_pb2
+
+    for message in atlas_pb2.DESCRIPTOR.message_types_by_name.values():
+        names = {f.name for f in message.fields}
+        assert not names & {"directory", "path", "paths", "tables", "file"}, message.name

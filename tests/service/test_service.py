@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import grpc
@@ -133,7 +134,7 @@ def test_ingest_skips_stored_ids_across_lookup_groups_and_replace_overrides(clie
     assert client.delete(patient_id="groups-patient") == 20
 
 
-def _ecg(signal, fs=500.0, leads=None, fmt=pb.FLOAT32_LE, samples=None):
+def _ecg(signal, fs=500.0, leads=None, fmt=pb.SAMPLE_FORMAT_FLOAT32_LE, samples=None):
     signal = np.asarray(signal)
     leads = leads or ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"][:signal.shape[0]]
     return pb.ECG(lead_names=leads, sampling_rate_hz=fs, n_leads=signal.shape[0], n_samples=signal.shape[1],
@@ -180,13 +181,13 @@ def test_int16_samples_with_gain_embed_like_float32(client, ecg_dir):
     as_float = client.embed(digital / np.float32(1000), recording.fs, recording.lead_names).record_vector
     request = pb.EmbedRequest(ecg=pb.ECG(
         lead_names=recording.lead_names, sampling_rate_hz=recording.fs, n_leads=12, n_samples=digital.shape[1],
-        sample_format=pb.INT16_LE, samples=digital.astype("<i2").tobytes(), gain=1000.0))
+        sample_format=pb.SAMPLE_FORMAT_INT16_LE, samples=digital.astype("<i2").tobytes(), gain=1000.0))
     as_int16 = client.stub.Embed(request, metadata=client._metadata, timeout=60).record_vector.values
     np.testing.assert_allclose(as_int16, as_float, atol=1e-4)
 
 
-@pytest.mark.parametrize("record, sample_format", [("cinc_ptbxl/HR00001", pb.INT16_LE),
-                                                    ("cpsc2021/data_101_6", pb.FLOAT32_LE)])
+@pytest.mark.parametrize("record, sample_format", [("cinc_ptbxl/HR00001", pb.SAMPLE_FORMAT_INT16_LE),
+                                                    ("cpsc2021/data_101_6", pb.SAMPLE_FORMAT_FLOAT32_LE)])
 def test_ingest_items_from_read_recordings_reach_the_server_bit_for_bit(ecg_dir, record, sample_format):
     # One gain for every lead: the int16 samples travel; mixed gains: float32. Either way the
     # server unpacks exactly the float32 signal a local read gives.
@@ -247,6 +248,9 @@ def test_info_describes_model_store_and_limits(client):
     assert workers * threads <= os.cpu_count()  # the workers share the cores, never oversubscribe them
     assert {"torch", "faiss", "duckdb", "grpc", "ecg_atlas"} <= set(info["versions"])
     assert info["columns"]["age"] == "BIGINT" and info["encoder_notice"] == ""
+    contract = json.loads(info["encoder_contract_json"])  # the encoder's input contract travels with Info
+    assert (contract["name"], contract["fs"], contract["dim"]) == ("ECG-FM", 500, 64)
+    assert contract["input_shape"] == [12, 2500] and contract["preprocessing_version"] == "ecgfm-v1"
 
 
 def test_cli_search_get_info_and_plot(corpus_server, tmp_path, ecg_dir):
@@ -257,8 +261,13 @@ def test_cli_search_get_info_and_plot(corpus_server, tmp_path, ecg_dir):
     assert len(found["hits"]) == 4
     assert all(h["metadata"]["age"] >= 60 and h["metadata"]["sex"] == "F" for h in found["hits"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 50_000
+    plain = cli_json("search", "--id", QUERY, "-k", "4", "--plot", str(tmp_path / "self.png"), *conn)
+    assert plain["hits"][0]["ecg_id"] == QUERY  # its own best match in the list...
+    assert plain["plotted_neighbours"] == [h["ecg_id"] for h in plain["hits"][1:]]  # ...but no panel of its own
     by_file = cli_json("search", "--ecg", str(ecg_dir / QUERY) + ".hea", "-k", "1", *conn)
     assert by_file["hits"][0]["ecg_id"] == QUERY
+    refused = cli("search", "--ecg", str(ecg_dir / QUERY) + ".hea", "--exclude-same-patient", *conn, check=False)
+    assert refused.returncode == 2 and "--patient-id" in refused.stderr
     got = cli_json("get", QUERY, *conn)
     assert got["ecgs"][0]["metadata"]["dataset"] == "cinc_ptbxl" and got["missing_ids"] == []
     assert cli_json("info", *conn)["dim"] == 64

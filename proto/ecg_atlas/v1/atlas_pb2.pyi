@@ -13,11 +13,11 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class SampleFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SAMPLE_FORMAT_UNSPECIFIED: _ClassVar[SampleFormat]
-    FLOAT32_LE: _ClassVar[SampleFormat]
-    INT16_LE: _ClassVar[SampleFormat]
+    SAMPLE_FORMAT_FLOAT32_LE: _ClassVar[SampleFormat]
+    SAMPLE_FORMAT_INT16_LE: _ClassVar[SampleFormat]
 SAMPLE_FORMAT_UNSPECIFIED: SampleFormat
-FLOAT32_LE: SampleFormat
-INT16_LE: SampleFormat
+SAMPLE_FORMAT_FLOAT32_LE: SampleFormat
+SAMPLE_FORMAT_INT16_LE: SampleFormat
 
 class ECG(_message.Message):
     __slots__ = ("lead_names", "sampling_rate_hz", "n_leads", "n_samples", "sample_format", "samples", "gain", "baseline")
@@ -80,18 +80,22 @@ class Value(_message.Message):
     def __init__(self, null_value: _Optional[bool] = ..., number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Timing(_message.Message):
-    __slots__ = ("queue_ms", "preprocess_ms", "inference_ms", "search_ms", "total_ms")
+    __slots__ = ("queue_ms", "preprocess_ms", "inference_ms", "search_ms", "total_ms", "store_ms", "analysis_ms")
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     PREPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    STORE_MS_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_MS_FIELD_NUMBER: _ClassVar[int]
     queue_ms: float
     preprocess_ms: float
     inference_ms: float
     search_ms: float
     total_ms: float
-    def __init__(self, queue_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., search_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    store_ms: float
+    analysis_ms: float
+    def __init__(self, queue_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., search_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., store_ms: _Optional[float] = ..., analysis_ms: _Optional[float] = ...) -> None: ...
 
 class PreprocessReport(_message.Message):
     __slots__ = ("original_fs", "original_duration_s", "n_segments", "dropped_tail_s", "recorded_leads", "missing_leads", "flat_leads", "nan_leads", "ignored_leads", "preprocessing_version")
@@ -163,20 +167,29 @@ class IngestRequest(_message.Message):
     def __init__(self, ecg_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., ecg: _Optional[_Union[ECG, _Mapping]] = ..., metadata: _Optional[_Mapping[str, Value]] = ..., replace: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class IngestError(_message.Message):
-    __slots__ = ("index", "ecg_id", "code", "message", "reason")
+    __slots__ = ("index", "ecg_id", "code", "message", "reason", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ECG_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
     index: int
     ecg_id: str
     code: str
     message: str
     reason: str
-    def __init__(self, index: _Optional[int] = ..., ecg_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    details: _containers.ScalarMap[str, str]
+    def __init__(self, index: _Optional[int] = ..., ecg_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
-class IngestSummary(_message.Message):
+class IngestResponse(_message.Message):
     __slots__ = ("received", "stored", "skipped_existing", "failed", "segments", "errors", "timing")
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +316,22 @@ class GetResponse(_message.Message):
     timing: Timing
     def __init__(self, ecgs: _Optional[_Iterable[_Union[StoredECG, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
+class GetSignalRequest(_message.Message):
+    __slots__ = ("ecg_id",)
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    ecg_id: str
+    def __init__(self, ecg_id: _Optional[str] = ...) -> None: ...
+
+class GetSignalResponse(_message.Message):
+    __slots__ = ("ecg_id", "ecg", "timing")
+    ECG_ID_FIELD_NUMBER: _ClassVar[int]
+    ECG_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    ecg_id: str
+    ecg: ECG
+    timing: Timing
+    def __init__(self, ecg_id: _Optional[str] = ..., ecg: _Optional[_Union[ECG, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
 class DeleteRequest(_message.Message):
     __slots__ = ("ecg_ids", "patient_id")
     ECG_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -381,7 +410,7 @@ class Limits(_message.Message):
     def __init__(self, max_batch_segments: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_segments: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_ecg_duration_s: _Optional[float] = ..., min_leads: _Optional[int] = ..., max_k: _Optional[int] = ..., max_ingest_in_flight: _Optional[int] = ..., encoder_workers: _Optional[int] = ..., threads_per_encoder_worker: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "checkpoint_sha256", "dim", "dtype", "device", "preprocessing_version", "encoder_notice", "index_kind", "index_backend", "ecg_count", "index_entries", "limits", "versions", "auth_enabled", "tls", "columns", "index_settings", "timing")
+    __slots__ = ("model_id", "checkpoint_sha256", "dim", "dtype", "device", "preprocessing_version", "encoder_notice", "index_kind", "index_backend", "ecg_count", "index_entries", "limits", "versions", "auth_enabled", "tls", "columns", "index_settings", "encoder_contract_json", "timing")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +449,7 @@ class InfoResponse(_message.Message):
     TLS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     INDEX_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_CONTRACT_JSON_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     checkpoint_sha256: str
@@ -438,11 +468,12 @@ class InfoResponse(_message.Message):
     tls: bool
     columns: _containers.ScalarMap[str, str]
     index_settings: _containers.ScalarMap[str, str]
+    encoder_contract_json: str
     timing: Timing
-    def __init__(self, model_id: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., preprocessing_version: _Optional[str] = ..., encoder_notice: _Optional[str] = ..., index_kind: _Optional[str] = ..., index_backend: _Optional[str] = ..., ecg_count: _Optional[int] = ..., index_entries: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., auth_enabled: _Optional[bool] = ..., tls: _Optional[bool] = ..., columns: _Optional[_Mapping[str, str]] = ..., index_settings: _Optional[_Mapping[str, str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., preprocessing_version: _Optional[str] = ..., encoder_notice: _Optional[str] = ..., index_kind: _Optional[str] = ..., index_backend: _Optional[str] = ..., ecg_count: _Optional[int] = ..., index_entries: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., auth_enabled: _Optional[bool] = ..., tls: _Optional[bool] = ..., columns: _Optional[_Mapping[str, str]] = ..., index_settings: _Optional[_Mapping[str, str]] = ..., encoder_contract_json: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class TrainProbeRequest(_message.Message):
-    __slots__ = ("name", "targets", "filter", "split", "split_fractions", "balanced_class_weight", "n_bootstrap", "seed", "min_positives", "overwrite")
+    __slots__ = ("name", "targets", "filter", "split", "split_fractions", "balanced_class_weight", "n_bootstrap", "seed", "min_positives", "overwrite", "baseline")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -453,6 +484,7 @@ class TrainProbeRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MIN_POSITIVES_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     name: str
     targets: _containers.RepeatedScalarFieldContainer[str]
     filter: Filter
@@ -463,7 +495,8 @@ class TrainProbeRequest(_message.Message):
     seed: int
     min_positives: int
     overwrite: bool
-    def __init__(self, name: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., split: _Optional[str] = ..., split_fractions: _Optional[_Iterable[float]] = ..., balanced_class_weight: _Optional[bool] = ..., n_bootstrap: _Optional[int] = ..., seed: _Optional[int] = ..., min_positives: _Optional[int] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+    baseline: bool
+    def __init__(self, name: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., split: _Optional[str] = ..., split_fractions: _Optional[_Iterable[float]] = ..., balanced_class_weight: _Optional[bool] = ..., n_bootstrap: _Optional[int] = ..., seed: _Optional[int] = ..., min_positives: _Optional[int] = ..., overwrite: _Optional[bool] = ..., baseline: _Optional[bool] = ...) -> None: ...
 
 class Estimate(_message.Message):
     __slots__ = ("value", "ci_low", "ci_high", "resamples_used")
@@ -548,7 +581,7 @@ class PredictResponse(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ..., keys: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Union[Matrix, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ClusterRequest(_message.Message):
-    __slots__ = ("run", "filter", "label_columns", "colour_by", "n_epochs", "min_cluster_size", "min_samples", "n_neighbors", "pca_dims", "seed", "exemplar_grid")
+    __slots__ = ("run", "filter", "label_columns", "colour_by", "n_epochs", "min_cluster_size", "min_samples", "n_neighbors", "pca_dims", "seed", "exemplar_grid", "cluster_dims", "n_exemplars")
     RUN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     LABEL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -560,6 +593,8 @@ class ClusterRequest(_message.Message):
     PCA_DIMS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXEMPLAR_GRID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_DIMS_FIELD_NUMBER: _ClassVar[int]
+    N_EXEMPLARS_FIELD_NUMBER: _ClassVar[int]
     run: str
     filter: Filter
     label_columns: _containers.RepeatedScalarFieldContainer[str]
@@ -571,7 +606,9 @@ class ClusterRequest(_message.Message):
     pca_dims: int
     seed: int
     exemplar_grid: bool
-    def __init__(self, run: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., label_columns: _Optional[_Iterable[str]] = ..., colour_by: _Optional[_Iterable[str]] = ..., n_epochs: _Optional[int] = ..., min_cluster_size: _Optional[int] = ..., min_samples: _Optional[int] = ..., n_neighbors: _Optional[int] = ..., pca_dims: _Optional[int] = ..., seed: _Optional[int] = ..., exemplar_grid: _Optional[bool] = ...) -> None: ...
+    cluster_dims: int
+    n_exemplars: int
+    def __init__(self, run: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., label_columns: _Optional[_Iterable[str]] = ..., colour_by: _Optional[_Iterable[str]] = ..., n_epochs: _Optional[int] = ..., min_cluster_size: _Optional[int] = ..., min_samples: _Optional[int] = ..., n_neighbors: _Optional[int] = ..., pca_dims: _Optional[int] = ..., seed: _Optional[int] = ..., exemplar_grid: _Optional[bool] = ..., cluster_dims: _Optional[int] = ..., n_exemplars: _Optional[int] = ...) -> None: ...
 
 class ClusterProgress(_message.Message):
     __slots__ = ("stage", "percent")
@@ -582,7 +619,7 @@ class ClusterProgress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., percent: _Optional[float] = ...) -> None: ...
 
 class ClusterResult(_message.Message):
-    __slots__ = ("run", "n_clusters", "noise", "cluster_sizes", "n_ecgs", "columns", "directory", "figures", "tables", "timing")
+    __slots__ = ("run", "n_clusters", "noise", "cluster_sizes", "n_ecgs", "columns", "figures", "enrichment_csv", "enrichment_markdown", "run_json", "timing")
     class ClusterSizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -595,17 +632,18 @@ class ClusterResult(_message.Message):
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     RUN_FIELD_NUMBER: _ClassVar[int]
     N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_SIZES_FIELD_NUMBER: _ClassVar[int]
     N_ECGS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     FIGURES_FIELD_NUMBER: _ClassVar[int]
-    TABLES_FIELD_NUMBER: _ClassVar[int]
+    ENRICHMENT_CSV_FIELD_NUMBER: _ClassVar[int]
+    ENRICHMENT_MARKDOWN_FIELD_NUMBER: _ClassVar[int]
+    RUN_JSON_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     run: str
     n_clusters: int
@@ -613,19 +651,66 @@ class ClusterResult(_message.Message):
     cluster_sizes: _containers.ScalarMap[int, int]
     n_ecgs: int
     columns: _containers.RepeatedScalarFieldContainer[str]
-    directory: str
-    figures: _containers.ScalarMap[str, str]
-    tables: _containers.RepeatedScalarFieldContainer[str]
+    figures: _containers.ScalarMap[str, bytes]
+    enrichment_csv: str
+    enrichment_markdown: str
+    run_json: str
     timing: Timing
-    def __init__(self, run: _Optional[str] = ..., n_clusters: _Optional[int] = ..., noise: _Optional[int] = ..., cluster_sizes: _Optional[_Mapping[int, int]] = ..., n_ecgs: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., directory: _Optional[str] = ..., figures: _Optional[_Mapping[str, str]] = ..., tables: _Optional[_Iterable[str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    def __init__(self, run: _Optional[str] = ..., n_clusters: _Optional[int] = ..., noise: _Optional[int] = ..., cluster_sizes: _Optional[_Mapping[int, int]] = ..., n_ecgs: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., figures: _Optional[_Mapping[str, bytes]] = ..., enrichment_csv: _Optional[str] = ..., enrichment_markdown: _Optional[str] = ..., run_json: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
-class ClusterUpdate(_message.Message):
+class ClusterResponse(_message.Message):
     __slots__ = ("progress", "result")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     progress: ClusterProgress
     result: ClusterResult
     def __init__(self, progress: _Optional[_Union[ClusterProgress, _Mapping]] = ..., result: _Optional[_Union[ClusterResult, _Mapping]] = ...) -> None: ...
+
+class ListClusterRunsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterRunSummary(_message.Message):
+    __slots__ = ("run", "n_ecgs", "n_clusters", "created_at", "where")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    N_ECGS_FIELD_NUMBER: _ClassVar[int]
+    N_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    n_ecgs: int
+    n_clusters: int
+    created_at: str
+    where: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run: _Optional[str] = ..., n_ecgs: _Optional[int] = ..., n_clusters: _Optional[int] = ..., created_at: _Optional[str] = ..., where: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListClusterRunsResponse(_message.Message):
+    __slots__ = ("runs", "timing")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[ClusterRunSummary]
+    timing: Timing
+    def __init__(self, runs: _Optional[_Iterable[_Union[ClusterRunSummary, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class GetClusterRunRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    def __init__(self, run: _Optional[str] = ...) -> None: ...
+
+class GetClusterRunResponse(_message.Message):
+    __slots__ = ("run", "assignments_arrow", "enrichment_csv", "run_json", "timing")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_ARROW_FIELD_NUMBER: _ClassVar[int]
+    ENRICHMENT_CSV_FIELD_NUMBER: _ClassVar[int]
+    RUN_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    assignments_arrow: bytes
+    enrichment_csv: str
+    run_json: str
+    timing: Timing
+    def __init__(self, run: _Optional[str] = ..., assignments_arrow: _Optional[bytes] = ..., enrichment_csv: _Optional[str] = ..., run_json: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("ecg_id", "ecg", "include_png", "lead", "single_lead")
@@ -654,3 +739,121 @@ class ExplainResponse(_message.Message):
     model_id: str
     timing: Timing
     def __init__(self, saliency: _Optional[_Union[Vector, _Mapping]] = ..., segment_saliency: _Optional[_Union[Matrix, _Mapping]] = ..., png: _Optional[bytes] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class ListProbesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProbeSummary(_message.Message):
+    __slots__ = ("name", "kind", "labels", "model_id", "created_at", "macro_auroc", "where", "report_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MACRO_AUROC_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    model_id: str
+    created_at: str
+    macro_auroc: float
+    where: _containers.RepeatedScalarFieldContainer[str]
+    report_json: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., model_id: _Optional[str] = ..., created_at: _Optional[str] = ..., macro_auroc: _Optional[float] = ..., where: _Optional[_Iterable[str]] = ..., report_json: _Optional[str] = ...) -> None: ...
+
+class ListProbesResponse(_message.Message):
+    __slots__ = ("probes", "timing")
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    probes: _containers.RepeatedCompositeFieldContainer[ProbeSummary]
+    timing: Timing
+    def __init__(self, probes: _Optional[_Iterable[_Union[ProbeSummary, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class EvaluateProbeRequest(_message.Message):
+    __slots__ = ("name", "filter", "n_bootstrap", "seed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    N_BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    filter: Filter
+    n_bootstrap: int
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., n_bootstrap: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class EvaluateProbeResponse(_message.Message):
+    __slots__ = ("name", "labels", "macro_auroc", "macro_auprc", "macro_labels", "n_ecgs", "n_left_out", "timing")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MACRO_AUROC_FIELD_NUMBER: _ClassVar[int]
+    MACRO_AUPRC_FIELD_NUMBER: _ClassVar[int]
+    MACRO_LABELS_FIELD_NUMBER: _ClassVar[int]
+    N_ECGS_FIELD_NUMBER: _ClassVar[int]
+    N_LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.RepeatedCompositeFieldContainer[LabelReport]
+    macro_auroc: Estimate
+    macro_auprc: Estimate
+    macro_labels: _containers.RepeatedScalarFieldContainer[str]
+    n_ecgs: int
+    n_left_out: int
+    timing: Timing
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelReport, _Mapping]]] = ..., macro_auroc: _Optional[_Union[Estimate, _Mapping]] = ..., macro_auprc: _Optional[_Union[Estimate, _Mapping]] = ..., macro_labels: _Optional[_Iterable[str]] = ..., n_ecgs: _Optional[int] = ..., n_left_out: _Optional[int] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("filter", "columns", "include_vectors")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    filter: Filter
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    include_vectors: bool
+    def __init__(self, filter: _Optional[_Union[Filter, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class ExportResponse(_message.Message):
+    __slots__ = ("arrow_ipc", "timing")
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    timing: Timing
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class SuggestIdsRequest(_message.Message):
+    __slots__ = ("prefix", "limit")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    limit: int
+    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SuggestIdsResponse(_message.Message):
+    __slots__ = ("ecg_ids", "timing")
+    ECG_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    ecg_ids: _containers.RepeatedScalarFieldContainer[str]
+    timing: Timing
+    def __init__(self, ecg_ids: _Optional[_Iterable[str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class ImportRequest(_message.Message):
+    __slots__ = ("shards",)
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shards: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImportResponse(_message.Message):
+    __slots__ = ("inserted", "skipped_existing", "refused", "files", "timing")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_EXISTING_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    skipped_existing: int
+    refused: int
+    files: int
+    timing: Timing
+    def __init__(self, inserted: _Optional[int] = ..., skipped_existing: _Optional[int] = ..., refused: _Optional[int] = ..., files: _Optional[int] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...

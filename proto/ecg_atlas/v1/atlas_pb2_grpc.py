@@ -42,7 +42,7 @@ class AtlasStub:
         self.Ingest = channel.stream_unary(
                 '/ecg_atlas.v1.Atlas/Ingest',
                 request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.IngestRequest.SerializeToString,
-                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.IngestSummary.FromString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.IngestResponse.FromString,
                 _registered_method=True)
         self.Search = channel.unary_unary(
                 '/ecg_atlas.v1.Atlas/Search',
@@ -53,6 +53,11 @@ class AtlasStub:
                 '/ecg_atlas.v1.Atlas/Get',
                 request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetRequest.SerializeToString,
                 response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetResponse.FromString,
+                _registered_method=True)
+        self.GetSignal = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/GetSignal',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetSignalRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetSignalResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/ecg_atlas.v1.Atlas/Delete',
@@ -79,15 +84,50 @@ class AtlasStub:
                 request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictRequest.SerializeToString,
                 response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.ListProbes = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/ListProbes',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListProbesRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListProbesResponse.FromString,
+                _registered_method=True)
+        self.EvaluateProbe = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/EvaluateProbe',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.EvaluateProbeRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.EvaluateProbeResponse.FromString,
+                _registered_method=True)
         self.Cluster = channel.unary_stream(
                 '/ecg_atlas.v1.Atlas/Cluster',
                 request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterRequest.SerializeToString,
-                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterUpdate.FromString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterResponse.FromString,
+                _registered_method=True)
+        self.ListClusterRuns = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/ListClusterRuns',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListClusterRunsRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListClusterRunsResponse.FromString,
+                _registered_method=True)
+        self.GetClusterRun = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/GetClusterRun',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetClusterRunRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetClusterRunResponse.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
                 '/ecg_atlas.v1.Atlas/Explain',
                 request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/ecg_atlas.v1.Atlas/Export',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExportRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExportResponse.FromString,
+                _registered_method=True)
+        self.SuggestIds = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/SuggestIds',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.SuggestIdsRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.SuggestIdsResponse.FromString,
+                _registered_method=True)
+        self.Import = channel.unary_unary(
+                '/ecg_atlas.v1.Atlas/Import',
+                request_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ImportRequest.SerializeToString,
+                response_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ImportResponse.FromString,
                 _registered_method=True)
 
 
@@ -120,6 +160,14 @@ class AtlasServicer:
 
     def Get(self, request, context):
         """Stored ECGs by id (metadata, optionally vectors); unknown ids are listed, not an error. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSignal(self, request, context):
+        """A stored ECG's samples, for drawing it: the store's own copy (or a file under an operator
+        data root), never a path a client named. Role: read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,10 +210,39 @@ class AtlasServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProbes(self, request, context):
+        """Kept probes with their reports. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateProbe(self, request, context):
+        """A kept probe evaluated again on a (filtered) cohort of the store. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Cluster(self, request, context):
-        """Cluster a filtered cohort (UMAP + HDBSCAN), write the labels back as cluster_<run> columns
-        and write figures and tables beside the store. Streams progress messages, then one result
-        (the last message). Role: write.
+        """Cluster a filtered cohort (UMAP + HDBSCAN), write the labels back as cluster_<run> columns,
+        keep figures and tables in the store. Streams progress messages, then one result (the last
+        message) with the figures and tables as bytes. Role: write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClusterRuns(self, request, context):
+        """Cluster runs kept in the store. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterRun(self, request, context):
+        """One cluster run: per ECG its cluster, membership probability, outlier score and 2-D map
+        coordinates, with the run's enrichment table. Role: read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +250,29 @@ class AtlasServicer:
 
     def Explain(self, request, context):
         """Attention saliency of one ECG (stored or sent), optionally drawn as a PNG. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """Stored ECGs (ids, metadata, optionally vectors) as Arrow IPC record batches, for export while
+        the server holds the store. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuggestIds(self, request, context):
+        """Stored ecg_ids that start with a prefix, in id order (type-ahead in the web atlas). Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Import(self, request, context):
+        """Bulk-load embedding shards (`ecg-atlas embed --engine ray`) that lie under the operator's data
+        roots (`serve --data-root`); the index is rebuilt once at the end, searches go on. Role: write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,7 +289,7 @@ def add_AtlasServicer_to_server(servicer, server):
             'Ingest': grpc.stream_unary_rpc_method_handler(
                     servicer.Ingest,
                     request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.IngestRequest.FromString,
-                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.IngestSummary.SerializeToString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.IngestResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -200,6 +300,11 @@ def add_AtlasServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetRequest.FromString,
                     response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetResponse.SerializeToString,
+            ),
+            'GetSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSignal,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetSignalRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetSignalResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
@@ -226,15 +331,50 @@ def add_AtlasServicer_to_server(servicer, server):
                     request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictRequest.FromString,
                     response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.PredictResponse.SerializeToString,
             ),
+            'ListProbes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProbes,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListProbesRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListProbesResponse.SerializeToString,
+            ),
+            'EvaluateProbe': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateProbe,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.EvaluateProbeRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.EvaluateProbeResponse.SerializeToString,
+            ),
             'Cluster': grpc.unary_stream_rpc_method_handler(
                     servicer.Cluster,
                     request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterRequest.FromString,
-                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterUpdate.SerializeToString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ClusterResponse.SerializeToString,
+            ),
+            'ListClusterRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusterRuns,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListClusterRunsRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ListClusterRunsResponse.SerializeToString,
+            ),
+            'GetClusterRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterRun,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetClusterRunRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.GetClusterRunResponse.SerializeToString,
             ),
             'Explain': grpc.unary_unary_rpc_method_handler(
                     servicer.Explain,
                     request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainRequest.FromString,
                     response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExportRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ExportResponse.SerializeToString,
+            ),
+            'SuggestIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestIds,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.SuggestIdsRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.SuggestIdsResponse.SerializeToString,
+            ),
+            'Import': grpc.unary_unary_rpc_method_handler(
+                    servicer.Import,
+                    request_deserializer=ecg__atlas_dot_v1_dot_atlas__pb2.ImportRequest.FromString,
+                    response_serializer=ecg__atlas_dot_v1_dot_atlas__pb2.ImportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -290,7 +430,7 @@ class Atlas:
             target,
             '/ecg_atlas.v1.Atlas/Ingest',
             ecg__atlas_dot_v1_dot_atlas__pb2.IngestRequest.SerializeToString,
-            ecg__atlas_dot_v1_dot_atlas__pb2.IngestSummary.FromString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -345,6 +485,33 @@ class Atlas:
             '/ecg_atlas.v1.Atlas/Get',
             ecg__atlas_dot_v1_dot_atlas__pb2.GetRequest.SerializeToString,
             ecg__atlas_dot_v1_dot_atlas__pb2.GetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/GetSignal',
+            ecg__atlas_dot_v1_dot_atlas__pb2.GetSignalRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.GetSignalResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -491,6 +658,60 @@ class Atlas:
             _registered_method=True)
 
     @staticmethod
+    def ListProbes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/ListProbes',
+            ecg__atlas_dot_v1_dot_atlas__pb2.ListProbesRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.ListProbesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateProbe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/EvaluateProbe',
+            ecg__atlas_dot_v1_dot_atlas__pb2.EvaluateProbeRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.EvaluateProbeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Cluster(request,
             target,
             options=(),
@@ -506,7 +727,61 @@ class Atlas:
             target,
             '/ecg_atlas.v1.Atlas/Cluster',
             ecg__atlas_dot_v1_dot_atlas__pb2.ClusterRequest.SerializeToString,
-            ecg__atlas_dot_v1_dot_atlas__pb2.ClusterUpdate.FromString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.ClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusterRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/ListClusterRuns',
+            ecg__atlas_dot_v1_dot_atlas__pb2.ListClusterRunsRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.ListClusterRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/GetClusterRun',
+            ecg__atlas_dot_v1_dot_atlas__pb2.GetClusterRunRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.GetClusterRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -534,6 +809,87 @@ class Atlas:
             '/ecg_atlas.v1.Atlas/Explain',
             ecg__atlas_dot_v1_dot_atlas__pb2.ExplainRequest.SerializeToString,
             ecg__atlas_dot_v1_dot_atlas__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/Export',
+            ecg__atlas_dot_v1_dot_atlas__pb2.ExportRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.ExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/SuggestIds',
+            ecg__atlas_dot_v1_dot_atlas__pb2.SuggestIdsRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.SuggestIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Import(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecg_atlas.v1.Atlas/Import',
+            ecg__atlas_dot_v1_dot_atlas__pb2.ImportRequest.SerializeToString,
+            ecg__atlas_dot_v1_dot_atlas__pb2.ImportResponse.FromString,
             options,
             channel_credentials,
             insecure,

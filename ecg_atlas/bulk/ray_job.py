@@ -1,0 +1,464 @@
+"""Bulk embedding on Ray Data: ECG files in, Parquet shards out (``ecg-atlas embed --engine ray``).
+
+The pipeline (needs the ``ecg-atlas[ray]`` extra)::
+
+    input list  ->  read + preprocess (CPU tasks, every reader format, the encoder's own pipeline)
+                ->  embed (an actor pool of encoders: one GPU each in bfloat16 where the cluster
+                    has GPUs, CPU actors in float32 otherwise)
+                ->  the driver writes each shard once all its ECGs are back (shards.py)
+
+**Resumable, never duplicated.** Shard ``i`` holds input items ``i*shard_size`` up to the next
+shard's first, in input order: the assignment depends on nothing but the input list, which
+``job.json`` pins (a re-run with another list or shard size into the same folder is refused).
+A shard file is written atomically only when complete, so a re-run skips every shard file that
+exists. Ray restarts a killed encoder actor and retries the batch it held; the driver keeps the
+first result for each input position and drops any repeat, so a killed worker's work is done
+again and lands once.
+
+With GPU actors, reading runs in CPU tasks apart from the actors; on CPU-only clusters each
+encoder actor reads its own batches (its CPUs are the cluster's; nothing would be left to
+separate readers, and the windows need no trip through the object store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ecg_atlas.errors import AtlasError
+
+from .shards import SHARD_PATTERN, ShardItem, encoder_identity, shard_table, write_shard
+
+
+JOB_FILE = "job.json"
+#: Records per read/preprocess task call.
+READ_BATCH = 16
+
+
+@dataclass(frozen=True)
+class InputECG:
+    """One ECG to embed: where it is (HDF5: which row), its id, patient and metadata."""
+
+    ecg_id: str
+    path: str
+    row: int | None = None
+    patient_id: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobOptions:
+    checkpoint: str = "bundled"
+    revision: str | None = None
+    checkpoint_sha256: str | None = None
+    #: None: bfloat16 on GPU actors, float32 on CPU actors.
+    dtype: str | None = None
+    #: Segments per forward pass.
+    batch_size: int = 32
+    #: Encoder actors; None: one per GPU, or one per `cpus_per_actor` CPUs.
+    concurrency: int | None = None
+    #: CPUs (torch threads) per CPU encoder actor; None: all the cluster's CPUs / concurrency.
+    cpus_per_actor: int | None = None
+    shard_size: int = 10_000
+    min_leads: int | None = None
+    #: "auto": GPU actors when the cluster has GPUs; "cpu" forces CPU actors.
+    device: str = "auto"
+
+
+@dataclass
+class JobSummary:
+    out: str
+    inputs: int
+    shards: int
+    shards_skipped: int
+    embedded: int
+    refused: int
+    refusal_reasons: dict[str, int]
+    duplicates_dropped: int
+    seconds: float
+    ecgs_per_s: float | None
+    actors: int
+    actor_device: str
+    dtype: str
+    model_id: str
+    checkpoint_sha256: str
+    dim: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def inputs_from_paths(paths: Iterable[str | Path]) -> list[InputECG]:
+    """Every ECG under `paths` (files or directories), ids as `ecg-atlas embed` gives them."""
+    from ecg_atlas.embedder.discover import find_ecgs
+
+    return [InputECG(s.ecg_id, os.path.abspath(s.path), s.row) for s in find_ecgs(paths)]
+
+
+def inputs_from_manifest(manifest: Path, *, path_column: str = "path", id_column: str | None = None,
+                         patient_column: str | None = None) -> list[InputECG]:
+    """The ECGs a CSV or Parquet manifest lists, one row each: `path_column` (relative to the
+    manifest's folder; a WFDB record may be named without ``.hea``), optionally `id_column`
+    (default: the path without its extension) and `patient_column` (default: ``patient_id``
+    when present); every other column is stored as metadata under its own (lower-cased) name.
+    An HDF5 file's rows are each an ECG."""
+    from ecg_atlas.embedder.discover import default_ecg_id, find_ecgs
+    from ecg_atlas.index.schema import RESERVED_NAMES, check_metadata_name
+
+    table = _read_table(manifest)
+    if path_column not in table.column_names:
+        raise AtlasError(f"manifest {manifest} has no column {path_column!r} (columns: "
+                         f"{', '.join(table.column_names)}); pass --path-column")
+    if patient_column is None and "patient_id" in table.column_names:
+        patient_column = "patient_id"
+    for given in (id_column, patient_column):
+        if given is not None and given not in table.column_names:
+            raise AtlasError(f"manifest {manifest} has no column {given!r}")
+    skipped = {path_column, id_column, patient_column}
+    meta_columns = [c for c in table.column_names if c not in skipped and c.lower() not in RESERVED_NAMES]
+    for name in meta_columns:
+        check_metadata_name(name.lower())
+    root = manifest.parent
+    out = []
+    for row in table.to_pylist():
+        path = root / str(row[path_column])
+        if not path.exists() and path.with_suffix(path.suffix + ".hea").exists():
+            path = path.with_suffix(path.suffix + ".hea")
+        if not path.exists():
+            raise AtlasError(f"manifest {manifest} lists {row[path_column]!r}, which is not there ({path})")
+        metadata = {c.lower(): row[c] for c in meta_columns if row[c] not in (None, "")}
+        patient = str(row[patient_column]) if patient_column and row[patient_column] not in (None, "") else None
+        base_id = str(row[id_column]) if id_column else default_ecg_id(path, root)
+        sources = list(find_ecgs([path]))
+        for source in sources:
+            ecg_id = base_id if len(sources) == 1 else f"{base_id}/{source.ecg_id.rsplit('/', 1)[-1]}"
+            out.append(InputECG(ecg_id, os.path.abspath(source.path), source.row, patient, metadata))
+    return out
+
+
+def _read_table(manifest: Path):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if manifest.suffix.lower() == ".parquet":
+            return pq.read_table(manifest)
+        # Text columns stay text unless every value parses: ids like "00123" keep their zeros.
+        return pacsv.read_csv(manifest, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    except (OSError, ValueError) as exc:
+        raise AtlasError(f"cannot read manifest {manifest}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# The two steps that run on the cluster
+
+
+def _source_uri(path: str, row: int | None) -> str:
+    return path if row is None else f"{path}#{row}"
+
+
+def read_and_prepare(batch: dict, *, prepare: Callable, min_leads: int | None) -> dict:
+    """Ray Data step 1 (CPU): read each file and run the encoder's pipeline on it.
+
+    `prepare` is the encoder class's own ``prepare`` (every encoder's pipeline is a module-level
+    function it delegates to; no weights are needed, so no encoder is shipped to the readers).
+    """
+    from ecg_atlas.cli.ingest import HEADER_FIELDS
+    from ecg_atlas.embedder.discover import ECGSource, read_source
+
+    kwargs = {} if min_leads is None else {"min_leads": min_leads}
+    n = len(batch["position"])
+    windows, reasons, messages = [], [], []
+    fs, leads, duration, extra = [], [], [], []
+    for i in range(n):
+        row = None if batch["row"][i] < 0 else int(batch["row"][i])
+        source = ECGSource(Path(batch["path"][i]), str(batch["ecg_id"][i]), row)
+        try:
+            rec = read_source(source)
+            fs.append(rec.fs)
+            leads.append(list(rec.lead_names))
+            duration.append(rec.duration_s)
+            extra.append({k: rec.metadata[k] for k in HEADER_FIELDS if rec.metadata.get(k) not in (None, [], "")})
+            windows.append(np.ascontiguousarray(prepare(None, rec, **kwargs).segments, dtype=np.float32))
+            reasons.append("")
+            messages.append("")
+        except Exception as exc:  # noqa: BLE001 - one bad file is a refusal, never a failed job
+            expected = isinstance(exc, (AtlasError, ValueError, OSError))
+            reasons.append(getattr(exc, "reason", None) or ("unreadable" if expected else "internal_error"))
+            messages.append(str(exc) if expected else f"{type(exc).__name__}: {exc}")
+            windows.append(np.zeros((0, 1, 1), np.float32))
+            for column in (fs, leads, duration, extra):
+                del column[i:]
+            fs.append(np.nan)
+            leads.append([])
+            duration.append(np.nan)
+            extra.append({})
+    recorded = [pickle.dumps(e) for e in extra]
+    return {"position": batch["position"], "windows": _objects(windows), "reason": np.array(reasons, object),
+            "message": np.array(messages, object), "fs": np.array(fs, np.float64),
+            "lead_names": _objects(leads), "duration_s": np.array(duration, np.float64),
+            "file_metadata": _objects(recorded)}
+
+
+def _objects(values: Sequence) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+class EncoderActor:
+    """Ray Data step 2: one encoder per actor (one GPU each where there are GPUs). CPU actors
+    also do step 1 for their own batches (`prepare` given): a CPU actor holding all of its
+    CPUs would otherwise leave none to the readers that feed it."""
+
+    def __init__(self, spec: str, device: str, dtype: str, batch_size: int, threads: int | None,
+                 revision: str | None, checkpoint_sha256: str | None, prepare: Callable | None = None,
+                 min_leads: int | None = None) -> None:
+        import torch
+
+        from ecg_atlas.embedder.engine import EmbeddingEngine
+        from ecg_atlas.embedder.resolver import load_encoder
+
+        if threads:
+            torch.set_num_threads(threads)
+        encoder = load_encoder(spec, device=device, dtype=dtype, revision=revision, expected_sha256=checkpoint_sha256)
+        self.engine = EmbeddingEngine(encoder, batch_size=batch_size)
+        self.prepare, self.min_leads = prepare, min_leads
+
+    def __call__(self, batch: dict) -> dict:
+        if self.prepare is not None:
+            batch = read_and_prepare(batch, prepare=self.prepare, min_leads=self.min_leads)
+        n = len(batch["position"])
+        dim = self.engine.dim
+        records = np.zeros((n, dim), np.float32)
+        segments = _objects([np.zeros((0, dim), np.float32)] * n)
+        todo = [(i, w) for i, (w, reason) in enumerate(zip(batch["windows"], batch["reason"])) if not reason]
+        for done in self.engine.embed_records(todo):
+            records[done.key] = done.record_vector
+            segments[done.key] = done.segment_vectors
+        out = {k: v for k, v in batch.items() if k != "windows"}
+        out["record_vector"] = records
+        out["segment_vectors"] = segments
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def _fingerprint(inputs: Sequence[InputECG], shard_size: int, identity: dict) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"shard_size": shard_size, "identity": identity}, sort_keys=True).encode())
+    for item in inputs:
+        digest.update(json.dumps([item.ecg_id, item.path, item.row]).encode())
+    return digest.hexdigest()
+
+
+def _claim_folder(out: Path, fingerprint: str, n_inputs: int, shard_size: int) -> None:
+    """Tie `out` to this job's input list: a re-run resumes it, another job is refused."""
+    from ecg_atlas.index.atomic import write_atomic
+
+    job_file = out / JOB_FILE
+    if job_file.exists():
+        saved = json.loads(job_file.read_text())
+        if saved.get("fingerprint") != fingerprint:
+            raise AtlasError(f"{out} holds shards of another job (other inputs, encoder or shard size); "
+                             f"write to an empty folder, or re-run with the inputs and options it was made with")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.glob("shard-*.parquet")):
+        raise AtlasError(f"{out} holds shard files but no {JOB_FILE}: write to an empty folder")
+    meta = {"fingerprint": fingerprint, "inputs": n_inputs, "shard_size": shard_size}
+    write_atomic(job_file, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+
+
+def _cluster_gpus(device: str) -> int:
+    import ray
+
+    if device == "cpu":
+        return 0
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def run_job(inputs: Sequence[InputECG], out: Path, options: JobOptions, *, address: str | None = None,
+            progress: bool = True) -> JobSummary:
+    """Embed `inputs` into shards under `out` (module docstring). Connects to the Ray cluster at
+    `address` (None: the one this process is attached to, else a new local one)."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise AtlasError("--engine ray needs Ray Data: pip install 'ecg-atlas[ray]'") from None
+    from ecg_atlas.embedder.resolver import load_encoder
+
+    if options.shard_size < 1 or options.batch_size < 1:
+        raise AtlasError("--shard-size and --batch-size must be at least 1")
+    if not inputs:
+        raise AtlasError("no ECGs to embed")
+    counts = Counter(item.ecg_id for item in inputs)
+    if len(counts) != len(inputs):
+        twice = sorted(i for i, n in counts.items() if n > 1)[:5]
+        raise AtlasError(f"the input names some ECG ids more than once ({', '.join(twice)}): give each ECG once")
+    out = Path(out)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    try:
+        # Identity (and a check that the checkpoint loads) before any work is sent out.
+        probe = load_encoder(options.checkpoint, device="cpu", revision=options.revision,
+                             expected_sha256=options.checkpoint_sha256)
+        identity = encoder_identity(probe)
+        dim, prepare = probe.dim, type(probe).prepare
+        del probe
+        fingerprint = _fingerprint(inputs, options.shard_size, identity)
+        _claim_folder(out, fingerprint, len(inputs), options.shard_size)
+        n_shards = math.ceil(len(inputs) / options.shard_size)
+        todo = [s for s in range(n_shards) if not (out / SHARD_PATTERN.format(s)).exists()]
+        gpus = _cluster_gpus(options.device)
+        dtype = options.dtype or ("bfloat16" if gpus else "float32")
+        if gpus:
+            actors = options.concurrency or gpus
+            per_actor = {"num_gpus": 1, "num_cpus": options.cpus_per_actor or 1}
+            threads = options.cpus_per_actor
+        else:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            actors = options.concurrency or max(1, cpus // (options.cpus_per_actor or cpus))
+            threads = options.cpus_per_actor or max(1, cpus // actors)
+            per_actor = {"num_cpus": threads}
+        summary = JobSummary(out=str(out), inputs=len(inputs), shards=n_shards, shards_skipped=n_shards - len(todo),
+                             embedded=0, refused=0, refusal_reasons={}, duplicates_dropped=0, seconds=0.0,
+                             ecgs_per_s=None, actors=actors, actor_device="cuda" if gpus else "cpu", dtype=dtype,
+                             model_id=identity["model_id"], checkpoint_sha256=identity["checkpoint_sha256"], dim=dim)
+        if todo:
+            _embed_shards(inputs, todo, out, options, summary, identity=identity, fingerprint=fingerprint,
+                          prepare=prepare, per_actor=per_actor, threads=threads, progress=progress)
+        return summary
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _embed_shards(inputs, todo, out, options, summary, *, identity, fingerprint, prepare, per_actor,
+                  threads, progress) -> None:
+    import ray.data
+    from tqdm import tqdm
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # shards complete one after another: bounded memory
+    context.enable_progress_bars = False
+    size = options.shard_size
+    rows = [{"position": p, "ecg_id": inputs[p].ecg_id, "path": inputs[p].path,
+             "row": -1 if inputs[p].row is None else inputs[p].row}
+            for s in todo for p in range(s * size, min((s + 1) * size, len(inputs)))]
+    actors = summary.actors
+    on_gpu = summary.actor_device == "cuda"
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // READ_BATCH, 32 * actors)))
+    if on_gpu:
+        dataset = dataset.map_batches(read_and_prepare, batch_size=READ_BATCH, batch_format="numpy",
+                                      fn_kwargs={"prepare": prepare, "min_leads": options.min_leads}, num_cpus=1)
+    dataset = dataset.map_batches(
+        EncoderActor, batch_size=options.batch_size, batch_format="numpy",
+        fn_constructor_kwargs={"spec": options.checkpoint, "device": summary.actor_device, "dtype": summary.dtype,
+                               "batch_size": options.batch_size, "threads": threads, "revision": options.revision,
+                               "checkpoint_sha256": options.checkpoint_sha256,
+                               "prepare": None if on_gpu else prepare, "min_leads": options.min_leads},
+        compute=ray.data.ActorPoolStrategy(size=actors), **per_actor)
+    pending: dict[int, dict[int, ShardItem]] = {}
+    started = time.perf_counter()
+    with tqdm(total=len(rows), unit="ECG", desc="embedding (ray)", disable=not progress or None,
+              file=sys.stderr) as bar:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for i, position in enumerate(batch["position"].tolist()):
+                shard = position // size
+                items = pending.setdefault(shard, {})
+                if position in items:
+                    summary.duplicates_dropped += 1
+                    continue
+                items[position] = _item(inputs[position], batch, i)
+                bar.update(1)
+                if len(items) == min(size, len(inputs) - shard * size):
+                    _finish_shard(out, shard, pending.pop(shard), summary, identity, fingerprint)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(ecgs_per_s=f"{bar.n / elapsed:.1f}" if elapsed else "-")
+    summary.seconds = round(time.perf_counter() - started, 2)
+    done = summary.embedded + summary.refused
+    summary.ecgs_per_s = round(done / summary.seconds, 2) if summary.seconds else None
+    if pending:
+        missing = sum(min(size, len(inputs) - s * size) - len(items) for s, items in pending.items())
+        raise AtlasError(f"Ray returned no result for {missing} ECGs; re-run the same command to finish "
+                         f"the {len(pending)} incomplete shards")
+
+
+def _item(source: InputECG, batch: dict, i: int) -> ShardItem:
+    reason = batch["reason"][i] or None
+    file_metadata = pickle.loads(batch["file_metadata"][i])
+    item = ShardItem(ecg_id=source.ecg_id, source=_source_uri(source.path, source.row),
+                     patient_id=source.patient_id, metadata={**file_metadata, **source.metadata})
+    if reason:
+        item.reason, item.message = reason, batch["message"][i]
+        return item
+    item.fs, item.lead_names, item.duration_s = float(batch["fs"][i]), list(batch["lead_names"][i]), float(
+        batch["duration_s"][i])
+    item.record_vector, item.segment_vectors = batch["record_vector"][i], np.asarray(batch["segment_vectors"][i])
+    return item
+
+
+def _finish_shard(out: Path, shard: int, items: dict[int, ShardItem], summary: JobSummary, identity: dict,
+                  fingerprint: str) -> None:
+    ordered = [items[p] for p in sorted(items)]
+    write_shard(out / SHARD_PATTERN.format(shard),
+                shard_table(ordered, summary.dim, identity, shard=shard, job=fingerprint))
+    for item in ordered:
+        if item.reason is None:
+            summary.embedded += 1
+        else:
+            summary.refused += 1
+            summary.refusal_reasons[item.reason] = summary.refusal_reasons.get(item.reason, 0) + 1
+
+
+def summary_dict(summary: JobSummary) -> dict:
+    return asdict(summary)
+
+
+def run_from_args(args) -> int:
+    """``ecg-atlas embed … --engine ray``: `args` as ecg_atlas/cli/embed.py parses them."""
+    if args.manifest is not None and args.paths:
+        raise AtlasError("give ECG paths or --manifest, not both")
+    if args.manifest is not None:
+        inputs = inputs_from_manifest(args.manifest, path_column=args.path_column, id_column=args.id_column,
+                                      patient_column=args.patient_column)
+    elif args.paths:
+        inputs = inputs_from_paths(args.paths)
+    else:
+        raise AtlasError("name ECG files or directories, or --manifest FILE")
+    if args.out.suffix.lower() in {".parquet", ".npz"}:
+        raise AtlasError(f"--engine ray writes a folder of shards; --out {args.out} names a file")
+    if args.device not in ("auto", "cpu"):
+        raise AtlasError("--engine ray places encoders itself: GPU actors where the cluster has GPUs "
+                         "(--device auto), CPU actors with --device cpu")
+    options = JobOptions(checkpoint=args.checkpoint, revision=args.revision, checkpoint_sha256=args.checkpoint_sha256,
+                         dtype=None if args.dtype == "auto" else args.dtype, batch_size=args.batch_size, concurrency=args.concurrency,
+                         cpus_per_actor=args.cpus_per_actor, shard_size=args.shard_size, min_leads=args.min_leads,
+                         device=args.device)
+    summary = run_job(inputs, args.out, options, address=args.address, progress=not args.json)
+    if args.json:
+        print(json.dumps(summary_dict(summary), indent=2))
+    else:
+        print(f"{summary.embedded} embedded, {summary.refused} refused into {summary.shards - summary.shards_skipped} "
+              f"shards under {args.out} ({summary.shards_skipped} finished before) at {summary.ecgs_per_s} ECGs/s "
+              f"on {summary.actors} {summary.actor_device} actor(s), {summary.dtype}")
+        for reason, count in sorted(summary.refusal_reasons.items()):
+            print(f"  refused {count}: {reason.replace('_', ' ')} (the shards hold each ECG's reason and message)")
+    return 0

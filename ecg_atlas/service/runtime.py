@@ -1,0 +1,83 @@
+"""What a running service holds: the encoder behind its batching queue, the store, where stored
+signals come from, and the thread pools. ``load()`` builds them from a ``ServerConfig`` (which it
+reads, never rewrites: the values it resolves, such as the batch size, live here)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+from ecg_atlas.config import ServerConfig, default_batch_segments, default_encoder_workers
+
+log = logging.getLogger(__name__)
+
+#: Analysis calls (TrainProbe, Predict, Cluster, Explain) that run at once; more wait their turn.
+ANALYSIS_WORKERS = 2
+
+
+class Runtime:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.ready = threading.Event()
+        self.encoder = None
+        self.batcher = None  # embedder.batching.BatchingEncoder
+        self.store = None  # index.Store
+        self.signals = None  # analysis.signals.SignalSource: stored ECGs' samples, never a client's path
+        self.identity = None  # index.EncoderIdentity of the encoder (the store's)
+        self.notice = ""  # the encoder's licence / provenance notice, announced at start-up
+        self.max_batch_segments = 0
+        self.encoder_workers = 0
+        self.encoder_threads = 0  # torch threads per encoder worker (CPU)
+        self.preprocess = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="preprocess")
+        # Long analysis work runs here, off the RPC threads' hot path and never on an encoder worker.
+        self.analysis = ThreadPoolExecutor(ANALYSIS_WORKERS, thread_name_prefix="analysis")
+
+    def load(self) -> None:
+        import torch
+
+        from ecg_atlas.analysis.signals import SignalSource
+        from ecg_atlas.embedder.batching import BatchingEncoder
+        from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
+        from ecg_atlas.embedder.resolver import load_encoder
+        from ecg_atlas.index import EncoderIdentity, Store
+
+        # The report of every ECG lists its zero-filled leads; a process-wide warning adds nothing.
+        warnings.filterwarnings("ignore", category=MissingLeadsWarning)
+        cfg = self.config
+        self.encoder = load_encoder(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, fast=cfg.fast)
+        self.notice = self.encoder.notice
+        if self.notice:
+            log.info("encoder notice: %s", self.notice)  # serve and quickstart print it as a note
+        self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
+                                        self.encoder.contract.preprocessing_version, self.encoder.dim)
+        self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device,
+                                index_memory=cfg.index_memory)
+        self.store.record_encoder_contract(self.encoder.contract.to_dict())
+        self.signals = SignalSource(self.store, cfg.data_roots)
+        device = self.encoder.device.type
+        self.max_batch_segments = cfg.max_batch_segments or default_batch_segments(device)
+        cores = torch.get_num_threads()
+        self.encoder_workers = cfg.encoder_workers or default_encoder_workers(device, cores, cfg.fast)
+        if device == "cpu":
+            # The workers share the cores: torch's intra-op thread count is process-wide, and each
+            # worker's ops run on a team of that many threads.
+            self.encoder_threads = max(1, cores // self.encoder_workers)
+            torch.set_num_threads(self.encoder_threads)
+        self.batcher = BatchingEncoder(self.encoder, max_batch_segments=self.max_batch_segments,
+                                       max_queue_delay_ms=cfg.max_queue_delay_ms,
+                                       max_queue_segments=cfg.max_queue_segments,
+                                       workers=self.encoder_workers).start()
+        self.batcher.warm_up()
+        self.store.warm_up()
+        self.ready.set()
+
+    def close(self) -> None:
+        self.ready.clear()
+        self.preprocess.shutdown(wait=True)
+        self.analysis.shutdown(wait=True)
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.store is not None:
+            self.store.close()

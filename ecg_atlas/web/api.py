@@ -1,0 +1,396 @@
+"""The atlas's JSON API: every answer comes from an RPC of the gRPC server it is a client of.
+
+Ids travel in query strings or bodies, never in paths (the access log writes paths). A browser
+may send its own ``Authorization: Bearer TOKEN``; it is forwarded to the server, which decides
+(a read token browses, saving a cohort needs write). Without one the web process's own token is
+used. Failed calls answer ``{"error", "code", "reason"}`` with the gRPC status and its
+``google.rpc.ErrorInfo`` reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ecg_atlas.client import Client, error_info
+from ecg_atlas.errors import AtlasError
+
+#: metadata columns shown with an ECG, in this order, when the store has them
+KEY_METADATA = ("dataset", "age", "sex", "labels_abbr", "label_groups", "dx")
+#: columns never sent to the browser (server-side file paths)
+HIDDEN_COLUMNS = {"source", "source_path", "files"}
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+MAX_K = 50
+COHORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400, "OUT_OF_RANGE": 400, "FAILED_PRECONDITION": 409, "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "UNIMPLEMENTED": 501,
+}
+
+
+@dataclass
+class Upstream:
+    """How to reach the gRPC server: its address, TLS files and the web process's own token."""
+
+    target: str
+    token: str | None = None
+    tls_ca: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    timeout: float = 60.0
+
+
+class Clients:
+    """One gRPC client per bearer token in use (a few at most), the default one first."""
+
+    def __init__(self, upstream: Upstream, keep: int = 16):
+        self.upstream = upstream
+        self._keep = keep
+        self._clients: OrderedDict[str | None, Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def for_request(self, request: Request) -> Client:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" and token.strip() else self.upstream.token
+        with self._lock:
+            client = self._clients.pop(token, None)
+            if client is None:
+                u = self.upstream
+                client = Client(u.target, token=token, tls_ca=u.tls_ca, client_cert=u.client_cert,
+                                client_key=u.client_key, timeout=u.timeout)
+            self._clients[token] = client
+            while len(self._clients) > self._keep:
+                self._clients.popitem(last=False)[1].close()
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+class BadRequest(AtlasError):
+    """A request the web refuses before any RPC: HTTP `status` (400 unless said), gRPC-style `code`."""
+
+    reason = "bad_request"
+
+    def __init__(self, message: str, reason: str = "bad_request", status: int = 400,
+                 code: str = "INVALID_ARGUMENT"):
+        super().__init__(message)
+        self.reason, self.status, self.code = reason, status, code
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+        reason, details = error_info(exc)
+        message = exc.details() if hasattr(exc, "details") else str(exc)
+        return JSONResponse({"error": message, "code": code, "reason": reason or code.lower(), "details": details},
+                            status_code=_HTTP_STATUS.get(code, 502))
+    reason = getattr(exc, "reason", "invalid_request")
+    return JSONResponse({"error": str(exc), "code": getattr(exc, "code", "INVALID_ARGUMENT"), "reason": reason,
+                         "details": getattr(exc, "details", None) or {}}, status_code=getattr(exc, "status", 400))
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.generic,)):
+        return _jsonable(value.item())
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def shown(metadata: dict) -> dict:
+    return {k: _jsonable(v) for k, v in metadata.items() if k not in HIDDEN_COLUMNS and v is not None}
+
+
+def _typed(array: np.ndarray, dtype) -> str:
+    """A numeric column as base64 little-endian bytes: the browser reads it as a typed array."""
+    return base64.b64encode(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
+
+
+def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    try:
+        value = default if raw in (None, "") else int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {raw!r}", reason=f"bad_{name}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} is {value}; give {low} to {high}", reason=f"bad_{name}")
+    return value
+
+
+def _flag(value) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _hits(result) -> list[dict]:
+    return [{"ecg_id": h.ecg_id, "score": round(h.score, 5), "patient_id": h.patient_id,
+             "metadata": shown(h.metadata)} for h in result.hits]
+
+
+class AtlasApi:
+    """The endpoints, over the clients of one upstream server."""
+
+    def __init__(self, clients: Clients):
+        self.clients = clients
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/info", self.info),
+            Route("/api/suggest", self.suggest),
+            Route("/api/search", self.search),
+            Route("/api/search-file", self.search_file, methods=["POST"]),
+            Route("/api/ecg", self.ecg),
+            Route("/api/paper", self.paper),
+            Route("/api/runs", self.runs),
+            Route("/api/map", self.map),
+            Route("/api/map-column", self.map_column),
+            Route("/api/selection", self.selection, methods=["POST"]),
+            Route("/api/cohort", self.save_cohort, methods=["POST"]),
+            Route("/api/probes", self.probes),
+        ]
+
+    # -- reading ---------------------------------------------------------------------------------
+    def info(self, request: Request):
+        info = self.clients.for_request(request).info()
+        columns = {k: v for k, v in info.get("columns", {}).items() if k not in HIDDEN_COLUMNS}
+        return JSONResponse({"ecg_count": int(info.get("ecg_count", 0)), "model_id": info.get("model_id"),
+                             "dim": info.get("dim"), "columns": columns, "key_metadata": KEY_METADATA,
+                             "encoder_notice": info.get("encoder_notice", "")})
+
+    def suggest(self, request: Request):
+        limit = _int(request, "limit", 12, 1, 200)
+        ids = self.clients.for_request(request).suggest_ids(request.query_params.get("prefix", ""), limit=limit)
+        return JSONResponse({"ecg_ids": ids})
+
+    def search(self, request: Request):
+        q = request.query_params
+        ecg_id = q.get("id", "").strip()
+        if not ecg_id:
+            raise BadRequest("say which stored ECG to search with: ?id=ECG_ID", reason="no_query")
+        k = _int(request, "k", 5, 1, MAX_K)
+        client = self.clients.for_request(request)
+        started = time.perf_counter()
+        result = client.search(ecg_id=ecg_id, k=k, where=q.get("where") or None, exclude_self=True,
+                               exclude_same_patient=_flag(q.get("exclude_same_patient")))
+        rpc_ms = 1000 * (time.perf_counter() - started)
+        return JSONResponse({"query": {"ecg_id": ecg_id}, "hits": _hits(result),
+                             "timing": {"search_rpc_ms": round(rpc_ms, 2), **result.timing}})
+
+    async def search_file(self, request: Request):
+        length = int(request.headers.get("content-length") or 0)
+        if length > MAX_UPLOAD_BYTES:
+            raise BadRequest(f"the upload is {length / 2**20:.0f} MiB; the limit is {MAX_UPLOAD_BYTES >> 20} MiB",
+                             reason="too_large")
+        form = await request.form(max_files=16, max_fields=16)
+        uploads = [f for f in form.getlist("files") if hasattr(f, "filename")]
+        if not uploads:
+            raise BadRequest("drop an ECG file (WFDB: its .hea with its .dat/.mat; or HDF5, NumPy, "
+                             "MUSE/Sierra/aECG XML, DICOM, SCP, EDF)", reason="no_file")
+        k = str(form.get("k") or 5)
+        k = int(k) if k.isdigit() else 0
+        if not 1 <= k <= MAX_K:
+            raise BadRequest(f"k is {k}; give 1 to {MAX_K}", reason="bad_k")
+        files = [(Path(f.filename or "upload").name, await f.read()) for f in uploads]
+        await form.close()
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self._search_files, request, files, k, form.get("where") or None)
+
+    def _search_files(self, request: Request, files: list[tuple[str, bytes]], k: int, where: str | None):
+        from ecg_atlas.embedder import read_ecg
+
+        with tempfile.TemporaryDirectory(prefix="ecg-atlas-web-") as folder:
+            paths = []
+            for name, data in files:
+                safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "upload"
+                path = Path(folder) / safe
+                path.write_bytes(data)
+                paths.append(path)
+            headers = [p for p in paths if p.suffix.lower() == ".hea"]
+            if not headers and len(paths) > 1:
+                raise BadRequest("several files but no WFDB .hea among them: drop one ECG at a time",
+                                 reason="ambiguous_upload")
+            recording = read_ecg(headers[0] if headers else paths[0])
+        client = self.clients.for_request(request)
+        started = time.perf_counter()
+        result = client.search(signal=recording.signal, fs=recording.fs, lead_names=list(recording.lead_names),
+                               k=k, where=where)
+        rpc_ms = 1000 * (time.perf_counter() - started)
+        from ecg_atlas.web.traces import paper
+
+        metadata = {k_: v for k_, v in (recording.metadata or {}).items() if k_ in ("age", "sex", "dx")}
+        return JSONResponse({"query": {"name": files[0][0].rsplit(".", 1)[0], "metadata": shown(metadata),
+                                       "paper": paper(recording.signal, recording.fs, list(recording.lead_names))},
+                             "hits": _hits(result), "timing": {"search_rpc_ms": round(rpc_ms, 2), **result.timing}})
+
+    def ecg(self, request: Request):
+        ecg_id = request.query_params.get("id", "")
+        found, missing = self.clients.for_request(request).get([ecg_id])
+        if missing:
+            raise BadRequest(f"ecg_id {ecg_id!r} is not in the store", reason="not_found", status=404,
+                             code="NOT_FOUND")
+        return JSONResponse({"ecg_id": ecg_id, "patient_id": found[0].patient_id, "metadata": shown(found[0].metadata)})
+
+    def paper(self, request: Request):
+        from ecg_atlas.web.traces import paper
+
+        ecg_id = request.query_params.get("id", "")
+        recording = self.clients.for_request(request).get_signal(ecg_id)
+        return JSONResponse({"ecg_id": ecg_id, **paper(recording.signal, recording.fs, list(recording.lead_names))})
+
+    def probes(self, request: Request):
+        out = []
+        for probe in self.clients.for_request(request).list_probes():
+            report = probe["report"]
+            tested = {m["label"]: m for m in report.get("test", {}).get("labels", [])}
+            counts = {c["label"]: c for c in report.get("counts", [])}
+            labels = [{"label": label, "auroc": tested.get(label, {}).get("auroc"),
+                       "auprc": tested.get(label, {}).get("auprc"),
+                       "n_positive": tested.get(label, {}).get("n_positive"),
+                       "n_negative": tested.get(label, {}).get("n_negative"),
+                       "flag": counts.get(label, {}).get("flag")} for label in probe["labels"]]
+            out.append({"name": probe["name"], "kind": probe["kind"], "model_id": probe["model_id"],
+                        "created_at": probe["created_at"], "where": probe["where"], "labels": labels,
+                        "macro": report.get("test", {}).get("macro", {}),
+                        "split": report.get("split", {}).get("method"),
+                        "fraction_curve": report.get("fraction_curve", [])})
+        return JSONResponse({"probes": _jsonable(out)})
+
+    # -- cohort maps -----------------------------------------------------------------------------
+    def runs(self, request: Request):
+        return JSONResponse({"runs": self.clients.for_request(request).list_cluster_runs()})
+
+    def map(self, request: Request):
+        run = request.query_params.get("run", "")
+        kept = self.clients.for_request(request).cluster_run(run)
+        table = kept["assignments"]
+        return JSONResponse({
+            "run": run, "n": table.num_rows, "ecg_ids": table.column("ecg_id").to_pylist(),
+            "x": _typed(table.column("map_x").to_numpy(), np.float32),
+            "y": _typed(table.column("map_y").to_numpy(), np.float32),
+            "cluster": _typed(table.column("cluster").to_numpy(), np.int32),
+            "label_columns": _label_columns(kept["enrichment_csv"]),
+            "created_at": kept["record"].get("created_at"), "where": kept["record"].get("where", [])})
+
+    def _column_for_ids(self, client: Client, ecg_ids: list[str], columns: list[str]) -> dict[str, list]:
+        """Metadata `columns` of `ecg_ids` (in that order), read through the Export RPC."""
+        position = {ecg_id: i for i, ecg_id in enumerate(ecg_ids)}
+        values = {c: [None] * len(ecg_ids) for c in columns}
+        for batch in client.export(columns=columns, vectors=False):
+            rows = [position.get(i) for i in batch.column("ecg_id").to_pylist()]
+            for c in columns:
+                for row, v in zip(rows, batch.column(c).to_pylist()):
+                    if row is not None:
+                        values[c][row] = v
+        return values
+
+    def map_column(self, request: Request):
+        run, name = request.query_params.get("run", ""), request.query_params.get("name", "")
+        client = self.clients.for_request(request)
+        types = client.info()["columns"]
+        if name not in types or name in HIDDEN_COLUMNS:
+            raise BadRequest(f"no metadata column {name!r} to colour by", reason="unknown_column")
+        ids = client.cluster_run(run)["assignments"].column("ecg_id").to_pylist()
+        values = self._column_for_ids(client, ids, [name])[name]
+        kind = ("numeric" if types[name] in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT") else
+                "labels" if types[name].endswith("[]") else "category")
+        if kind == "labels":  # a label list colours as its sorted labels joined
+            values = [None if v is None else (";".join(sorted(v)) or "none") for v in values]
+        elif kind == "category":
+            values = [None if v is None else str(v) for v in values]
+        return JSONResponse({"name": name, "kind": kind, "values": _jsonable(values)})
+
+    async def selection(self, request: Request):
+        body = await request.json()
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self._selection, request, body)
+
+    def _selection(self, request: Request, body: dict):
+        from ecg_atlas.analysis.enrichment import benjamini_hochberg, enrichment
+        from ecg_atlas.analysis.targets import build_targets
+
+        run = str(body.get("run", ""))
+        chosen = set(map(str, body.get("ecg_ids", [])))
+        client = self.clients.for_request(request)
+        kept = client.cluster_run(run)
+        ids = kept["assignments"].column("ecg_id").to_pylist()
+        inside = np.array([i in chosen for i in ids])
+        types = client.info()["columns"]
+        label_columns = [c for c in body.get("label_columns") or _label_columns(kept["enrichment_csv"]) if c in types]
+        extras = [c for c in ("age", "sex") if c in types]
+        values = self._column_for_ids(client, ids, list(dict.fromkeys([*label_columns, *extras])))
+        names, cols = [], []
+        for column in label_columns:
+            spec = f"{column}:*" if types[column].endswith("[]") else column
+            targets = build_targets([spec], values, types)
+            names += targets.labels
+            cols.append(targets.y)
+        matrix = np.column_stack(cols) if cols else np.empty((len(ids), 0))
+        table = enrichment(inside.astype(int), matrix, names, ages=values.get("age"), sexes=values.get("sex"))
+        rows = [r for r in table.labels if r.cluster == 1]
+        q = benjamini_hochberg([r.p_value for r in rows])  # over the selection's own tests only
+        summary = {c.cluster: c for c in table.clusters}
+        return JSONResponse(_jsonable({
+            "run": run, "n_selected": int(inside.sum()), "n_run": len(ids),
+            "not_in_run": len(chosen - set(ids)),
+            "inside": summary.get(1).__dict__ if 1 in summary else None,
+            "outside": summary.get(0).__dict__ if 0 in summary else None,
+            "labels": sorted(({"label": r.label, "positive_in": r.positive_in, "n_in": r.n_in,
+                               "positive_out": r.positive_out, "n_out": r.n_out, "prevalence_in": r.prevalence_in,
+                               "prevalence_out": r.prevalence_out, "odds_ratio": r.odds_ratio,
+                               "p_value": r.p_value, "q_value": float(qv)} for r, qv in zip(rows, q)),
+                             key=lambda r: (math.isnan(r["p_value"]), r["p_value"]))}))
+
+    async def save_cohort(self, request: Request):
+        body = await request.json()
+        name = str(body.get("name", "")).strip().lower()
+        if not COHORT_NAME.match(name):
+            raise BadRequest(f"cohort name {name!r}: use a letter, then letters, digits or _ (at most 40)",
+                             reason="bad_cohort_name")
+        ecg_ids = list(dict.fromkeys(map(str, body.get("ecg_ids", []))))
+        if not ecg_ids:
+            raise BadRequest("select some ECGs first", reason="empty_selection")
+        column = f"cohort_{name}"
+        from starlette.concurrency import run_in_threadpool
+
+        client = self.clients.for_request(request)
+        updated = await run_in_threadpool(client.update_metadata, {i: {column: True} for i in ecg_ids})
+        return JSONResponse({"column": column, "updated": updated, "filter": f"{column}=true"})
+
+
+def _label_columns(enrichment_csv: str) -> list[str]:
+    """The columns whose labels a run's enrichment table tested (``label_groups:AF_AFL`` -> label_groups)."""
+    import csv
+    import io
+
+    found = []
+    for row in csv.DictReader(io.StringIO(enrichment_csv)):
+        label = row.get("label") or ""
+        column = label.split(":", 1)[0].split("=", 1)[0]
+        if column and column not in found:
+            found.append(column)
+    return found or ["label_groups"]

@@ -1,0 +1,54 @@
+"""Hospital ECG exports: GE MUSE XML, DICOM waveform, Philips Sierra XML, HL7 aECG, SCP-ECG, EDF.
+
+``sniff_format`` tells the format from a file's content; ``read_export`` reads it into the same
+``Recording`` as every other reader (float32 mV, lead names, sampling rate, age / sex /
+acquisition time / device metadata; the file's patient id only in ``patient_id_in_file``).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from ecg_atlas.embedder.recording import Recording
+from ecg_atlas.errors import InvalidECGError
+
+from .sniff import EXTENSIONS, sniff_bytes, sniff_format
+
+#: format kind -> (module, reader function, what people call it)
+FORMATS = {
+    "muse": ("muse", "read_muse", "GE MUSE XML"),
+    "dicom": ("dicom", "read_dicom", "DICOM waveform"),
+    "sierra": ("sierra", "read_sierra", "Philips Sierra XML"),
+    "hl7_aecg": ("hl7_aecg", "read_hl7_aecg", "HL7 aECG"),
+    "scp": ("scp", "read_scp", "SCP-ECG"),
+    "edf": ("edf", "read_edf", "EDF/EDF+"),
+}
+
+
+def read_export(kind: str, path: Path) -> Recording:
+    """Read ``path`` as export format ``kind`` (one of ``FORMATS``).
+
+    Whatever a damaged or hostile file makes a decoder trip over ends as ``InvalidECGError``
+    (``unreadable`` unless the reader named a more precise reason), never as another exception.
+    """
+    from importlib import import_module
+
+    module, function, label = FORMATS[kind]
+    reader = getattr(import_module(f"{__name__}.{module}"), function)
+    try:
+        return reader(path)
+    except InvalidECGError:
+        raise
+    except FileNotFoundError as error:
+        raise InvalidECGError(f"ECG file not found: {path}", reason="not_found") from error
+    except MemoryError as error:
+        raise InvalidECGError(f"{label} file {path} needs more memory than one ECG may take",
+                              reason="too_large") from error
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, UnicodeError, struct.error,
+            OSError) as error:
+        raise InvalidECGError(f"{label} file {path} is damaged or not what it claims to be "
+                              f"({type(error).__name__}: {error})", reason="unreadable") from error
+
+
+__all__ = ["EXTENSIONS", "FORMATS", "read_export", "sniff_bytes", "sniff_format"]

@@ -1,0 +1,187 @@
+"""What every hospital-export reader shares: limits, units, derived limb leads, demographics.
+
+Readers hand their decoded leads to ``build_recording``, which checks them (lead count, lengths,
+sampling rate, size) and returns the ``Recording`` every other reader returns: (leads, samples)
+float32 in mV. Only age, sex, acquisition time and device become metadata; a patient id found in
+the file goes to ``Recording.patient_id_in_file``, which only the pseudonymiser reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecg_atlas.embedder.recording import Recording
+from ecg_atlas.errors import InvalidECGError
+
+#: Largest export file read at all (the largest valid ECG in the sample set is 29 MB).
+MAX_FILE_BYTES = 256 * 2**20
+#: Sampling rates no ECG device writes; anything outside is a corrupt or hostile header.
+MIN_FS, MAX_FS = 25.0, 20_000.0
+#: leads x samples ceiling: 512 MiB of float32, 6 h of 12 leads at 500 Hz (preprocess takes 600 s),
+#: so no header can make a reader allocate more.
+MAX_VALUES = 2**27
+#: Physical units (as the formats spell them, lower-cased) -> factor to mV.
+UNIT_TO_MV = {"v": 1e3, "volts": 1e3, "mv": 1.0, "millivolts": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3,
+              "microvolts": 1e-3, "nv": 1e-6, "nanovolts": 1e-6}
+
+#: SCP-ECG lead codes (EN 1064 table 14; DICOM channel sources use them as ``5.6.3-9-N``).
+SCP_LEAD_CODES = {1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "V6", 9: "V7", 10: "V2R",
+                  11: "V3R", 12: "V4R", 13: "V5R", 14: "V6R", 15: "V7R", 16: "X", 17: "Y", 18: "Z",
+                  61: "III", 62: "aVR", 63: "aVL", 64: "aVF", 65: "-aVR", 66: "V8", 67: "V9", 68: "V8R",
+                  69: "V9R"}
+
+
+def check_file_size(path: Path, what: str) -> None:
+    """Refuse a file too large to be one ECG before reading any of it."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InvalidECGError(f"{what} file {path} is {size / 2**20:.0f} MiB; ECG exports over "
+                              f"{MAX_FILE_BYTES // 2**20} MiB are refused", reason="too_large")
+
+
+def read_bounded(path: Path, what: str) -> bytes:
+    check_file_size(path, what)
+    return path.read_bytes()
+
+
+def mv_factor(unit: str, what: str) -> float:
+    factor = UNIT_TO_MV.get(unit.strip().lower())
+    if factor is None:
+        raise InvalidECGError(f"{what}: amplitude unit {unit!r} is not a voltage (expected V, mV, uV)",
+                              reason="bad_units")
+    return factor
+
+
+def check_fs(fs: float, what: str) -> float:
+    if not (isinstance(fs, (int, float)) and math.isfinite(fs) and MIN_FS <= fs <= MAX_FS):
+        raise InvalidECGError(f"{what}: sampling rate {fs} Hz is not a plausible ECG rate "
+                              f"({MIN_FS:g}-{MAX_FS:g} Hz)", reason="bad_sampling_rate")
+    return float(fs)
+
+
+def check_size(n_leads: int, n_samples: int, what: str) -> None:
+    if n_leads * n_samples > MAX_VALUES:
+        raise InvalidECGError(f"{what}: {n_leads} leads x {n_samples} samples is more than one ECG "
+                              f"reader accepts ({MAX_VALUES} values)", reason="too_large")
+
+
+def derive_limb_leads(names: list[str], leads: list[np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+    """Add III, aVR, aVL, aVF from I and II (Einthoven and Goldberger) where the file omits them."""
+    upper = [n.upper() for n in names]
+    if "I" not in upper or "II" not in upper:
+        return names, leads
+    lead_i, lead_ii = leads[upper.index("I")], leads[upper.index("II")]
+    derived = {"III": lead_ii - lead_i, "aVR": -(lead_i + lead_ii) / 2,
+               "aVL": lead_i - lead_ii / 2, "aVF": lead_ii - lead_i / 2}
+    names, leads = list(names), list(leads)
+    for name, values in derived.items():
+        if name.upper() not in upper:
+            names.append(name)
+            leads.append(values)
+    return names, leads
+
+
+def build_recording(leads: Sequence[np.ndarray], lead_names: Sequence[str], fs: float, *,
+                    declared_leads: int | None, what: str, source: str, metadata: dict[str, Any],
+                    patient_id: str | None) -> Recording:
+    """One checked ``Recording`` from decoded leads already in mV."""
+    fs = check_fs(fs, what)
+    if not leads:
+        raise InvalidECGError(f"{what}: the rhythm waveform holds no leads", reason="no_waveform")
+    if declared_leads is not None and declared_leads != len(leads):
+        raise InvalidECGError(f"{what}: the header declares {declared_leads} leads but the file holds "
+                              f"data for {len(leads)}", reason="lead_count_mismatch")
+    lengths = {len(lead) for lead in leads}
+    if len(lengths) != 1:
+        raise InvalidECGError(f"{what}: leads have different lengths ({sorted(lengths)} samples); the "
+                              f"file is truncated or inconsistent", reason="truncated")
+    n_samples = lengths.pop()
+    if n_samples == 0:
+        raise InvalidECGError(f"{what}: the rhythm waveform holds no samples", reason="no_waveform")
+    check_size(len(leads), n_samples, what)
+    signal = np.empty((len(leads), n_samples), dtype=np.float32)
+    for row, lead in zip(signal, leads):
+        row[:] = lead
+    recording = Recording(signal, fs, [str(n) for n in lead_names],
+                          {k: v for k, v in metadata.items() if v not in (None, "")}, source)
+    recording.patient_id_in_file = clean_patient_id(patient_id)
+    return recording
+
+
+#: Placeholders that anonymisers and carts write instead of an id: never a patient key.
+_PLACEHOLDER_ID = re.compile(r"^(x+|0+|-+|\?+|n/?a|none|unknown|anonymous|removed)$", re.IGNORECASE)
+
+
+def clean_patient_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return None if not value or _PLACEHOLDER_ID.match(value) else value
+
+
+def parse_sex(value: str | None) -> str | None:
+    if not value:
+        return None
+    return {"m": "M", "male": "M", "f": "F", "female": "F"}.get(value.strip().lower())
+
+
+def parse_age(value: str | float | None, unit: str = "years") -> int | None:
+    """Whole years, or None for anything missing, negative or implausible (> 130)."""
+    try:
+        age = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    per_year = {"years": 1, "y": 1, "months": 12, "m": 12, "weeks": 52, "w": 52, "days": 365, "d": 365,
+                "hours": 8766, "h": 8766}.get(unit.strip().lower())
+    if per_year is None or not math.isfinite(age) or age < 0:
+        return None
+    years = int(age // per_year)
+    return years if years <= 130 else None
+
+
+def age_at(birth: dt.date | None, date: dt.date | None) -> int | None:
+    """Whole years between a birth date and an acquisition date (only the age is ever kept)."""
+    if birth is None or date is None:
+        return None
+    return parse_age(date.year - birth.year - ((date.month, date.day) < (birth.month, birth.day)))
+
+
+def iso_time(date: dt.date | None, time: dt.time | None = None) -> str | None:
+    """ISO 8601 acquisition time (seconds), or None without a valid date."""
+    if date is None:
+        return None
+    if time is None:
+        return date.isoformat()
+    return dt.datetime.combine(date, time).isoformat(timespec="seconds")
+
+
+def parse_date(value: str | None, *formats: str) -> dt.date | None:
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime((value or "").strip(), fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def parse_time(value: str | None, *formats: str) -> dt.time | None:
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime((value or "").strip(), fmt).time()
+        except ValueError:
+            continue
+    return None
+
+
+def device_name(*parts: str | None) -> str | None:
+    """'Manufacturer Model' from whichever parts the file gives (placeholders dropped)."""
+    words = [p.strip() for p in parts if p and p.strip() and not _PLACEHOLDER_ID.match(p.strip())]
+    unique = [w for i, w in enumerate(words) if w not in words[:i]]
+    return " ".join(unique)[:120] or None

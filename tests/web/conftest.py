@@ -1,0 +1,164 @@
+"""The web atlas against real processes: an `ecg-atlas serve` on loopback holding the sample corpus
+(ingested with `ecg-atlas ingest`, manifest as metadata) with a real cluster run and a trained
+probe, an `ecg-atlas web` subprocess in front of it, and Debian's headless Chromium driven by
+selenium (never a downloaded browser).
+
+Screenshots of every view are written under the session's tmp dir, and copied to
+$ECG_ATLAS_WEB_SCREENSHOTS when it is set (e.g. runs/web-screenshots, git-ignored).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.service.conftest import CLI, WRITE_TOKEN, cli_json, start_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+RUN = "webmap"
+PROBE = "web_af"
+SCREENSHOTS_ENV = "ECG_ATLAS_WEB_SCREENSHOTS"
+
+
+@pytest.fixture(scope="session")
+def atlas_server(tmp_path_factory, tiny_checkpoint, ecg_dir):
+    root = tmp_path_factory.mktemp("web-corpus")
+    server = start_server(root / "store", tiny_checkpoint, root / "logs")
+    try:
+        cli_json("ingest", str(ecg_dir), "--metadata", str(ecg_dir / "manifest.csv"), "--id-column", "record",
+                 "--server", server.address, "--token", WRITE_TOKEN)
+        with server.client() as client:
+            client.cluster(RUN, n_epochs=30, label_columns=["label_groups"], timeout=300)
+            client.train_probe(PROBE, "label_groups:AF_AFL", n_bootstrap=100, timeout=300)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def client(atlas_server):
+    with atlas_server.client() as c:
+        yield c
+
+
+@dataclass
+class WebProcess:
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, path: str, *, data: bytes | None = None, headers: dict | None = None):
+        """(status, headers, body) of one HTTP request to the atlas."""
+        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def json(self, path: str, body: dict | None = None, token: str | None = None):
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        status, _, raw = self.request(path, data=None if body is None else json.dumps(body).encode(), headers=headers)
+        return status, json.loads(raw)
+
+
+def start_web(server_address: str, log_dir: Path, *extra: str) -> WebProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "web.log"
+    process = subprocess.Popen([str(CLI), "-v", "web", "--server", server_address, "--port", "0", "--json", *extra],
+                               stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True,
+                               env={**os.environ, "ECG_ATLAS_TOKEN": WRITE_TOKEN})
+    line = process.stdout.readline()
+    if not line.startswith("{"):
+        process.kill()
+        raise AssertionError(f"web did not start: {line!r}\n{log_path.read_text()}")
+    web = WebProcess(process, json.loads(line)["url"], log_path)
+    give_up = time.monotonic() + 30
+    while True:
+        try:
+            if web.request("/healthz")[0] == 200:
+                return web
+        except OSError:
+            pass
+        if time.monotonic() > give_up:
+            process.kill()
+            raise AssertionError(f"web never answered /healthz\n{web.log()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def web(atlas_server, tmp_path_factory):
+    process = start_web(atlas_server.address, tmp_path_factory.mktemp("web-logs"))
+    yield process
+    process.process.terminate()
+    process.process.wait(30)
+
+
+def chromium_options(window: str = "1500,1900"):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 # no GPU here: WebGL (the map's scattergl) runs on SwiftShader, which Chromium now
+                 # wants named explicitly
+                 "--enable-unsafe-swiftshader", f"--window-size={window}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return options
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert Path(path).exists(), f"{path} missing: apt-get install chromium chromium-driver (make test does)"
+    profile = tempfile.mkdtemp(prefix="atlas-chromium-")
+    options = chromium_options()
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def screenshot(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("web-screenshots")
+    copy_to = os.environ.get(SCREENSHOTS_ENV)
+
+    def take(driver, name: str) -> Path:
+        path = folder / f"{name}.png"
+        # the whole page, not just the window
+        size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}})
+        path.write_bytes(base64.b64decode(shot["data"]))
+        if copy_to:
+            Path(copy_to).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(copy_to) / path.name)
+        return path
+
+    return take
