@@ -673,43 +673,10 @@ class Store:
         with self._lock.write():
             self._require_writable()
             con = self._con
-            con.execute("BEGIN")
-            self._in_transaction = True
             try:
-                if self._identity is None:
-                    self._set_identity(identity)
-                    self._refresh_columns()
-                else:
-                    self._check_identity(identity)
-                typed = self._prepare_metadata(rows)
-                for name, (column_type, values) in typed.items():
-                    columns[name] = pa.array(values, _arrow_type(column_type))
-                seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
-                columns["seq"] = pa.array(seqs)
-                con.register("incoming", pa.table(columns))
-                # Look before deleting: a read-only scan is much cheaper than a DELETE that finds nothing.
-                replaced = con.execute(
-                    "SELECT seq FROM ecg WHERE ecg_id IN (SELECT ecg_id FROM incoming)"
-                ).fetchnumpy()["seq"].astype(np.int64)
-                if len(replaced):
-                    con.execute("DELETE FROM ecg WHERE seq IN (SELECT unnest(?::BIGINT[]))", [replaced.tolist()])
-                    con.execute(f"DELETE FROM {signal_copy.TABLE} WHERE ecg_id IN (SELECT ecg_id FROM incoming)")
-                con.execute("INSERT INTO ecg BY NAME SELECT * FROM incoming")
-                if signal_table is not None:
-                    con.register("incoming_signals", signal_table)
-                    try:
-                        con.execute(f"INSERT INTO {signal_copy.TABLE} BY NAME SELECT * FROM incoming_signals")
-                    finally:
-                        con.unregister("incoming_signals")
-                con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + n)])
-                con.execute("COMMIT")
-            except BaseException as exc:
-                failure = self._abort_write(exc)
-                self._identity = self._identity if self._has_identity_row() else None
-                self._refresh_columns()  # columns added in the failed transaction are gone
-                raise failure
+                with self._write_transaction(identity):
+                    replaced, seqs = self._insert_rows(con, columns, rows, signal_table, n)
             finally:
-                self._in_transaction = False
                 self._unregister(con, "incoming")
             self._next_seq += n
             # After the commit: a crash from here on is repaired when the store next opens.
@@ -718,6 +685,56 @@ class Store:
             self._derived.apply(seqs, normalised, replaced)
             self._autosave()
         return UpsertResult(inserted=n - len(replaced), updated=len(replaced))
+
+    @contextmanager
+    def _write_transaction(self, identity: EncoderIdentity) -> Iterator[None]:
+        """One DuckDB transaction for a write (the caller holds the write lock): the encoder
+        identity fixed on first use or checked, COMMIT at the end, and on any failure a rollback
+        that leaves the identity and columns as they were (``_abort_write`` classifies the error)."""
+        con = self._con
+        con.execute("BEGIN")
+        self._in_transaction = True
+        try:
+            if self._identity is None:
+                self._set_identity(identity)
+                self._refresh_columns()
+            else:
+                self._check_identity(identity)
+            yield
+            con.execute("COMMIT")
+        except BaseException as exc:
+            failure = self._abort_write(exc)
+            self._identity = self._identity if self._has_identity_row() else None
+            self._refresh_columns()  # columns added in the failed transaction are gone
+            raise failure
+        finally:
+            self._in_transaction = False
+
+    def _insert_rows(self, con, columns: dict, rows: list[dict], signal_table, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inside ``_write_transaction``: type the metadata, replace rows of the same ecg_id, insert
+        rows and signal copies, advance the sequence. Returns (replaced seqs, new seqs)."""
+        typed = self._prepare_metadata(rows)
+        for name, (column_type, values) in typed.items():
+            columns[name] = pa.array(values, _arrow_type(column_type))
+        seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        columns["seq"] = pa.array(seqs)
+        con.register("incoming", pa.table(columns))
+        # Look before deleting: a read-only scan is much cheaper than a DELETE that finds nothing.
+        replaced = con.execute(
+            "SELECT seq FROM ecg WHERE ecg_id IN (SELECT ecg_id FROM incoming)"
+        ).fetchnumpy()["seq"].astype(np.int64)
+        if len(replaced):
+            con.execute("DELETE FROM ecg WHERE seq IN (SELECT unnest(?::BIGINT[]))", [replaced.tolist()])
+            con.execute(f"DELETE FROM {signal_copy.TABLE} WHERE ecg_id IN (SELECT ecg_id FROM incoming)")
+        con.execute("INSERT INTO ecg BY NAME SELECT * FROM incoming")
+        if signal_table is not None:
+            con.register("incoming_signals", signal_table)
+            try:
+                con.execute(f"INSERT INTO {signal_copy.TABLE} BY NAME SELECT * FROM incoming_signals")
+            finally:
+                con.unregister("incoming_signals")
+        con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + n)])
+        return replaced, seqs
 
     def _abort_write(self, exc: BaseException) -> BaseException:
         """Roll back a failed write transaction; returns what to raise for `exc`: a StorageError
@@ -834,45 +851,31 @@ class Store:
         with self._lock.write():
             self._require_writable()
             con = self._con
-            con.execute("BEGIN")
-            self._in_transaction = True
             try:
-                if self._identity is None:
-                    self._set_identity(identity)
-                    self._refresh_columns()
-                else:
-                    self._check_identity(identity)
-                described = con.execute(f"DESCRIBE SELECT * FROM {source}", [files]).fetchall()
-                metadata = self._import_columns([(row[0], row[1]) for row in described])
-                twice = con.execute(f"SELECT ecg_id FROM {source} WHERE status = 'embedded' GROUP BY ecg_id "
-                                    f"HAVING count(*) > 1 LIMIT 5", [files]).fetchall()
-                if twice:
-                    raise StoreError(f"the shards hold some ECGs more than once ({', '.join(r[0] for r in twice)}); "
-                                     f"import shards of one job, or of jobs over different ECGs")
-                counts = dict(con.execute(f"SELECT status, count(*) FROM {source} GROUP BY status", [files]).fetchall())
-                targets = ", ".join(f'"{name}"' for name in [*_IMPORTED, *metadata])
-                selected = ", ".join([f"p.{c}" for c in _IMPORTED[1:8]] + [
-                    "?", "?", "?", "?", f"p.record_vector::FLOAT[{identity.dim}]",
-                    f"p.segment_vectors::FLOAT[{identity.dim}][]"]
-                    + [f'p."{schema_name}"::{column_type}' for schema_name, column_type in metadata.values()])
-                now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-                inserted = con.execute(
-                    f"INSERT INTO ecg ({targets}) SELECT ? + row_number() OVER (ORDER BY p.filename, "
-                    f"p.file_row_number) - 1, {selected} FROM {source} p ANTI JOIN ecg USING (ecg_id) "
-                    f"WHERE p.status = 'embedded'",
-                    [self._next_seq, identity.model_id, identity.checkpoint_sha256, identity.preprocessing_version,
-                     now, files]).fetchall()[0][0]
-                con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + inserted)])
-                con.execute("COMMIT")
-            except BaseException as exc:
-                failure = self._abort_write(exc)
-                self._identity = self._identity if self._has_identity_row() else None
-                self._refresh_columns()
-                if isinstance(failure, duckdb.Error):  # a shard that is not what it should be
-                    raise StoreError(f"importing {len(files)} shard files failed: {failure}") from exc
-                raise failure
-            finally:
-                self._in_transaction = False
+                with self._write_transaction(identity):
+                    described = con.execute(f"DESCRIBE SELECT * FROM {source}", [files]).fetchall()
+                    metadata = self._import_columns([(row[0], row[1]) for row in described])
+                    twice = con.execute(f"SELECT ecg_id FROM {source} WHERE status = 'embedded' GROUP BY ecg_id "
+                                        f"HAVING count(*) > 1 LIMIT 5", [files]).fetchall()
+                    if twice:
+                        raise StoreError(f"the shards hold some ECGs more than once ({', '.join(r[0] for r in twice)}); "
+                                         f"import shards of one job, or of jobs over different ECGs")
+                    counts = dict(con.execute(f"SELECT status, count(*) FROM {source} GROUP BY status", [files]).fetchall())
+                    targets = ", ".join(f'"{name}"' for name in [*_IMPORTED, *metadata])
+                    selected = ", ".join([f"p.{c}" for c in _IMPORTED[1:8]] + [
+                        "?", "?", "?", "?", f"p.record_vector::FLOAT[{identity.dim}]",
+                        f"p.segment_vectors::FLOAT[{identity.dim}][]"]
+                        + [f'p."{schema_name}"::{column_type}' for schema_name, column_type in metadata.values()])
+                    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                    inserted = con.execute(
+                        f"INSERT INTO ecg ({targets}) SELECT ? + row_number() OVER (ORDER BY p.filename, "
+                        f"p.file_row_number) - 1, {selected} FROM {source} p ANTI JOIN ecg USING (ecg_id) "
+                        f"WHERE p.status = 'embedded'",
+                        [self._next_seq, identity.model_id, identity.checkpoint_sha256, identity.preprocessing_version,
+                         now, files]).fetchall()[0][0]
+                    con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + inserted)])
+            except duckdb.Error as failure:  # a shard that is not what it should be
+                raise StoreError(f"importing {len(files)} shard files failed: {failure}") from failure
             self._next_seq += inserted
             self._refresh_columns()
         embedded = int(counts.get("embedded", 0))
