@@ -278,7 +278,8 @@ def list_probes(store) -> list[dict]:
         macro = meta.get("report", {}).get("test", {}).get("macro", {})
         out.append({"name": meta["name"], "kind": meta["kind"], "labels": meta["labels"],
                     "model_id": meta.get("identity", {}).get("model_id"), "created_at": meta.get("created_at"),
-                    "macro_auroc": (macro.get("auroc") or {}).get("value"), "where": meta.get("where", [])})
+                    "macro_auroc": (macro.get("auroc") or {}).get("value"), "where": meta.get("where", []),
+                    "report": meta.get("report", {})})
     return out
 
 

@@ -420,6 +420,9 @@ class Store:
         self._identity = EncoderIdentity(**json.loads(values["identity"])) if "identity" in values else None
         if self._identity is not None and not self._read_only:
             con.execute(signal_copy.DDL)  # stores made before signal copies existed get the table
+        # a read-only store made before signal copies existed has no such table (and keeps none)
+        self._has_signal_table = bool(con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [signal_copy.TABLE]).fetchall()[0][0])
         if identity is not None:
             if self._identity is None:
                 if self._read_only:
@@ -439,6 +442,7 @@ class Store:
             con.execute("BEGIN")
         con.execute(schema.table_ddl(identity.dim))
         con.execute(signal_copy.DDL)
+        self._has_signal_table = True
         con.execute("INSERT INTO store_meta VALUES ('identity', ?)", [json.dumps(asdict(identity))])
         if own:
             con.execute("COMMIT")
@@ -1081,16 +1085,17 @@ class Store:
         """The stored copy of an ECG's samples, or None when the store kept none for it.
         Raises NotFoundError when the ECG is not stored."""
         with self._lock.read():
-            if self._identity is None or not self._existing([ecg_id]):
-                raise NotFoundError(f"ecg_id {ecg_id!r} is not in the store")
-            cur = self._cursor()
-            has_table = cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                    [signal_copy.TABLE]).fetchall()[0][0]
-            if not has_table:
+            if self._identity is None or not self._has_signal_table:
+                if self._identity is None or not self._existing([ecg_id]):
+                    raise NotFoundError(f"ecg_id {ecg_id!r} is not in the store")
                 return None
-            row = cur.execute(f"SELECT {signal_copy.COLUMNS} FROM {signal_copy.TABLE} WHERE ecg_id = ?",
-                              [ecg_id]).fetchone()
-        return None if row is None else signal_copy.from_row(row)
+            # one lookup answers both: is the ECG stored, and did the store keep its samples
+            row = self._cursor().execute(
+                f"SELECT s.samples IS NOT NULL, {', '.join('s.' + c.strip() for c in signal_copy.COLUMNS.split(','))} "
+                f"FROM ecg e LEFT JOIN {signal_copy.TABLE} s USING (ecg_id) WHERE e.ecg_id = ?", [ecg_id]).fetchone()
+        if row is None:
+            raise NotFoundError(f"ecg_id {ecg_id!r} is not in the store")
+        return signal_copy.from_row(row[1:]) if row[0] else None
 
     def get(self, ecg_ids: Sequence[str], columns: Sequence[str] | None = None) -> list[dict[str, object]]:
         """Stored rows, in the order asked. columns: None = every metadata column; may include

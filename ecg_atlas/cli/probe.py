@@ -266,7 +266,7 @@ def run_list(args: argparse.Namespace) -> int:
                 p["macro_auroc"] = None if p["macro_auroc"] != p["macro_auroc"] else p["macro_auroc"]
     else:
         with _open(args.store) as store:
-            probes = list_probes(store)
+            probes = [{k: v for k, v in p.items() if k != "report"} for p in list_probes(store)]
     if args.json:
         print(json.dumps(probes, indent=1))
         return 0

@@ -116,18 +116,17 @@ class AnalysisMethods:
 
     @rpc
     def ListProbes(self, request, context, started):
-        from ecg_atlas.analysis.store_io import list_probes, load_probe
+        from ecg_atlas.analysis.store_io import list_probes
 
         response = pb.ListProbesResponse()
         t = time.perf_counter()
         for probe in list_probes(self.runtime.store):
-            meta = load_probe(self.runtime.store, probe["name"])[1]
             auroc = probe.get("macro_auroc")
             response.probes.add(name=probe["name"], kind=probe["kind"], labels=probe["labels"],
                                 model_id=probe.get("model_id") or "", created_at=probe.get("created_at") or "",
                                 macro_auroc=float("nan") if auroc is None else float(auroc),
                                 where=[str(w) for w in probe.get("where", [])],
-                                report_json=json.dumps(meta.get("report", {}), default=_jsonable))
+                                report_json=json.dumps(probe["report"], default=_jsonable))
         response.timing.store_ms = ms_since(t)
         return response
 
@@ -158,7 +157,7 @@ class AnalysisMethods:
             raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
                         f"the built-in ecgfm-head probe needs a finetuned ECG-FM checkpoint; this server runs "
                         f"{rt.encoder.model_id}, which has no classifier head", reason="no_classifier_head")
-        if getattr(self, "_head", None) is None:
+        if self._head is None:
             self._head = HeadProbe.from_encoder(rt.encoder)
         return self._head
 

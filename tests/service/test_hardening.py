@@ -140,7 +140,7 @@ def test_one_item_with_bad_metadata_is_reported_and_the_other_64_are_stored(kept
         if len(items) == 64:
             break
     # text where the column (made by the items before it) holds numbers; last, alone in its batch
-    items.append(IngestItem(f"meta/bad", _synthetic(99), 500.0, LEADS, metadata={"visit_number": "second"}))
+    items.append(IngestItem("meta/bad", _synthetic(99), 500.0, LEADS, metadata={"visit_number": "second"}))
     with kept_server.client() as c:
         summary = c.ingest(items)
         assert (summary.received, summary.stored, summary.failed) == (65, 64, 1)
