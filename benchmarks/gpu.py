@@ -21,6 +21,11 @@ on. Steps:
 * ``throughput``: bare encoder segments/s, TFLOP/s and MFU at batches 64–512, eager and compiled;
 * ``ingest``: the batching encoder with preprocessing on worker threads (the server's path)
   against the bare encoder on the same ECGs; host ms per ECG;
+* ``ingest_processes``: does ``serve --preprocess-processes`` pay? The same ECGs as Ingest
+  messages (decode + preprocess, as the server gets them), fed to the batching encoder from
+  threads and from the preprocessing process pool (``prepare_pool.PreparePool``, the server's
+  auto process count), each as a ratio to the bare encoder measured in the step; this process's
+  CPU ms per ECG beside each;
 * ``search``: torch exact search at 1 M × 768 (and FAISS GPU's flat index when installed), with
   tombstones past FAISS GPU's k limit;
 * ``pretrain``: pretraining segments/s of ECG-FM's size;
@@ -30,6 +35,7 @@ on. Steps:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,6 +45,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from encoder import H100_BF16_DENSE_TFLOPS, cosine, real_segments  # noqa: E402
 
-STEPS = ("setup", "accuracy", "dispatch", "throughput", "ingest", "search", "pretrain")
+STEPS = ("setup", "accuracy", "dispatch", "throughput", "ingest", "ingest_processes", "search", "pretrain")
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Plan:
     compile_budget_s: float  # compiled batch sizes not reached by then are skipped (each compiles once)
     ingest_ecgs: int
     preprocess_workers: int
+    preprocess_processes: int | None  # ingest_processes: None = the server's auto count on a GPU
     search_rows: int
     search_dim: int
     pretrain_preset: str
@@ -83,6 +91,7 @@ GPU_PLAN = Plan(device="cuda", accuracy_encoders=("bundled", "random:base"), acc
                 dtypes=("float32", "bfloat16", "float16"), preset="base", batches=(64, 128, 256, 512),
                 compiled_batches=(64, 128, 256, 512),
                 seconds=3.0, compile_backend="inductor", compile_budget_s=180.0, ingest_ecgs=3000, preprocess_workers=8,
+                preprocess_processes=None,
                 search_rows=1_000_000, search_dim=768, pretrain_preset="base", pretrain_pairs=64,
                 pretrain_updates=30, gemm_shapes=((156 * 64, 768, 3072), (156 * 64, 3072, 768), (8192, 8192, 8192)),
                 dispatch_repeats=30)
@@ -91,6 +100,7 @@ GPU_PLAN = Plan(device="cuda", accuracy_encoders=("bundled", "random:base"), acc
 DRY_PLAN = Plan(device="cpu", accuracy_encoders=("bundled",), accuracy_segments=8,
                 dtypes=("float32", "bfloat16"), preset="tiny", batches=(2, 4), compiled_batches=(2,), seconds=0.1,
                 compile_backend="eager", compile_budget_s=60.0, ingest_ecgs=24, preprocess_workers=2,
+                preprocess_processes=1,
                 search_rows=10_000, search_dim=768, pretrain_preset="tiny", pretrain_pairs=2, pretrain_updates=2,
                 gemm_shapes=((156 * 8, 768, 768),), dispatch_repeats=10)
 
@@ -348,6 +358,7 @@ def step_throughput(plan: Plan, out: Results, ceiling: dict) -> None:
         del encoder
 
 
+@functools.lru_cache(maxsize=1)  # both ingest steps take the same ECGs, read once
 def _corpus(n: int):
     """Up to ``n`` readable ECG recordings (repeated when the corpus has fewer), held in memory as
     the server holds them once decoded from the wire, and the ms it took to read each."""
@@ -371,26 +382,17 @@ def _corpus(n: int):
 
 
 def step_ingest(plan: Plan, out: Results, ceiling: dict) -> None:
-    from ecg_atlas.config import default_batch_segments, default_encoder_workers
-    from ecg_atlas.embedder import load_encoder
     from ecg_atlas.embedder.preprocessing import prepare
 
-    encoder = load_encoder("random:" + plan.preset, device=plan.device)
     recs, read_prepare_ms = _corpus(plan.ingest_ecgs)
     started = time.perf_counter()
     prepared = [(i, prepare(rec).segments) for i, rec in enumerate(recs)]
     prepare_ms = 1000 * (time.perf_counter() - started) / len(recs)
     segments = sum(len(s) for _, s in prepared)
-    device_type = torch.device(plan.device).type
-    batch = default_batch_segments(device_type) if device_type == "cuda" else 8
-    workers = default_encoder_workers(device_type, torch.get_num_threads())
-    threads = torch.get_num_threads()
-    if device_type == "cpu":  # as the server runs them: the cores shared between the workers
-        torch.set_num_threads(max(1, threads // workers))
-    try:
-        bare, served = _bare_and_batching(plan, encoder, recs, prepared, batch, workers)
-    finally:
-        torch.set_num_threads(threads)
+    with _served_encoder(plan) as (encoder, batch, workers):
+        bare = _bare_rate(plan, encoder, prepared, batch)
+        served, _ = _batching_rate(encoder, batch, workers, recs, lambda rec: prepare(rec).segments,
+                                   plan.preprocess_workers)
     out.write("ingest", preset=plan.preset, device=plan.device, dtype=encoder.dtype, ecgs=len(recs), segments=segments,
               batch=batch, encoder_workers=workers, preprocess_workers=plan.preprocess_workers,
               bare_ecgs_per_s=round(bare, 2), batching_ecgs_per_s=round(served, 2), ratio=round(served / bare, 3),
@@ -398,12 +400,66 @@ def step_ingest(plan: Plan, out: Results, ceiling: dict) -> None:
               host_read_and_prepare_ms_per_ecg=round(read_prepare_ms, 3))
 
 
-def _bare_and_batching(plan: Plan, encoder, recs, prepared, batch: int, workers: int) -> tuple[float, float]:
-    """ECGs/s of the bare encoder on preprocessed segments, and of the batching encoder fed by
-    preprocessing threads (the server's ingest path without the network)."""
-    from ecg_atlas.embedder.batching import BatchingEncoder
+def step_ingest_processes(plan: Plan, out: Results, ceiling: dict) -> None:
+    """Ingest from ECG messages (decode + preprocess, as the server gets them) on preprocessing
+    threads, then on the preprocessing processes, each against the bare encoder on the same ECGs."""
+    from ecg_atlas.client import IngestItem, ingest_request
+    from ecg_atlas.config import ServerConfig, default_preprocess_processes
+    from ecg_atlas.prepare_pool import PreparePool, Preprocessing
+
+    processes = plan.preprocess_processes or default_preprocess_processes("cuda", os.cpu_count() or 1)
+    feeders = max(plan.preprocess_workers, 2 * processes)  # as the server: two threads per process
+    with _served_encoder(plan) as (encoder, batch, workers):
+        preprocessing = Preprocessing(encoder.preprocessing, ServerConfig.min_leads, ServerConfig.max_ecg_duration_s)
+        recs, _ = _corpus(plan.ingest_ecgs)
+        # as `ecg-atlas ingest` sends them: int16 samples and gain where the file holds them
+        messages = [ingest_request(IngestItem.from_recording(str(i), rec)).ecg for i, rec in enumerate(recs)]
+        prepared = [(i, preprocessing.message(message)[1].segments) for i, message in enumerate(messages)]
+        bare = _bare_rate(plan, encoder, prepared, batch)
+        on_threads, threads_cpu_ms = _batching_rate(encoder, batch, workers, messages,
+                                                    lambda message: preprocessing.message(message)[1].segments,
+                                                    plan.preprocess_workers)
+        pool = PreparePool(preprocessing, processes)
+        try:
+            pool.warm_up()  # each worker imports this script (torch included) before its first ECG
+            on_processes, processes_cpu_ms = _batching_rate(encoder, batch, workers, messages,
+                                                            lambda message: pool.prepare(message)[1].segments, feeders)
+        finally:
+            pool.close()
+    out.write("ingest_processes", preset=plan.preset, device=plan.device, dtype=encoder.dtype, ecgs=len(messages),
+              segments=sum(len(s) for _, s in prepared), batch=batch, encoder_workers=workers,
+              preprocess_workers=plan.preprocess_workers, preprocess_processes=processes,
+              processes_feeder_threads=feeders, bare_ecgs_per_s=round(bare, 2),
+              threads_ecgs_per_s=round(on_threads, 2), processes_ecgs_per_s=round(on_processes, 2),
+              threads_ratio=round(on_threads / bare, 3), processes_ratio=round(on_processes / bare, 3),
+              processes_vs_threads=round(on_processes / on_threads, 3), target_ratio=0.85,
+              host_cpu_ms_per_ecg_threads=round(threads_cpu_ms, 3),
+              host_cpu_ms_per_ecg_processes=round(processes_cpu_ms, 3))
+
+
+@contextmanager
+def _served_encoder(plan: Plan):
+    """(encoder, batch segments, encoder workers) as the server runs them: on a CPU the cores
+    shared between the workers (torch threads restored after)."""
+    from ecg_atlas.config import default_batch_segments, default_encoder_workers
+    from ecg_atlas.embedder import load_encoder
+
+    encoder = load_encoder("random:" + plan.preset, device=plan.device)
+    device_type = torch.device(plan.device).type
+    batch = default_batch_segments(device_type) if device_type == "cuda" else 8
+    threads = torch.get_num_threads()
+    workers = default_encoder_workers(device_type, threads)
+    if device_type == "cpu":
+        torch.set_num_threads(max(1, threads // workers))
+    try:
+        yield encoder, batch, workers
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bare_rate(plan: Plan, encoder, prepared, batch: int) -> float:
+    """ECGs/s of the bare encoder on preprocessed segments."""
     from ecg_atlas.embedder.engine import EmbeddingEngine
-    from ecg_atlas.embedder.preprocessing import prepare
 
     engine = EmbeddingEngine(encoder, batch_size=batch)
     engine.embed_segments(prepared[0][1])
@@ -412,19 +468,32 @@ def _bare_and_batching(plan: Plan, encoder, recs, prepared, batch: int, workers:
     for _ in engine.embed_records(prepared):
         pass
     _sync(plan.device)()
-    bare = len(recs) / (time.perf_counter() - started)
+    return len(prepared) / (time.perf_counter() - started)
+
+
+def _batching_rate(encoder, batch: int, workers: int, items, segments_of, feeders: int) -> tuple[float, float]:
+    """ECGs/s of the batching encoder fed by `feeders` threads, each turning an item into segments
+    (`segments_of`) and submitting them: the server's ingest path without the network. Also this
+    process's CPU ms per ECG meanwhile (feeders, encoder workers and all)."""
+    from ecg_atlas.embedder.batching import BatchingEncoder
+
     batcher = BatchingEncoder(encoder, max_batch_segments=batch, workers=workers).start()
     try:
         batcher.warm_up(rounds=1)
-        with ThreadPoolExecutor(plan.preprocess_workers) as pool:
-            started = time.perf_counter()
-            futures = list(pool.map(lambda rec: batcher.submit(prepare(rec).segments), recs))
+        with ThreadPoolExecutor(feeders) as pool:
+            cpu, started = _process_cpu_s(), time.perf_counter()
+            futures = list(pool.map(lambda item: batcher.submit(segments_of(item)), items))
             for future in futures:
                 future.result()
-            served = len(recs) / (time.perf_counter() - started)
+            elapsed, cpu = time.perf_counter() - started, _process_cpu_s() - cpu
     finally:
         batcher.stop()
-    return bare, served
+    return len(items) / elapsed, 1000 * cpu / len(items)
+
+
+def _process_cpu_s() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def _time_search(index, queries: np.ndarray, k: int, repeats: int, allowed=None) -> float:
@@ -492,7 +561,8 @@ def step_pretrain(plan: Plan, out: Results, ceiling: dict) -> None:
 
 
 STEP_FUNCTIONS = {"setup": step_setup, "accuracy": step_accuracy, "dispatch": step_dispatch,
-                  "throughput": step_throughput, "ingest": step_ingest, "search": step_search,
+                  "throughput": step_throughput, "ingest": step_ingest,
+                  "ingest_processes": step_ingest_processes, "search": step_search,
                   "pretrain": step_pretrain}
 
 
@@ -509,8 +579,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if plan.compile_backend != "inductor":
-        import functools
-
         torch.compile = functools.partial(torch.compile, backend=plan.compile_backend)
     steps = [s for s in (args.only.split(",") if args.only else STEPS) if s]
     unknown = set(steps) - set(STEPS)

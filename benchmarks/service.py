@@ -2,7 +2,7 @@
 measured in the same run (figures for BENCHMARKS.md; never in tests).
 
     python benchmarks/service.py                        # all three parts, the bundled encoder, CPU
-    python benchmarks/service.py --only search          # one part: ingest | search | concurrency
+    python benchmarks/service.py --only search          # one part: ingest | search | concurrency | preprocess
 
 The bare references run in this process under the allocator settings the server applies to itself
 (``ecg_atlas.service.allocator.tune_malloc``; ``--bare-default-malloc`` for glibc's defaults), so that a
@@ -17,6 +17,12 @@ ratio shows what the service adds rather than what the allocator changes.
   bare ``Store.search`` on the same store returning the same columns (target p50 delta <= 3 ms);
 * concurrency: 32 clients calling Embed (10-s ECGs) for ``--seconds`` against one client sending
   full batches (64 segments per call); segments/s ratio (target >= 0.9), errors, server RSS.
+* preprocess: decoding + preprocessing on worker processes (``serve --preprocess-processes 2``)
+  against threads (``0``), the sample corpus as ingest sends it (int16 where the file holds it).
+  In this process: CPU ms per ECG of the calling process (``RUSAGE_SELF``) for decode + prepare of
+  every ECG on 2 threads vs through a ``PreparePool`` of 2 processes (its own CPU read from
+  /proc). Through a server with the tiny checkpoint (a nearly free encoder, so preprocessing is
+  what is left): Ingest ECGs/s and the server process's own CPU ms per ECG, runs alternating.
 
 The server is a real `ecg-atlas serve` subprocess on 127.0.0.1.
 """
@@ -253,16 +259,132 @@ def bench_concurrency(args) -> dict:
             "server_rss_mb_max": round(float(max(samples)), 1)}
 
 
+def _cpu_s(pids) -> float:
+    """User + system CPU seconds of live processes, from /proc (their children not included)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def bench_preprocess(args) -> dict:
+    import resource
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ecg_atlas.client import Client, IngestItem, ingest_request
+    from ecg_atlas.embedder.discover import find_ecgs, read_source
+    from ecg_atlas.embedder.preprocessing import prepare
+    from ecg_atlas.prepare_pool import PreparePool, Preprocessing
+
+    items = []
+    for source in find_ecgs([SHARED / "ecg"]):
+        try:
+            recording = read_source(source)
+            prepare(recording)
+        except ValueError:
+            continue
+        items.append(IngestItem.from_recording(source.ecg_id, recording))
+    messages = [ingest_request(item).ecg for item in items]
+    preprocessing = Preprocessing(prepare, 8, 600.0)  # the server's defaults
+
+    def parent_cpu_ms_per_ecg(run, workers) -> tuple[float, float]:
+        started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        with ThreadPoolExecutor(workers) as threads:
+            list(threads.map(run, messages))
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+        return 1000 * seconds / len(messages), len(messages) / (time.perf_counter() - started)
+
+    pool = PreparePool(preprocessing, 2)
+    pool.warm_up()
+    workers = _descendants(os.getpid())
+    local = {"threads": [], "processes": [], "processes_workers_cpu_ms": []}
+    try:
+        for _ in range(args.repeats):
+            local["threads"].append(parent_cpu_ms_per_ecg(preprocessing.message, 2))
+            before = _cpu_s(workers)
+            local["processes"].append(parent_cpu_ms_per_ecg(pool.prepare, 4))  # as the server: 2 threads a process
+            local["processes_workers_cpu_ms"].append(1000 * (_cpu_s(workers) - before) / len(messages))
+    finally:
+        pool.close()
+
+    tiny = str(SHARED / "parity" / "tiny_pretrained.pt")
+    copies = 3  # the corpus three times under other ids: enough ECGs for a stable rate
+    requests = []
+    for copy in range(copies):
+        for item in items:
+            request = ingest_request(item)
+            request.ecg_id = f"{copy}/{item.ecg_id}"
+            requests.append(request)
+    served = {"0": [], "2": []}
+    for _ in range(args.repeats):
+        for processes in served:
+            with tempfile.TemporaryDirectory() as tmp:
+                server = Server(Path(tmp) / "store", tiny, "--preprocess-processes", processes)
+                try:
+                    helpers = _descendants(server.process.pid)
+                    own, others = _cpu_s([server.process.pid]), _cpu_s(helpers)
+                    with Client(server.address) as client:
+                        started = time.perf_counter()
+                        response = client.ingest(requests)
+                        elapsed = time.perf_counter() - started
+                    stored = response.stored
+                    served[processes].append((stored / elapsed, 1000 * (_cpu_s([server.process.pid]) - own) / stored,
+                                              1000 * (_cpu_s(helpers) - others) / stored))
+                finally:
+                    server.stop()
+    med = lambda runs, i: round(float(np.median([r[i] for r in runs])), 3)  # noqa: E731
+    return {
+        "ecgs": len(messages), "repeats": args.repeats, "load_average": os.getloadavg(),
+        "in_process": {
+            "threads_parent_cpu_ms_per_ecg": med(local["threads"], 0),
+            "processes_parent_cpu_ms_per_ecg": med(local["processes"], 0),
+            "processes_workers_cpu_ms_per_ecg": round(float(np.median(local["processes_workers_cpu_ms"])), 3),
+            "parent_cpu_ratio_processes_to_threads": round(med(local["processes"], 0) / med(local["threads"], 0), 3),
+            "threads_ecgs_per_s": med(local["threads"], 1), "processes_ecgs_per_s": med(local["processes"], 1),
+            "runs": local},
+        "ingest_tiny_encoder": {
+            "ecgs": len(requests), "stored": stored,
+            "threads_ecgs_per_s": med(served["0"], 0), "processes_ecgs_per_s": med(served["2"], 0),
+            "ratio_processes_to_threads": round(med(served["2"], 0) / med(served["0"], 0), 3),
+            "threads_server_cpu_ms_per_ecg": med(served["0"], 1),
+            "processes_server_cpu_ms_per_ecg": med(served["2"], 1),
+            "processes_workers_cpu_ms_per_ecg": med(served["2"], 2),
+            "runs": served},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ingest", "search", "concurrency"], default=None)
+    parser.add_argument("--only", choices=["ingest", "search", "concurrency", "preprocess"], default=None)
     parser.add_argument("--checkpoint", default="bundled", help="encoder spec (default: bundled, the service default)")
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--search-rounds", type=int, default=3, help="search: alternating service/bare phases")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--repeats", type=int, default=3, help="ingest: bare/service passes (medians reported)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="ingest, preprocess: alternating passes (medians reported)")
     parser.add_argument("--bare-batches", type=int, nargs="+", default=[8, 16, 32, 64],
                         help="batch sizes for the bare ingest reference (the best layout is the reference)")
     parser.add_argument("--ecgs", type=int, default=None,
@@ -288,7 +410,8 @@ def main() -> None:
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                                   "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available()},
                       "checkpoint": args.checkpoint, **allocator}), flush=True)
-    parts = {"ingest": bench_ingest, "search": bench_search, "concurrency": bench_concurrency}
+    parts = {"ingest": bench_ingest, "search": bench_search, "concurrency": bench_concurrency,
+             "preprocess": bench_preprocess}
     for name, bench in parts.items():
         if args.only in (None, name):
             print(json.dumps({name: bench(args)}), flush=True)

@@ -289,10 +289,11 @@ class Client:
 
     def import_shards(self, shards: Sequence[str], *, timeout: float | None = None) -> dict[str, int]:
         """Bulk-load embedding shards lying under the server's data roots (names relative to a
-        root, or absolute inside one); returns inserted / skipped_existing / refused / files."""
+        root, or absolute inside one); returns inserted / skipped_existing / refused / files, and
+        refusals: refused rows per reason code."""
         response = self._call(self.stub.Import, pb.ImportRequest(shards=[str(s) for s in shards]), timeout)
         return {"inserted": response.inserted, "skipped_existing": response.skipped_existing,
-                "refused": response.refused, "files": response.files}
+                "refused": response.refused, "files": response.files, "refusals": dict(response.refusals)}
 
     def update_metadata(self, updates: Mapping[str, Mapping[str, object]], *, timeout: float | None = None) -> int:
         """updates: ecg_id -> {key: value}; None clears a key."""

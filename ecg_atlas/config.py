@@ -25,6 +25,16 @@ Limits and why they default to what they do:
   threads of every op), and a preprocessing thread that takes a core slows one worker instead of
   stalling both (BENCHMARKS.md). ``fast="compile"`` keeps 1 (its compiled graph is not shared
   across threads here).
+* ``preprocess_processes`` auto: decode and preprocess ECG messages on worker processes
+  (``prepare_pool.PreparePool``) on a GPU, on threads (``preprocess_workers``, 2) on a CPU. On a
+  GPU the encoder runs thousands of ECGs/s and needs 0.5–1 ms of host preprocessing per ECG (3–6
+  cores, BENCHMARKS.md GPU), which threads cannot give: their NumPy work holds the GIL in part, and
+  the encoder workers' Python dispatch needs it. Auto gives ``cores - 2`` processes (the encoder
+  workers and the gRPC threads keep two), at most 8 (enough for ~8,000 ECGs/s). On a CPU the
+  encoder itself is the limit (~20 ms per ECG for the bundled encoder on 2 cores, against ~1 ms of
+  preprocessing) and shares the cores with the workers: there the hand-off to processes (~0.8 ms
+  of the server's CPU per ECG) costs more than it frees (ingest at 0.70x threads with a nearly
+  free encoder on 2 cores, BENCHMARKS.md GPU). 0 forces threads, N forces N processes.
 * ``max_queue_segments`` 4096: segments waiting for the encoder; beyond that new work gets
   RESOURCE_EXHAUSTED at once instead of a growing queue (about a minute of base-model CPU work).
 * ``max_concurrent_rpcs`` 64: RPCs being handled at once; more get RESOURCE_EXHAUSTED.
@@ -65,6 +75,16 @@ def default_batch_segments(device_type: str) -> int:
     return DEFAULT_GPU_BATCH_SEGMENTS if device_type == "cuda" else DEFAULT_CPU_BATCH_SEGMENTS
 
 
+#: auto preprocessing processes on a GPU: at most this many (module docstring)
+MAX_AUTO_PREPROCESS_PROCESSES = 8
+
+
+def default_preprocess_processes(device_type: str, cores: int) -> int:
+    """Preprocessing worker processes: on a GPU all cores but two, at most 8; on a CPU none
+    (threads), as the module docstring explains."""
+    return min(MAX_AUTO_PREPROCESS_PROCESSES, max(1, cores - 2)) if device_type == "cuda" else 0
+
+
 def default_encoder_workers(device_type: str, cores: int, fast: str | None = None) -> int:
     """Encoder worker threads: 2 on a GPU and on a CPU with at least 2 cores (config docstring),
     else 1; 1 with the compiled path."""
@@ -90,6 +110,7 @@ class ServerConfig:
     max_queue_segments: int = 4096
     encoder_workers: int | None = None  # None: 2 on a CPU with 2+ cores, else 1 (resolved at load)
     preprocess_workers: int = 2
+    preprocess_processes: int | None = None  # None: auto, processes on a GPU only (resolved at load)
     # limits
     max_concurrent_rpcs: int = 64
     max_receive_message_bytes: int = 64 * MiB
@@ -160,6 +181,8 @@ class ServerConfig:
                      "max_k", "preprocess_workers", "encoder_workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.preprocess_processes is not None and self.preprocess_processes < 0:
+            raise ConfigError(f"preprocess_processes must be 0 (threads) or more, got {self.preprocess_processes}")
         if self.max_queue_segments < (self.max_batch_segments or DEFAULT_GPU_BATCH_SEGMENTS):
             raise ConfigError("max_queue_segments must be at least max_batch_segments")
 

@@ -45,8 +45,20 @@ class PatientPseudonymiser:
             raise ValueError("an empty patient id has no pseudonym")
         return PREFIX + hmac.new(self._key, _CONTEXT + normalised, hashlib.sha256).hexdigest()[:32]
 
+    def key_fingerprint(self) -> str:
+        """Tells keys apart without revealing them (an HMAC of a fixed text, never a pseudonym)."""
+        return hmac.new(self._key, b"ecg-atlas key fingerprint v1", hashlib.sha256).hexdigest()[:32]
+
     def __repr__(self) -> str:  # never shows the key
         return "PatientPseudonymiser(key=<hidden>)"
+
+
+def pseudonym_in_file(recording, pseudonymiser: PatientPseudonymiser | None) -> str | None:
+    """The store's patient key for the patient id `recording`'s file names: its pseudonym, or None
+    without a pseudonymiser or an id (every path from files to the store takes it from here)."""
+    if pseudonymiser is None or not recording.patient_id_in_file:
+        return None
+    return pseudonymiser.pseudonym(recording.patient_id_in_file)
 
 
 def load_pseudonymiser(key_file: Path | None = None) -> PatientPseudonymiser | None:
@@ -66,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="print the store's patient key for hospital patient ids")
     parser.add_argument("patient_ids", nargs="+")
     parser.add_argument("--patient-key-file", type=Path, default=None,
-                        help=f"the key given to `ecg-atlas ingest` (default: ${ENV_KEY})")
+                        help=f"the key given to `ecg-atlas ingest` or `embed --engine ray` (default: ${ENV_KEY})")
     args = parser.parse_args(argv)
     try:
         pseudonymiser = load_pseudonymiser(args.patient_key_file)

@@ -277,10 +277,11 @@ class ECGFounderEncoder(BaseEncoder):
         False: it means ECG-FM's own head, which the service's ``ecgfm-head`` probe reads.)"""
         return True
 
-    def prepare(self, rec, **kwargs):
+    @property
+    def preprocessing(self):
         from .ecgfounder_preprocessing import prepare
 
-        return prepare(rec, **kwargs)
+        return prepare
 
     def _tokens(self, t: torch.Tensor) -> torch.Tensor:
         return self.model.features(t)["x"].transpose(1, 2)  # (B, T, C), time second like the others

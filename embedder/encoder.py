@@ -191,9 +191,16 @@ class BaseEncoder:
         }
 
     # -- preprocessing --------------------------------------------------------------------------
+    @property
+    def preprocessing(self):
+        """This encoder's own pipeline as a module-level function ``(rec, **kwargs) -> Prepared``.
+        It holds no network and pickles by name, so the service's preprocessing processes run it
+        without loading the model (or torch)."""
+        raise NotImplementedError
+
     def prepare(self, rec, **kwargs):
         """This encoder's own pipeline on a ``Recording``: ``Prepared(segments, report)``."""
-        raise NotImplementedError
+        return self.preprocessing(rec, **kwargs)
 
     def preprocess(self, rec, **kwargs) -> np.ndarray:
         """Model-ready windows (n, 12, samples) float32 for a ``Recording``, per ``contract``."""
@@ -305,10 +312,11 @@ class Encoder(BaseEncoder):
     def describe(self) -> dict:
         return {**super().describe(), "layers": self.config.encoder_layers, "heads": self.config.heads}
 
-    def prepare(self, rec, **kwargs):
+    @property
+    def preprocessing(self):
         from .preprocessing import prepare
 
-        return prepare(rec, **kwargs)
+        return prepare
 
     def random_twin(self, seed: int = 0) -> "Encoder":
         cfg = dataclasses.replace(self.config, num_labels=0)

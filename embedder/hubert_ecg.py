@@ -250,10 +250,11 @@ class HubertECGEncoder(BaseEncoder):
             receptive = (receptive - 1) * stride + kernel
         return -(-receptive // len(self.contract.leads))
 
-    def prepare(self, rec, **kwargs):
+    @property
+    def preprocessing(self):
         from .hubert_ecg_preprocessing import prepare
 
-        return prepare(rec, **kwargs)
+        return prepare
 
     def _tokens(self, t: torch.Tensor) -> torch.Tensor:
         # (B, 12, L) → the reference's (B, 12·L) lead-major vector; no attention mask (as its evaluation)

@@ -7,8 +7,10 @@ connection, nothing of the store's own state), so it can be driven by any source
 
 - **open**: load the file that index.json names when it belongs to this store and is intact
   (store id, encoder, kind, file format, the file's sha256, its entry count); otherwise log a
-  WARNING saying why and rebuild. Then catch up with the rows: add what the index lacks, drop
-  what was deleted (a crash between a commit and a save loses nothing).
+  WARNING saying why and rebuild. A kind other than the one asked for, or an ivfpq index built for
+  another ``--index-memory`` budget, is rebuilt too (logged at INFO). Then catch up with the rows:
+  add what the index lacks, drop what was deleted (a crash between a commit and a save loses
+  nothing).
 - **build**: a fresh index filled from the rows; IVF / IVF-PQ are trained on a sample (IVF-PQ
   re-ranks with the rows' exact vectors, read through `Rows.scan`), and IVF / HNSW / IVF-PQ tune
   their own search breadth for recall (`VectorIndex.tune`) against exact top-10 of sampled rows.
@@ -20,7 +22,8 @@ connection, nothing of the store's own state), so it can be driven by any source
 Files in the store directory::
 
     index.json            which index file is current, its kind, the highest sequence number it
-                          holds, the file's sha256 and entry count, the store's id, and the
+                          holds, the file's sha256 and entry count, the store's id, the memory
+                          budget an ivfpq index was built for (``index_memory``), and the
                           backend's tuned search parameters (nprobe / efSearch, recall)
     index-<seq>-<tag>.*   the index file (FAISS, or npz for the torch backend)
 """
@@ -79,6 +82,10 @@ def read_meta(directory: Path) -> dict | None:
         return None
 
 
+def _budget(index_memory: int | None) -> str:
+    return "(default code size)" if index_memory is None else f"{index_memory / 2**20:.4g} MiB"
+
+
 def _file_entries(index: VectorIndex) -> int:
     """Vectors the saved file holds (tombstones are not saved: HNSW keeps its dead nodes)."""
     return len(index) + len(getattr(index, "tombstones", ()))
@@ -133,6 +140,10 @@ class DerivedIndex:
         if meta is not None and meta.get("kind_requested") != self.kind_requested:
             log.info("index kind changed from %s to %s; building it from DuckDB", meta.get("kind_requested"),
                      self.kind_requested)
+        elif meta is not None and meta.get("kind") == "ivfpq" and meta.get("index_memory") != self.index_memory:
+            # Its code size was chosen for another budget: rebuilt so that it fits the one asked for.
+            log.info("ivfpq index was built for --index-memory %s, now %s; building it from DuckDB",
+                     _budget(meta.get("index_memory")), _budget(self.index_memory))
         elif meta is not None:
             try:
                 index = self._load(meta, high_water_seq)
@@ -281,6 +292,7 @@ class DerivedIndex:
             "format_version": FORMAT_VERSION, "store_uuid": self.store_uuid, "identity": asdict(self.identity),
             "kind_requested": self.kind_requested, "kind": index.kind, "format": index.file_format,
             "file": name, "high_water_seq": high_water_seq, "entries": len(index),
+            # the budget this index was built for: `open` keeps it only for the same budget
             "file_entries": _file_entries(index), "sha256": digest, "index_memory": self.index_memory,
             **index.tuning(),
         }

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from ecg_atlas.errors import MetadataError
 
 #: DuckDB types a user-metadata column can have.
@@ -245,3 +247,16 @@ def metadata_types(rows: Sequence[Mapping[str, object]]) -> dict[str, object]:
             if key not in first or first[key] is None:
                 first[key] = value
     return first
+
+
+def arrow_type(column_type: str) -> pa.DataType:
+    """The Arrow type a column of `column_type` is handed to DuckDB as."""
+    return {
+        "BIGINT": pa.int64(),
+        "INTEGER": pa.int32(),
+        "DOUBLE": pa.float64(),
+        "VARCHAR": pa.string(),
+        "BOOLEAN": pa.bool_(),
+        TYPE_TIME: pa.timestamp("us"),
+        TYPE_LABELS: pa.list_(pa.string()),
+    }[column_type]

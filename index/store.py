@@ -39,9 +39,10 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -62,6 +63,7 @@ from .atomic import replace_durably
 from .backends import VectorIndex, resolve_backend
 from .derived_index import DerivedIndex, Rows, read_meta
 from .filters import Filter, compile_filter
+from .shard_rows import ShardRows
 from .signal_copy import StoredSignal
 
 log = logging.getLogger(__name__)
@@ -103,10 +105,12 @@ class UpsertResult:
 class ImportResult:
     inserted: int
     skipped_existing: int  # embedded rows whose ecg_id the store held already
-    refused: int  # refusals the shards record (reported by the job; nothing to store)
+    refused: int  # rows not stored: refusals the shards record, and embedded rows refused at import
+    #: refused rows per reason code: the shards' own (``too_short`` ...) and the import's (``VECTOR_*``)
+    refusals: dict[str, int] = field(default_factory=dict)
 
 
-#: Shard columns copied as they are, in `ecg` table order (shards.py's fixed columns).
+#: Columns an import fills, in `ecg` table order (shards.py's fixed columns, the identity, the vectors).
 _IMPORTED = ("seq", "ecg_id", "patient_id", "source", "fs", "lead_names", "duration_s", "n_segments", "model_id",
              "checkpoint_sha256", "preprocessing_version", "ingested_at", "record_vector", "segment_vectors")
 #: Shard columns holding user metadata: ``metadata.<key>``.
@@ -243,18 +247,6 @@ def _invalidated(exc: BaseException) -> bool:
             return True
         exc = exc.__context__
     return False
-
-
-def _arrow_type(column_type: str) -> pa.DataType:
-    return {
-        "BIGINT": pa.int64(),
-        "INTEGER": pa.int32(),
-        "DOUBLE": pa.float64(),
-        "VARCHAR": pa.string(),
-        "BOOLEAN": pa.bool_(),
-        schema.TYPE_TIME: pa.timestamp("us"),
-        schema.TYPE_LABELS: pa.list_(pa.string()),
-    }[column_type]
 
 
 def _vectors_from_arrow(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
@@ -719,7 +711,7 @@ class Store:
         rows and signal copies, advance the sequence. Returns (replaced seqs, new seqs)."""
         typed = self._prepare_metadata(rows)
         for name, (column_type, values) in typed.items():
-            columns[name] = pa.array(values, _arrow_type(column_type))
+            columns[name] = pa.array(values, schema.arrow_type(column_type))
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         columns["seq"] = pa.array(seqs)
         con.register("incoming", pa.table(columns))
@@ -840,18 +832,23 @@ class Store:
         """Bulk-load embedding shards (Parquet files laid out as ``ecg_atlas/bulk/shards.py``
         describes), made by `identity`'s encoder; then build the search index once.
 
-        DuckDB reads the files directly and inserts, in one transaction, every embedded row
-        whose ecg_id the store does not hold yet (importing the same shards twice changes
-        nothing); refusals are counted, not stored. ``metadata.<key>`` columns become user
-        columns by the same typing rules as `upsert`. The write lock is held for the insert
-        only: the index over the new rows is built beside the live one (searches go on) and
+        In one transaction, every embedded row whose ecg_id the store does not hold yet is
+        inserted (importing the same shards twice changes nothing); the shards' refusals are
+        counted, not stored, and so are embedded rows whose record vector is all zeros or whose
+        vectors hold NaN or infinity (reason codes ``vector_all_zeros`` / ``vector_not_finite``,
+        `shard_rows`:
+        Ingest refuses such vectors too). ``metadata.<key>`` columns become user columns by the
+        same typing rules as `upsert`. The write lock is held for the insert only: the index over
+        the new rows is built beside the live one (searches go on), from the vectors the insert
+        read (the ivfpq kind, which holds no full vectors, reads them back from DuckDB), and
         swapped in, caught up with any write made meanwhile.
         """
         self._require_writable()
         files = [os.fspath(p) for p in paths]
         if not files:
             return ImportResult(0, 0, 0)
-        source = "read_parquet(?::VARCHAR[], union_by_name = true, filename = true, file_row_number = true)"
+        source = "read_parquet(?::VARCHAR[], union_by_name = true)"
+        rows = None
         with self._lock.write():
             self._require_writable()
             con = self._con
@@ -864,28 +861,50 @@ class Store:
                     if twice:
                         raise StoreError(f"the shards hold some ECGs more than once ({', '.join(r[0] for r in twice)}); "
                                          f"import shards of one job, or of jobs over different ECGs")
-                    counts = dict(con.execute(f"SELECT status, count(*) FROM {source} GROUP BY status", [files]).fetchall())
+                    counts = con.execute(f"SELECT status, coalesce(reason, 'refused'), count(*) FROM {source} "
+                                         f"GROUP BY ALL", [files]).fetchall()
+                    stored = con.sql(f"SELECT ecg_id FROM ecg WHERE ecg_id IN (SELECT ecg_id FROM {source} "
+                                     f"WHERE status = 'embedded')", params=[files]).to_arrow_table().column(0)
+                    rows = ShardRows(files, identity.dim, metadata, stored.combine_chunks(), self._next_seq,
+                                     keep_vectors=self._kind_requested != "ivfpq")
                     targets = ", ".join(f'"{name}"' for name in [*_IMPORTED, *metadata])
-                    selected = ", ".join([f"p.{c}" for c in _IMPORTED[1:8]] + [
-                        "?", "?", "?", "?", f"p.record_vector::FLOAT[{identity.dim}]",
-                        f"p.segment_vectors::FLOAT[{identity.dim}][]"]
-                        + [f'p."{schema_name}"::{column_type}' for schema_name, column_type in metadata.values()])
+                    selected = ", ".join([*_IMPORTED[:8], "?", "?", "?", "?", *_IMPORTED[12:]]
+                                         + [f'"{key}"' for key in metadata])
                     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-                    inserted = con.execute(
-                        f"INSERT INTO ecg ({targets}) SELECT ? + row_number() OVER (ORDER BY p.filename, "
-                        f"p.file_row_number) - 1, {selected} FROM {source} p ANTI JOIN ecg USING (ecg_id) "
-                        f"WHERE p.status = 'embedded'",
-                        [self._next_seq, identity.model_id, identity.checkpoint_sha256, identity.preprocessing_version,
-                         now, files]).fetchall()[0][0]
-                    con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'", [str(self._next_seq + inserted)])
+                    con.register("shard_rows", rows.reader())
+                    try:
+                        con.execute(f"INSERT INTO ecg ({targets}) SELECT {selected} FROM shard_rows",
+                                    [identity.model_id, identity.checkpoint_sha256, identity.preprocessing_version,
+                                     now])
+                    finally:
+                        self._unregister(con, "shard_rows")
+                    con.execute("UPDATE store_meta SET value = ? WHERE key = 'next_seq'",
+                                [str(self._next_seq + rows.inserted)])
             except duckdb.Error as failure:  # a shard that is not what it should be
+                if rows is not None and rows.failure is not None:
+                    raise rows.failure from failure
                 raise StoreError(f"importing {len(files)} shard files failed: {failure}") from failure
+            inserted, first_seq = rows.inserted, self._next_seq
             self._next_seq += inserted
             self._refresh_columns()
-        embedded = int(counts.get("embedded", 0))
+        refusals = Counter({reason: count for status, reason, count in counts if status == "refused"})
+        refusals.update(rows.refusals)
+        if rows.refusals:  # ids only at DEBUG: an ECG id may be a file name
+            log.warning("import refused %d embedded rows whose vectors cannot be searched (%s)",
+                        sum(rows.refusals.values()), ", ".join(f"{k}: {v}" for k, v in sorted(rows.refusals.items())))
+            log.debug("refused at import, e.g.: %s", ", ".join(rows.refused_ids))
+        embedded = sum(count for status, _, count in counts if status == "embedded")
         if inserted:
             fresh = self._new_derived_index()
-            fresh.rebuild()  # outside the lock: reads the committed rows through its own cursors
+            if rows.vectors:  # built from them once; the index reads DuckDB for anything after
+                store_rows = fresh.rows
+                fresh.rows = replace(store_rows, scan=self._imported_scan(first_seq, rows.vectors))
+                try:
+                    fresh.rebuild()  # outside the lock: the rows are committed
+                finally:
+                    fresh.rows = store_rows
+            else:
+                fresh.rebuild()  # outside the lock: reads the committed rows through its own cursors
             with self._lock.write():
                 fresh.catch_up()
                 self._derived = fresh
@@ -893,8 +912,24 @@ class Store:
                     self._save_index()
                 except StorageError:  # the rows are committed; the save is retried later (logged)
                     pass
-        return ImportResult(inserted=int(inserted), skipped_existing=embedded - int(inserted),
-                            refused=int(counts.get("refused", 0)))
+        return ImportResult(inserted=inserted, skipped_existing=embedded - inserted - sum(rows.refusals.values()),
+                            refused=sum(refusals.values()), refusals=dict(refusals))
+
+    def _imported_scan(self, first_seq: int, imported: deque) -> Callable:
+        """`Rows.scan` for building the index right after an import: the rows stored before it
+        read from DuckDB, then the imported rows' vectors as the import normalised them (each
+        chunk let go once the index holds it). Anything else, and any later scan, reads DuckDB."""
+
+        def scan(seqs: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            if seqs is not None or not imported:
+                yield from self._scan_vectors(seqs)
+                return
+            before = self._all_seqs()
+            yield from self._scan_vectors(before[before < first_seq])
+            while imported:
+                yield imported.popleft()
+
+        return scan
 
     def _import_columns(self, described: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
         """Per user column the shards fill: (the shards' column name, the store type to cast to).
@@ -985,7 +1020,7 @@ class Store:
                     present = [i for i, r in enumerate(rows) if key in r]
                     table = pa.table({
                         "ecg_id": pa.array([ids[i] for i in present], pa.string()),
-                        "value": pa.array([values[i] for i in present], _arrow_type(column_type)),
+                        "value": pa.array([values[i] for i in present], schema.arrow_type(column_type)),
                     })
                     con.register("changes", table)
                     con.execute(f'UPDATE ecg SET "{key}" = changes.value FROM changes WHERE ecg.ecg_id = changes.ecg_id')

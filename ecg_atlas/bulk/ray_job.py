@@ -15,6 +15,14 @@ exists. Ray restarts a killed encoder actor and retries the batch it held; the d
 first result for each input position and drops any repeat, so a killed worker's work is done
 again and lands once.
 
+**Patient ids in files are pseudonymised** as `ecg-atlas ingest` does it (ecg_atlas/pseudonym.py):
+with the operator's key (``--patient-key-file`` or $ECG_ATLAS_PATIENT_KEY) the task that reads a
+file turns the patient id it names into its keyed pseudonym, and only the pseudonym leaves that
+task; without a key no patient id is taken from files. A manifest's patient column wins, as a
+metadata CSV's does for ingest. The key reaches the workers inside the pickled pseudonymiser
+(never in an environment variable or a log; its repr hides it), and the job's fingerprint
+includes a digest of it: resuming with another key, or none, is refused.
+
 With GPU actors, reading runs in CPU tasks apart from the actors; on CPU-only clusters each
 encoder actor reads its own batches (its CPUs are the cluster's; nothing would be left to
 separate readers, and the windows need no trip through the object store).
@@ -37,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ecg_atlas.errors import AtlasError
+from ecg_atlas.pseudonym import PatientPseudonymiser, load_pseudonymiser, pseudonym_in_file
 
 from .shards import SHARD_PATTERN, ShardItem, encoder_identity, shard_table, write_shard
 
@@ -74,6 +83,8 @@ class JobOptions:
     min_leads: int | None = None
     #: "auto": GPU actors when the cluster has GPUs; "cpu" forces CPU actors.
     device: str = "auto"
+    #: Turns patient ids found in files into the shards' pseudonyms; None: none taken from files.
+    pseudonymiser: PatientPseudonymiser | None = None
 
 
 @dataclass
@@ -169,11 +180,13 @@ def _source_uri(path: str, row: int | None) -> str:
     return path if row is None else f"{path}#{row}"
 
 
-def read_and_prepare(batch: dict, *, prepare: Callable, min_leads: int | None) -> dict:
-    """Ray Data step 1 (CPU): read each file and run the encoder's pipeline on it.
+def read_and_prepare(batch: dict, *, prepare: Callable, min_leads: int | None,
+                     pseudonymiser: PatientPseudonymiser | None = None) -> dict:
+    """Ray Data step 1 (CPU): read each file and run the encoder's pipeline on it. The patient id
+    a file names leaves this step only as its pseudonym (``file_patient``; "" for none).
 
-    `prepare` is the encoder class's own ``prepare`` (every encoder's pipeline is a module-level
-    function it delegates to; no weights are needed, so no encoder is shipped to the readers).
+    `prepare` is the encoder's own pipeline (``BaseEncoder.preprocessing``: a module-level
+    function; no weights are needed, so no encoder is shipped to the readers).
     """
     from ecg_atlas.cli.ingest import HEADER_FIELDS
     from ecg_atlas.embedder.discover import ECGSource, read_source
@@ -181,17 +194,18 @@ def read_and_prepare(batch: dict, *, prepare: Callable, min_leads: int | None) -
     kwargs = {} if min_leads is None else {"min_leads": min_leads}
     n = len(batch["position"])
     windows, reasons, messages = [], [], []
-    fs, leads, duration, extra = [], [], [], []
+    fs, leads, duration, extra, patients = [], [], [], [], []
     for i in range(n):
         row = None if batch["row"][i] < 0 else int(batch["row"][i])
         source = ECGSource(Path(batch["path"][i]), str(batch["ecg_id"][i]), row)
         try:
             rec = read_source(source)
+            patients.append(pseudonym_in_file(rec, pseudonymiser) or "")
             fs.append(rec.fs)
             leads.append(list(rec.lead_names))
             duration.append(rec.duration_s)
             extra.append({k: rec.metadata[k] for k in HEADER_FIELDS if rec.metadata.get(k) not in (None, [], "")})
-            windows.append(np.ascontiguousarray(prepare(None, rec, **kwargs).segments, dtype=np.float32))
+            windows.append(np.ascontiguousarray(prepare(rec, **kwargs).segments, dtype=np.float32))
             reasons.append("")
             messages.append("")
         except Exception as exc:  # noqa: BLE001 - one bad file is a refusal, never a failed job
@@ -199,17 +213,18 @@ def read_and_prepare(batch: dict, *, prepare: Callable, min_leads: int | None) -
             reasons.append(getattr(exc, "reason", None) or ("unreadable" if expected else "internal_error"))
             messages.append(str(exc) if expected else f"{type(exc).__name__}: {exc}")
             windows.append(np.zeros((0, 1, 1), np.float32))
-            for column in (fs, leads, duration, extra):
+            for column in (fs, leads, duration, extra, patients):
                 del column[i:]
             fs.append(np.nan)
             leads.append([])
             duration.append(np.nan)
             extra.append({})
+            patients.append("")
     recorded = [pickle.dumps(e) for e in extra]
     return {"position": batch["position"], "windows": _objects(windows), "reason": np.array(reasons, object),
             "message": np.array(messages, object), "fs": np.array(fs, np.float64),
             "lead_names": _objects(leads), "duration_s": np.array(duration, np.float64),
-            "file_metadata": _objects(recorded)}
+            "file_metadata": _objects(recorded), "file_patient": np.array(patients, object)}
 
 
 def _objects(values: Sequence) -> np.ndarray:
@@ -225,7 +240,7 @@ class EncoderActor:
 
     def __init__(self, spec: str, device: str, dtype: str, batch_size: int, threads: int | None,
                  revision: str | None, checkpoint_sha256: str | None, prepare: Callable | None = None,
-                 min_leads: int | None = None) -> None:
+                 min_leads: int | None = None, pseudonymiser: PatientPseudonymiser | None = None) -> None:
         import torch
 
         from ecg_atlas.embedder.engine import EmbeddingEngine
@@ -235,11 +250,12 @@ class EncoderActor:
             torch.set_num_threads(threads)
         encoder = load_encoder(spec, device=device, dtype=dtype, revision=revision, expected_sha256=checkpoint_sha256)
         self.engine = EmbeddingEngine(encoder, batch_size=batch_size)
-        self.prepare, self.min_leads = prepare, min_leads
+        self.prepare, self.min_leads, self.pseudonymiser = prepare, min_leads, pseudonymiser
 
     def __call__(self, batch: dict) -> dict:
         if self.prepare is not None:
-            batch = read_and_prepare(batch, prepare=self.prepare, min_leads=self.min_leads)
+            batch = read_and_prepare(batch, prepare=self.prepare, min_leads=self.min_leads,
+                                     pseudonymiser=self.pseudonymiser)
         n = len(batch["position"])
         dim = self.engine.dim
         records = np.zeros((n, dim), np.float32)
@@ -258,9 +274,13 @@ class EncoderActor:
 # The driver
 
 
-def _fingerprint(inputs: Sequence[InputECG], shard_size: int, identity: dict) -> str:
+def _fingerprint(inputs: Sequence[InputECG], shard_size: int, identity: dict,
+                 pseudonymiser: PatientPseudonymiser | None) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"shard_size": shard_size, "identity": identity}, sort_keys=True).encode())
+    settings = {"shard_size": shard_size, "identity": identity}
+    if pseudonymiser is not None:  # jobs without a key keep the fingerprint they had before keys
+        settings["patient_key"] = pseudonymiser.key_fingerprint()
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     for item in inputs:
         digest.update(json.dumps([item.ecg_id, item.path, item.row]).encode())
     return digest.hexdigest()
@@ -274,7 +294,8 @@ def _claim_folder(out: Path, fingerprint: str, n_inputs: int, shard_size: int) -
     if job_file.exists():
         saved = json.loads(job_file.read_text())
         if saved.get("fingerprint") != fingerprint:
-            raise AtlasError(f"{out} holds shards of another job (other inputs, encoder or shard size); "
+            raise AtlasError(f"{out} holds shards of another job (other inputs, encoder, shard size or "
+                             f"patient key); "
                              f"write to an empty folder, or re-run with the inputs and options it was made with")
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -320,9 +341,9 @@ def run_job(inputs: Sequence[InputECG], out: Path, options: JobOptions, *, addre
         probe = load_encoder(options.checkpoint, device="cpu", revision=options.revision,
                              expected_sha256=options.checkpoint_sha256)
         identity = encoder_identity(probe)
-        dim, prepare = probe.dim, type(probe).prepare
+        dim, prepare = probe.dim, probe.preprocessing
         del probe
-        fingerprint = _fingerprint(inputs, options.shard_size, identity)
+        fingerprint = _fingerprint(inputs, options.shard_size, identity, options.pseudonymiser)
         _claim_folder(out, fingerprint, len(inputs), options.shard_size)
         n_shards = math.ceil(len(inputs) / options.shard_size)
         todo = [s for s in range(n_shards) if not (out / SHARD_PATTERN.format(s)).exists()]
@@ -367,13 +388,15 @@ def _embed_shards(inputs, todo, out, options, summary, *, identity, fingerprint,
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // READ_BATCH, 32 * actors)))
     if on_gpu:
         dataset = dataset.map_batches(read_and_prepare, batch_size=READ_BATCH, batch_format="numpy",
-                                      fn_kwargs={"prepare": prepare, "min_leads": options.min_leads}, num_cpus=1)
+                                      fn_kwargs={"prepare": prepare, "min_leads": options.min_leads,
+                                                 "pseudonymiser": options.pseudonymiser}, num_cpus=1)
     dataset = dataset.map_batches(
         EncoderActor, batch_size=options.batch_size, batch_format="numpy",
         fn_constructor_kwargs={"spec": options.checkpoint, "device": summary.actor_device, "dtype": summary.dtype,
                                "batch_size": options.batch_size, "threads": threads, "revision": options.revision,
                                "checkpoint_sha256": options.checkpoint_sha256,
-                               "prepare": None if on_gpu else prepare, "min_leads": options.min_leads},
+                               "prepare": None if on_gpu else prepare, "min_leads": options.min_leads,
+                               "pseudonymiser": None if on_gpu else options.pseudonymiser},
         compute=ray.data.ActorPoolStrategy(size=actors), **per_actor)
     pending: dict[int, dict[int, ShardItem]] = {}
     started = time.perf_counter()
@@ -404,8 +427,9 @@ def _embed_shards(inputs, todo, out, options, summary, *, identity, fingerprint,
 def _item(source: InputECG, batch: dict, i: int) -> ShardItem:
     reason = batch["reason"][i] or None
     file_metadata = pickle.loads(batch["file_metadata"][i])
+    patient_id = source.patient_id if source.patient_id is not None else batch["file_patient"][i] or None
     item = ShardItem(ecg_id=source.ecg_id, source=_source_uri(source.path, source.row),
-                     patient_id=source.patient_id, metadata={**file_metadata, **source.metadata})
+                     patient_id=patient_id, metadata={**file_metadata, **source.metadata})
     if reason:
         item.reason, item.message = reason, batch["message"][i]
         return item
@@ -451,7 +475,7 @@ def run_from_args(args) -> int:
     options = JobOptions(checkpoint=args.checkpoint, revision=args.revision, checkpoint_sha256=args.checkpoint_sha256,
                          dtype=None if args.dtype == "auto" else args.dtype, batch_size=args.batch_size, concurrency=args.concurrency,
                          cpus_per_actor=args.cpus_per_actor, shard_size=args.shard_size, min_leads=args.min_leads,
-                         device=args.device)
+                         device=args.device, pseudonymiser=load_pseudonymiser(args.patient_key_file))
     summary = run_job(inputs, args.out, options, address=args.address, progress=not args.json)
     if args.json:
         print(json.dumps(summary_dict(summary), indent=2))

@@ -1,8 +1,9 @@
 """`ecg-atlas import SHARDS... --store DIR`: bulk-load embedding shards (``embed --engine ray``).
 
-DuckDB reads the Parquet shards directly; ECGs the store holds already are skipped (importing
-twice is harmless); the shards' encoder must be the store's. The search index is built once, at
-the end. When a running server holds the store, the import goes through it (the ``Import`` RPC):
+The shards are read once (pyarrow) and streamed into DuckDB in one transaction; ECGs the store
+holds already are skipped (importing twice is harmless); rows whose vectors hold NaN or infinity,
+or are all zeros, are refused with the shards' own refusals, counted per reason. The shards'
+encoder must be the store's. The search index is built once, at the end. When a running server holds the store, the import goes through it (the ``Import`` RPC):
 the server then reads the shards itself, so they must lie under one of its ``--data-root``
 folders (name them as the server sees them: absolute inside a root, or relative to one).
 """
@@ -50,12 +51,14 @@ def run(args: argparse.Namespace) -> int:
         with Store.open(args.store, index_kind=args.index_kind, index_memory=parse_memory(args.index_memory)) as store:
             done = store.import_shards(files, identity=identity_of(files))
             result = {"inserted": done.inserted, "skipped_existing": done.skipped_existing,
-                      "refused": done.refused, "files": len(files)}
+                      "refused": done.refused, "files": len(files), "refusals": done.refusals}
     seconds = time.perf_counter() - started
     summary = {**result, "seconds": round(seconds, 2), "via": path.via}
     if args.json:
         print_json(summary)
     else:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(result["refusals"].items()))
         print(f"imported {result['inserted']} ECGs from {result['files']} shard files in {seconds:.1f} s "
-              f"({result['skipped_existing']} already stored, {result['refused']} refusals in the shards)")
+              f"({result['skipped_existing']} already stored, {result['refused']} refused"
+              + (f": {reasons})" if reasons else ")"))
     return 0

@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--path-column", default="path", help="manifest column of file paths (default path)")
     g.add_argument("--id-column", default=None, help="manifest column of ecg_ids (default: path without suffix)")
     g.add_argument("--patient-column", default=None, help="manifest column of patient ids (default patient_id)")
+    g.add_argument("--patient-key-file", type=Path, default=None,
+                   help="secret key (>= 16 bytes) that turns patient ids found in ECG files into the shards' "
+                        "pseudonyms, as for `ecg-atlas ingest` (default: $ECG_ATLAS_PATIENT_KEY; without either, "
+                        "ids in files are not used)")
     g.add_argument("--shard-size", type=int, default=10_000, help="ECGs per shard (default 10000)")
     g.add_argument("--concurrency", type=int, default=None,
                    help="encoder actors (default: one per GPU, else one per --cpus-per-actor CPUs)")
@@ -61,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         from ecg_atlas.bulk.ray_job import run_from_args
 
         return run_from_args(args)
+    if args.patient_key_file is not None:
+        raise AtlasError("--patient-key-file is for --engine ray: the local engine writes no patient ids")
     from tqdm import tqdm
 
     from ecg_atlas.embedder.discover import find_ecgs, read_source

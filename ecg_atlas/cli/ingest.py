@@ -31,7 +31,7 @@ from pathlib import Path
 from ecg_atlas.cli._client import add_client_args, connect, print_json, rpc_errors
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.index.schema import check_metadata_name, text_column_parser
-from ecg_atlas.pseudonym import PatientPseudonymiser, load_pseudonymiser
+from ecg_atlas.pseudonym import PatientPseudonymiser, load_pseudonymiser, pseudonym_in_file
 
 #: Reader metadata worth storing when no CSV value is given (normalised by the WFDB reader).
 HEADER_FIELDS = ("age", "sex", "dx", "acquisition_time", "device")
@@ -191,8 +191,8 @@ def ingest_files(client, paths, *, patients: dict | None = None, metadata: dict 
                         if recording.metadata.get(k) not in (None, [], "")}
                 meta.update(metadata.get(source.ecg_id, {}))
                 patient_id = patients.get(source.ecg_id)
-                if patient_id is None and pseudonymiser is not None and recording.patient_id_in_file:
-                    patient_id = pseudonymiser.pseudonym(recording.patient_id_in_file)
+                if patient_id is None:
+                    patient_id = pseudonym_in_file(recording, pseudonymiser)
                 yield ingest_request(IngestItem.from_recording(
                     source.ecg_id, recording, patient_id=patient_id, metadata=meta,
                     replace=replace, source=source_uri(source)))

@@ -44,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--encoder-workers", type=int, default=d.encoder_workers,
                    help="threads running encoder batches side by side, sharing the CPU cores between "
                         "them (default: 2 on a CPU with 2+ cores, 1 on a GPU)")
-    g.add_argument("--preprocess-workers", type=int, default=d.preprocess_workers)
+    g.add_argument("--preprocess-workers", type=int, default=d.preprocess_workers,
+                   help="threads that decode and preprocess ECGs when no processes do (default 2)")
+    g.add_argument("--preprocess-processes", type=_processes, default=d.preprocess_processes, metavar="N|auto",
+                   help="worker processes that decode and preprocess ECGs off the encoder's GIL, segments "
+                        "returned through shared memory; 0 = threads (default auto: all cores but two, at "
+                        "most 8, on a GPU; threads on a CPU)")
     g.add_argument("--max-concurrent-rpcs", type=int, default=d.max_concurrent_rpcs)
     g.add_argument("--max-message-mb", type=float, default=d.max_receive_message_bytes / 2**20,
                    help="largest request and response message in MiB (default 64); bulk goes through ingest")
@@ -71,6 +76,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _processes(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', got {value!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     from ecg_atlas.index.backends import parse_memory
 
@@ -80,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         index_kind=args.index_kind, index_memory=parse_memory(args.index_memory), host=args.host, port=args.port,
         max_batch_segments=args.max_batch_segments, max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue_segments=args.max_queue_segments, preprocess_workers=args.preprocess_workers,
+        preprocess_processes=args.preprocess_processes,
         encoder_workers=args.encoder_workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs, max_receive_message_bytes=message_bytes,
         max_send_message_bytes=message_bytes, max_ingest_in_flight=args.max_ingest_in_flight,

@@ -163,7 +163,8 @@ class CoreMethods:
         t = time.perf_counter()
         result = self.runtime.store.import_shards(files, identity=identity_of(files))
         return pb.ImportResponse(inserted=result.inserted, skipped_existing=result.skipped_existing,
-                                 refused=result.refused, files=len(files), timing=pb.Timing(store_ms=ms_since(t)))
+                                 refused=result.refused, files=len(files), refusals=result.refusals,
+                                 timing=pb.Timing(store_ms=ms_since(t)))
 
     @rpc
     def UpdateMetadata(self, request, context, started):

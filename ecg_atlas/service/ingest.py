@@ -1,6 +1,6 @@
-"""One Ingest call: decode and preprocess on the pool, embed through the batching queue, write in
-transactions of ``WRITE_BATCH``; at most ``max_ingest_in_flight`` ECGs between reading and
-writing (backpressure).
+"""One Ingest call: decode and preprocess on the pool (its threads, or the worker processes they
+hand ECGs to), embed through the batching queue, write in transactions of ``WRITE_BATCH``; at most
+``max_ingest_in_flight`` ECGs between reading and writing (backpressure).
 
 Every problem with one item — a bad or implausible signal, metadata that does not fit the
 schema, an empty or repeated id, a message that does not parse, an encoder refusal — is an entry
@@ -96,12 +96,12 @@ class IngestStream:
     def _prepare(self, request):
         """Runs on the preprocess pool: the prepared ECG, submitted to the encoder queue."""
         t = time.perf_counter()
-        recording, prepared = self.pipeline.prepare(request.ecg)
+        header, prepared = self.pipeline.prepare_for_encoder(request.ecg)
         preprocess_ms = ms_since(t)
         at_deadline = deadline(self.context)
         while True:  # a full queue slows a bulk stream down instead of failing its ECGs
             try:
-                return recording, self.pipeline.submit(prepared, at_deadline), preprocess_ms
+                return header, self.pipeline.submit(prepared, at_deadline), preprocess_ms
             except QueueFullError:
                 if not self.context.is_active():
                     raise
@@ -110,7 +110,7 @@ class IngestStream:
     def _collect_one(self) -> None:
         index, request, future = self.in_flight.popleft()
         try:
-            recording, embedded, preprocess_ms = future.result()
+            header, embedded, preprocess_ms = future.result()
             try:
                 vectors, spent = embedded.result(timeout=remaining(self.context))
             except FutureTimeout:
@@ -126,7 +126,7 @@ class IngestStream:
         self.timing.preprocess_ms += preprocess_ms
         self.timing.queue_ms += spent.queue_ms
         self.timing.inference_ms += spent.inference_ms
-        self.to_write.append((index, request, recording, vectors))
+        self.to_write.append((index, request, header, vectors))
         if len(self.to_write) >= WRITE_BATCH:
             self._flush()
 

@@ -1,6 +1,7 @@
 """What a running service holds: the encoder behind its batching queue, the store, where stored
-signals come from, and the thread pools. ``load()`` builds them from a ``ServerConfig`` (which it
-reads, never rewrites: the values it resolves, such as the batch size, live here)."""
+signals come from, the preprocessing (on threads, or on worker processes) and the thread pools.
+``load()`` builds them from a ``ServerConfig`` (which it reads, never rewrites: the values it
+resolves, such as the batch size, live here)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-from ecg_atlas.config import ServerConfig, default_batch_segments, default_encoder_workers
+from ecg_atlas.config import (
+    ServerConfig,
+    default_batch_segments,
+    default_encoder_workers,
+    default_preprocess_processes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,9 @@ class Runtime:
         self.max_batch_segments = 0
         self.encoder_workers = 0
         self.encoder_threads = 0  # torch threads per encoder worker (CPU)
-        self.preprocess = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="preprocess")
+        self.preprocessing = None  # prepare_pool.Preprocessing: the encoder's pipeline with the server's limits
+        self.prepare_pool = None  # prepare_pool.PreparePool when ECGs are preprocessed on worker processes
+        self.preprocess = None  # ThreadPoolExecutor running Ingest's preprocess-and-submit steps
         # Long analysis work runs here, off the RPC threads' hot path and never on an encoder worker.
         self.analysis = ThreadPoolExecutor(ANALYSIS_WORKERS, thread_name_prefix="analysis")
 
@@ -42,6 +50,7 @@ class Runtime:
         from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
         from ecg_atlas.embedder.resolver import load_encoder
         from ecg_atlas.index import EncoderIdentity, Store
+        from ecg_atlas.prepare_pool import PreparePool, Preprocessing
 
         # The report of every ECG lists its zero-filled leads; a process-wide warning adds nothing.
         warnings.filterwarnings("ignore", category=MissingLeadsWarning)
@@ -65,6 +74,18 @@ class Runtime:
             # worker's ops run on a team of that many threads.
             self.encoder_threads = max(1, cores // self.encoder_workers)
             torch.set_num_threads(self.encoder_threads)
+        self.preprocessing = Preprocessing(self.encoder.preprocessing, cfg.min_leads, cfg.max_ecg_duration_s)
+        processes = cfg.preprocess_processes
+        if processes is None:
+            processes = default_preprocess_processes(device, cores)
+        threads = cfg.preprocess_workers
+        if processes:
+            self.prepare_pool = PreparePool(self.preprocessing, processes)
+            self.prepare_pool.warm_up()
+            # the threads only hand ECGs to the processes and wait: two per process keep each busy
+            threads = max(threads, 2 * processes)
+            log.info("preprocessing on %d worker processes (%s)", processes, self.prepare_pool.prefix)
+        self.preprocess = ThreadPoolExecutor(threads, thread_name_prefix="preprocess")
         self.batcher = BatchingEncoder(self.encoder, max_batch_segments=self.max_batch_segments,
                                        max_queue_delay_ms=cfg.max_queue_delay_ms,
                                        max_queue_segments=cfg.max_queue_segments,
@@ -75,7 +96,10 @@ class Runtime:
 
     def close(self) -> None:
         self.ready.clear()
-        self.preprocess.shutdown(wait=True)
+        if self.preprocess is not None:
+            self.preprocess.shutdown(wait=True)
+        if self.prepare_pool is not None:
+            self.prepare_pool.close()
         self.analysis.shutdown(wait=True)
         if self.batcher is not None:
             self.batcher.stop()

@@ -8,7 +8,7 @@ import pytest
 
 from ecg_atlas.bulk.shards import identity_of, shard_files
 from ecg_atlas.cli import main as cli_main
-from ecg_atlas.errors import EncoderMismatchError
+from ecg_atlas.errors import EncoderMismatchError, StoreError
 from ecg_atlas.index import Store
 from ecg_atlas.index.store import EncoderIdentity
 from tests.service.conftest import corpus_server, start_server  # noqa: F401 - the ingested reference server
@@ -42,6 +42,7 @@ def test_a_store_built_by_import_answers_searches_as_one_built_by_ingest(corpus_
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             done = imported.import_shards([folder.name])  # relative to the data root
             assert (done["inserted"], done["refused"]) == (summary.embedded, summary.refused)
+            assert sum(done["refusals"].values()) == summary.refused  # per reason code, over the wire
             assert imported.info()["ecg_count"] == ingested.info()["ecg_count"]
             queries = sorted(imported.suggest_ids("", limit=200))[::8]
             for query in queries:
@@ -52,3 +53,76 @@ def test_a_store_built_by_import_answers_searches_as_one_built_by_ingest(corpus_
                     assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
     finally:
         server.stop()
+
+
+def _rewrite_shard(source, target, change):
+    """Copy shard `source` to `target` with its record / segment vectors changed in place by `change`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    dim = table.schema.field("record_vector").type.list_size
+    records = table.column("record_vector").combine_chunks().flatten().to_numpy().reshape(-1, dim).copy()
+    segments = table.column("segment_vectors").combine_chunks()
+    segment_values = segments.flatten().flatten().to_numpy().reshape(-1, dim).copy()
+    change(records, segment_values, segments.offsets.to_numpy())
+    vector_type = pa.list_(pa.float32(), dim)
+    table = table.set_column(table.schema.get_field_index("record_vector"), "record_vector",
+                             pa.FixedSizeListArray.from_arrays(pa.array(records.ravel()), type=vector_type,
+                                                               mask=table.column("record_vector").combine_chunks().is_null()))
+    table = table.set_column(table.schema.get_field_index("segment_vectors"), "segment_vectors",
+                             pa.ListArray.from_arrays(segments.offsets, pa.FixedSizeListArray.from_arrays(
+                                 pa.array(segment_values.ravel()), type=vector_type), mask=segments.is_null()))
+    pq.write_table(table, target)
+    return table
+
+
+def test_import_refuses_rows_whose_vectors_cannot_be_searched(corpus_shards, tmp_path):
+    folder, summary, _ = corpus_shards
+    files = shard_files([folder])
+    bad = tmp_path / "shards"
+    bad.mkdir()
+    for file in files[1:]:
+        (bad / file.name).write_bytes(file.read_bytes())
+
+    def corrupt(records, segment_values, offsets):
+        records[0, 3] = np.nan
+        records[1] = 0.0
+        records[2, 0] = np.inf
+        segment_values[offsets[3] + 1, 5] = np.nan  # a segment vector of row 3: Ingest refuses it too
+
+    table = _rewrite_shard(files[0], bad / files[0].name, corrupt)
+    assert table.column("status").to_pylist()[:4] == ["embedded"] * 4
+    broken = table.column("ecg_id").to_pylist()[:4]
+    files = shard_files([bad])
+    with Store.open(tmp_path / "store") as store:
+        done = store.import_shards(files, identity=identity_of(files))
+        assert (done.inserted, done.skipped_existing) == (summary.embedded - 4, 0)
+        assert done.refused == summary.refused + 4
+        assert done.refusals["vector_not_finite"] == 3 and done.refusals["vector_all_zeros"] == 1
+        assert sum(done.refusals.values()) == done.refused
+        assert store.existing(broken) == set()
+        assert store.info().n_ecgs == store.info().n_index_entries == summary.embedded - 4
+        kept = table.slice(4, 1)
+        hit = store.search(kept.column("record_vector").combine_chunks().flatten().to_numpy()[None, :], k=1)[0][0]
+        assert (hit.ecg_id, round(hit.score, 5)) == (kept.column("ecg_id")[0].as_py(), 1.0)
+        again = store.import_shards(files, identity=identity_of(files))
+        assert (again.inserted, again.skipped_existing, again.refused) == (0, summary.embedded - 4, summary.refused + 4)
+
+
+def test_import_of_vectors_of_another_length_stores_nothing(corpus_shards, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder, summary, _ = corpus_shards
+    source = shard_files([folder])[0]
+    table = pq.read_table(source)
+    records = table.column("record_vector").combine_chunks()
+    values = records.values.to_numpy().reshape(-1, summary.dim)[:, :-1]
+    shorter = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), summary.dim - 1, mask=records.is_null())
+    target = tmp_path / "shard-000000.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("record_vector"), "record_vector", shorter), target)
+    with Store.open(tmp_path / "store") as store:
+        with pytest.raises(StoreError, match="record_vector"):
+            store.import_shards([target], identity=identity_of([target]))
+        assert store.info().n_ecgs == 0

@@ -10,6 +10,7 @@ from ecg_atlas.errors import StoreError
 from ecg_atlas.index import Store
 from ecg_atlas.index.backends import (
     FaissIVFPQ,
+    IVFPQParams,
     ShardedReplica,
     exact_top_k,
     ivfpq_params,
@@ -70,13 +71,36 @@ def test_ivfpq_store_reaches_its_recall_in_a_fraction_of_the_memory(derived_vect
 
 
 def test_memory_budget_chooses_the_code_size():
-    assert ivfpq_params(2_000_000, 768).m == 48  # default: one byte per 16 dimensions
-    roomy = ivfpq_params(2_000_000, 768, parse_memory("400MB"))
+    default = ivfpq_params(2_000_000, 768)  # the most exact code within 0.15 x the raw vectors
+    assert default.m == 0 and default.code_bytes(768) == 384 and default.describe() == "SQ4"
+    assert default.memory_bytes(2_000_000, 768) <= 0.15 * 2_000_000 * 768 * 4
+    roomy = ivfpq_params(2_000_000, 768, parse_memory("400MB"))  # 4-bit codes need 784 MB: PQ
     tight = ivfpq_params(2_000_000, 768, parse_memory("80MB"))
-    assert roomy.m > tight.m and roomy.memory_bytes(2_000_000, 768) <= 400e6
+    assert roomy.m > tight.m > 0 and roomy.memory_bytes(2_000_000, 768) <= 400e6
     assert tight.memory_bytes(2_000_000, 768) <= 80e6
+    assert ivfpq_params(2_000_000, 768, parse_memory("1GB")).m == 0
     with pytest.raises(StoreError, match="--index-memory"):
         ivfpq_params(2_000_000, 768, parse_memory("10MB"))
+
+
+def test_tuning_reranks_more_candidates_where_a_wider_probe_stops_paying(derived_vectors):
+    """Codes too coarse for the recall: tuning stops widening the probe once doubling it gains
+    nothing and re-ranks more candidates instead, and the recall it reports is the recall."""
+    base, _ = derived_vectors
+    rng = np.random.default_rng(1)  # 6,000 vectors around 6 ECGs: neighbours differ in fine detail
+    x = base[rng.integers(6, size=6000)] + rng.normal(0, 0.02 / np.sqrt(base.shape[1]), (6000, base.shape[1]))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    params = IVFPQParams(ivfpq_params(len(x), x.shape[1]).nlist, m=8)
+    index = FaissIVFPQ.train(x.shape[1], x, params)
+    index.use_exact_vectors(lambda wanted: x[wanted])
+    index.add(np.arange(len(x), dtype=np.int64), x)
+    queries, ids = x[:100], np.arange(100)
+    _, truth = exact_top_k(queries, x, np.arange(len(x)), 11)
+    index.tune(queries, ids, truth)
+    assert index.refine_factor > 10 and index.nprobe < params.nlist
+    _, found = index.search(queries, 11)
+    measured = np.mean([len(set(f[f != i][:10]) & set(t[t != i][:10])) / 10 for f, t, i in zip(found, truth, ids)])
+    assert abs(measured - index.recall_at_10) < 1e-3
 
 
 def test_sharded_replica_answers_as_the_single_index(derived_vectors):
@@ -111,3 +135,43 @@ def test_sharded_replica_answers_as_the_single_index(derived_vectors):
 
 def faiss_centroids(index: FaissIVFPQ) -> np.ndarray:
     return index.index.quantizer.reconstruct_n(0, index.index.nlist)
+
+
+def test_sharded_replica_searches_take_turns_and_large_k_goes_to_the_cpu_index(derived_vectors):
+    """FAISS GPU resources serve one call at a time, and GPU IVF-PQ refuses k or nprobe past
+    2,048: a search waits for the one in flight, and a larger candidate count is answered by the
+    CPU index instead of the replica (CPU stand-ins for the GPU shards)."""
+    import threading
+
+    x, _ = derived_vectors
+    placed_searches = []
+
+
+    def cpu_stand_in(shard, device):
+        placed_searches.append(device)
+        return shard
+
+    index = FaissIVFPQ.train(x.shape[1], x, ivfpq_params(len(x), x.shape[1]), replica=([0, 1], cpu_stand_in))
+    index.use_exact_vectors(lambda wanted: x[wanted])
+    index.add(np.arange(len(x), dtype=np.int64), x)
+    index.nprobe = 4
+    index.search(x[:2], 10)
+    replica = index._replica
+    assert replica is not None and placed_searches == [0, 1]
+
+    finished = threading.Event()
+    with replica._lock:  # a search in flight on the GPUs
+        worker = threading.Thread(target=lambda: (index.search(x[:2], 10), finished.set()))
+        worker.start()
+        assert not finished.wait(0.5), "a second search ran on the shared GPU resources at once"
+    worker.join(30)
+    assert finished.is_set()
+
+    index.refine_factor = 300  # 10 × 300 = 3,000 candidates: past the GPU limit
+    answers = []
+    with replica._lock:  # the replica is busy, but the CPU index does not need it
+        worker = threading.Thread(target=lambda: answers.append(index.search(x[:2], 10)))
+        worker.start()
+        worker.join(30)
+        assert answers, "a search past the GPU's k limit waited for the GPU replica"
+    assert list(answers[0][1][:, 0]) == [0, 1]

@@ -845,15 +845,24 @@ class ImportRequest(_message.Message):
     def __init__(self, shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImportResponse(_message.Message):
-    __slots__ = ("inserted", "skipped_existing", "refused", "files", "timing")
+    __slots__ = ("inserted", "skipped_existing", "refused", "files", "refusals", "timing")
+    class RefusalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     INSERTED_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_EXISTING_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     inserted: int
     skipped_existing: int
     refused: int
     files: int
+    refusals: _containers.ScalarMap[str, int]
     timing: Timing
-    def __init__(self, inserted: _Optional[int] = ..., skipped_existing: _Optional[int] = ..., refused: _Optional[int] = ..., files: _Optional[int] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    def __init__(self, inserted: _Optional[int] = ..., skipped_existing: _Optional[int] = ..., refused: _Optional[int] = ..., files: _Optional[int] = ..., refusals: _Optional[_Mapping[str, int]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
