@@ -7,7 +7,9 @@ core, Parquet import, and IVF-PQ at the largest size this machine holds.
 * **embed**: the whole sample corpus (../shared/data/ecg) with the bundled encoder, first through
   ``ecg-atlas embed`` (one process: its own ``seconds``, model loading excluded), then through
   ``--engine ray``'s job on a fresh local Ray cluster with every core (``seconds`` of the job:
-  actor start and model loading included; cluster start reported apart), in the same run.
+  actor start and model loading included; cluster start reported apart), in the same run; also
+  each side's wall time with its fixed costs. ``--embed-copies N``: the corpus N times over (a
+  longer job, over symbolic links to the same files).
 * **readers**: every ECG of the sample corpus and of ../shared/data/formats, read and put through
   ECG-FM's pipeline in this one process (one core), grouped by reader; CPU seconds per 10 s of ECG,
   hence 10-s ECGs/s per core, hence the cores that keep one H100 fed at 6,000 ECGs/s.
@@ -57,12 +59,28 @@ NOISE = 0.05
 GRPC_SERVER_MS_PER_ECG = 2.0
 
 
-def embed_part(workdir: Path) -> dict:
+def corpus_copies(workdir: Path, copies: int) -> Path:
+    """The sample corpus `copies` times over (copy1/…, copy2/…: distinct ECG ids), as symbolic links
+    to its files: a longer job over the same ECGs, with nothing copied."""
+    if copies == 1:
+        return CORPUS
+    root = workdir / "corpus"
+    for i in range(1, copies + 1):
+        for file in CORPUS.rglob("*"):
+            if file.is_file():
+                link = root / f"copy{i}" / file.relative_to(CORPUS)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(file)
+    return root
+
+
+def embed_part(workdir: Path, copies: int = 1) -> dict:
     from ecg_atlas.bulk.ray_job import JobOptions, inputs_from_paths, run_job
 
+    corpus = corpus_copies(workdir, copies)
     single_out = workdir / "single.parquet"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "ecg_atlas.cli", "embed", str(CORPUS), "--out", str(single_out),
+    done = subprocess.run([sys.executable, "-m", "ecg_atlas.cli", "embed", str(corpus), "--out", str(single_out),
                            "--device", "cpu", "--json"], capture_output=True, text=True, check=True)
     single_wall = time.perf_counter() - started  # interpreter, imports and model load included
     single = json.loads(done.stdout)
@@ -72,7 +90,7 @@ def embed_part(workdir: Path) -> dict:
     ray.init(include_dashboard=False, log_to_driver=False)
     cluster_start = time.perf_counter() - t
     try:
-        inputs = inputs_from_paths([CORPUS])
+        inputs = inputs_from_paths([corpus])
         t = time.perf_counter()
         summary = run_job(inputs, workdir / "shards", JobOptions(), progress=False)
         ray_wall = time.perf_counter() - t
@@ -80,7 +98,7 @@ def embed_part(workdir: Path) -> dict:
         ray.shutdown()
     handled = summary.embedded + summary.refused
     return {
-        "ecgs": handled, "encoder": single["model_id"],
+        "ecgs": handled, "corpus_copies": copies, "encoder": single["model_id"],
         "single_process": {"seconds": single["seconds"], "ecgs_per_s": round(handled / single["seconds"], 2),
                            "segments_per_s": single["segments_per_s"],
                            "wall_seconds_with_start": round(single_wall, 2)},
@@ -328,6 +346,8 @@ def main() -> None:
     ap.add_argument("--real-cache", type=Path, default=None,
                     help="keep the real embeddings in this .npy and reuse them when it exists (they take minutes)")
     ap.add_argument("--import-rows", type=int, default=200_000)
+    ap.add_argument("--embed-copies", type=int, default=1,
+                    help="embed the sample corpus this many times over (symbolic links): a longer job")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     parts = args.parts.split(",")
@@ -335,7 +355,7 @@ def main() -> None:
               "processor": platform.processor() or platform.machine(), "command": " ".join(sys.argv)}
     with tempfile.TemporaryDirectory(prefix="ecg-atlas-scale-") as tmp:
         work = Path(tmp)
-        steps = {"embed": lambda: embed_part(work), "readers": readers_part,
+        steps = {"embed": lambda: embed_part(work, args.embed_copies), "readers": readers_part,
                  "import": lambda: [import_part(work, args.import_rows, segments) for segments in (2, 0)],
                  "ivfpq": lambda: ivfpq_part(args.ivfpq_n, args.real, memory=args.index_memory, cache=args.real_cache)}
         for name in parts:
