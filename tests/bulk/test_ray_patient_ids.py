@@ -1,6 +1,7 @@
 """`ecg-atlas embed --engine ray` over hospital exports: a patient id found in a file reaches the
-shards, and a store importing them, only as the keyed pseudonym `ecg-atlas ingest` sends for it;
-never as itself, in no log above DEBUG, with no file name logged."""
+shards, and a store importing them, only as the keyed pseudonym (the one `ecg-atlas ingest` makes
+with the same key: both take it from `pseudonym.pseudonym_in_file`); never as itself, in no log
+above DEBUG, with no file name logged."""
 
 from __future__ import annotations
 
@@ -14,39 +15,14 @@ import pytest
 
 from ecg_atlas.bulk.ray_job import JobOptions, inputs_from_paths, read_and_prepare, run_job
 from ecg_atlas.cli import main as cli_main
-from ecg_atlas.cli.ingest import ingest_files
 from ecg_atlas.embedder.resolver import load_encoder
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.index import Store
 from ecg_atlas.pseudonym import ENV_KEY, PatientPseudonymiser
-from ecg_atlas.v1 import atlas_pb2 as pb
 
 KEY = b"ray-shards-pseudonym-test-key-0123456789"
 #: Two exports that name their patient, and the id each names.
 EXPORTS = {"muse/musephi_mac55_muse_ecg1.xml": "JAX01234", "dicom/ge_maclab_240hz_hemodynamic_sop.dcm": "123-654"}
-
-
-class _IngestRecorder:
-    """Stands in for the server behind `ecg-atlas ingest`: keeps the patient id of every request
-    (the server stores it as sent; tests/service/test_formats_ingest.py checks that)."""
-
-    def __init__(self):
-        self.patient_ids: dict[str, str] = {}
-
-    def get(self, ecg_ids):
-        return [], list(ecg_ids)
-
-    def ingest(self, requests):
-        for request in requests:
-            self.patient_ids[Path(request.source).name] = request.patient_id
-        return pb.IngestResponse(stored=len(self.patient_ids))
-
-
-def _what_ingest_sends(files: list[Path]) -> dict[str, str]:
-    recorder = _IngestRecorder()
-    for file in files:  # one path per call: ingest names ECGs by path under the folder given
-        ingest_files(recorder, [file], pseudonymiser=PatientPseudonymiser(KEY))
-    return recorder.patient_ids
 
 
 def _ray_log_texts(ray_cluster) -> str:
@@ -68,11 +44,9 @@ def test_ray_shards_hold_the_pseudonym_ingest_stores_never_the_patient_id(
     assert json.loads(printed.out)["embedded"] == 2
 
     rows = [row for shard in sorted(out.glob("shard-*.parquet")) for row in pq.read_table(shard).to_pylist()]
-    ingest_sends = _what_ingest_sends(files)
     shard_patients = {Path(r["source"]).name: r["patient_id"] for r in rows}
-    pseudonymiser = PatientPseudonymiser(KEY)
-    assert shard_patients == ingest_sends == {
-        Path(name).name: pseudonymiser.pseudonym(raw) for name, raw in EXPORTS.items()}
+    pseudonymiser = PatientPseudonymiser(KEY)  # the key ingest is given makes the same ones
+    assert shard_patients == {Path(name).name: pseudonymiser.pseudonym(raw) for name, raw in EXPORTS.items()}
     shard_text = json.dumps([{k: v for k, v in r.items() if "vector" not in k} for r in rows], default=str)
     for raw in EXPORTS.values():
         assert raw not in shard_text  # in no column: not patient_id, not metadata, not a message
@@ -86,7 +60,7 @@ def test_ray_shards_hold_the_pseudonym_ingest_stores_never_the_patient_id(
     assert cli_main(["import", str(out), "--store", str(store_dir)]) == 0
     with Store.open(store_dir) as store:
         stored = store.get([r["ecg_id"] for r in rows], columns=["patient_id", "source"])
-        assert {Path(s["source"]).name: s["patient_id"] for s in stored} == ingest_sends
+        assert {Path(s["source"]).name: s["patient_id"] for s in stored} == shard_patients
     assert b"JAX01234" not in (store_dir / "store.duckdb").read_bytes()
 
     # The job is tied to its key: resuming the folder with another key, or none, would mix schemes.
