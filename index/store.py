@@ -835,9 +835,8 @@ class Store:
         In one transaction, every embedded row whose ecg_id the store does not hold yet is
         inserted (importing the same shards twice changes nothing); the shards' refusals are
         counted, not stored, and so are embedded rows whose record vector is all zeros or whose
-        vectors hold NaN or infinity (reason codes ``vector_all_zeros`` / ``vector_not_finite``,
-        `shard_rows`:
-        Ingest refuses such vectors too). ``metadata.<key>`` columns become user columns by the
+        vectors hold NaN or infinity (reason codes ``vector_all_zeros`` / ``vector_not_finite``
+        from `shard_rows`; Ingest refuses such vectors too). ``metadata.<key>`` columns become user columns by the
         same typing rules as `upsert`. The write lock is held for the insert only: the index over
         the new rows is built beside the live one (searches go on), from the vectors the insert
         read (the ivfpq kind, which holds no full vectors, reads them back from DuckDB), and
@@ -1120,8 +1119,10 @@ class Store:
         """The stored copy of an ECG's samples, or None when the store kept none for it.
         Raises NotFoundError when the ECG is not stored."""
         with self._lock.read():
-            if self._identity is None or not self._has_signal_table:
-                if self._identity is None or not self._existing([ecg_id]):
+            if self._identity is None:
+                raise NotFoundError(f"ecg_id {ecg_id!r} is not in the store")
+            if not self._has_signal_table:
+                if not self._existing([ecg_id]):
                     raise NotFoundError(f"ecg_id {ecg_id!r} is not in the store")
                 return None
             # one lookup answers both: is the ECG stored, and did the store keep its samples

@@ -3,9 +3,10 @@
 The shards are read once (pyarrow) and streamed into DuckDB in one transaction; ECGs the store
 holds already are skipped (importing twice is harmless); rows whose vectors hold NaN or infinity,
 or are all zeros, are refused with the shards' own refusals, counted per reason. The shards'
-encoder must be the store's. The search index is built once, at the end. When a running server holds the store, the import goes through it (the ``Import`` RPC):
-the server then reads the shards itself, so they must lie under one of its ``--data-root``
-folders (name them as the server sees them: absolute inside a root, or relative to one).
+encoder must be the store's. The search index is built once, at the end. When a running server
+holds the store, the import goes through it (the ``Import`` RPC): the server then reads the
+shards itself, so they must lie under one of its ``--data-root`` folders (name them as the
+server sees them: absolute inside a root, or relative to one).
 """
 
 from __future__ import annotations
