@@ -2,21 +2,25 @@
 core, Parquet import, and IVF-PQ at the largest size this machine holds.
 
     python benchmarks/scale.py [--parts embed,readers,import,ivfpq] [--ivfpq-n 2000000]
-                               [--import-rows 200000] [--json runs/scale.json]
+                               [--import-rows 200000] [--import-segments 2,0] [--json runs/scale.json]
 
 * **embed**: the whole sample corpus (../shared/data/ecg) with the bundled encoder, first through
   ``ecg-atlas embed`` (one process: its own ``seconds``, model loading excluded), then through
   ``--engine ray``'s job on a fresh local Ray cluster with every core (``seconds`` of the job:
   actor start and model loading included; cluster start reported apart), in the same run; also
   each side's wall time with its fixed costs. ``--embed-copies N``: the corpus N times over (a
-  longer job, over symbolic links to the same files).
+  longer job, over symbolic links to the same files). ``--embed-repeats N``: N runs of each
+  path, alternating, and the ratios of their medians (single runs on this VM vary by ±15 %).
 * **readers**: every ECG of the sample corpus and of ../shared/data/formats, read and put through
   ECG-FM's pipeline in this one process (one core), grouped by reader; CPU seconds per 10 s of ECG,
   hence 10-s ECGs/s per core, hence the cores that keep one H100 fed at 6,000 ECGs/s.
 * **import**: shards of `--import-rows` rows of 768-d record vectors, with 2 segment vectors each
   (as a 10-s ECG has) and without, written as ``embed --engine ray`` writes them, imported into a new store by
   ``Store.import_shards``: DuckDB insert and the index build timed apart. Vector values are random
-  (the insert does not look at them).
+  (the insert does not look at them). Reference, same run and shards: the read alone
+  (`ShardRows`) and raw DuckDB alone (the same rows from memory into a table of the store's
+  layout), each in wall and CPU seconds, and the ceiling they set together on this machine's
+  cores (`insert_vs_ceiling`: the import's insert rate as a fraction of it).
 * **ivfpq**: `--ivfpq-n` 768-d vectors derived from real ECG embeddings (below), the `ivfpq` index
   kind built as a store builds it (``new_index`` + ``tune``), re-ranking with the exact float
   vectors held in memory here (a store reads them from DuckDB); recall@10 on held-out queries
@@ -74,17 +78,59 @@ def corpus_copies(workdir: Path, copies: int) -> Path:
     return root
 
 
-def embed_part(workdir: Path, copies: int = 1) -> dict:
-    from ecg_atlas.bulk.ray_job import JobOptions, inputs_from_paths, run_job
-
+def embed_part(workdir: Path, copies: int = 1, repeats: int = 1) -> dict:
+    """`repeats` runs of each path, alternating (single, Ray, single, Ray, ...): the figures are
+    medians, each run's figures are kept."""
     corpus = corpus_copies(workdir, copies)
-    single_out = workdir / "single.parquet"
+    runs = []
+    for run in range(repeats):
+        single = single_embed(corpus, workdir / f"single-{run}.parquet")
+        ray_run = ray_embed(corpus, workdir / f"shards-{run}")
+        runs.append({"single_process": single, "ray": ray_run,
+                     "ray_vs_single": round(ray_run["ecgs_per_s"] / single["ecgs_per_s"], 3),
+                     "ray_vs_single_with_start": round(single["wall_seconds_with_start"]
+                                                       / ray_run["wall_seconds_without_cluster_start"], 3)})
+        print(f"embed run {run + 1}/{repeats}: Ray / single {runs[-1]['ray_vs_single']} by throughput, "
+              f"{runs[-1]['ray_vs_single_with_start']} with each side's start", flush=True)
+
+    def median(side: str, key: str) -> float:
+        return float(np.median([r[side][key] for r in runs]))
+
+    return {
+        "ecgs": runs[0]["ray"]["ecgs"], "corpus_copies": copies, "encoder": runs[0]["single_process"]["encoder"],
+        "repeats": repeats, "runs": runs,
+        "single_process_ecgs_per_s_median": median("single_process", "ecgs_per_s"),
+        "ray_ecgs_per_s_median": median("ray", "ecgs_per_s"),
+        # by throughput: each path's own seconds (single: model loading excluded; Ray: the job's,
+        # actor start and model load included)
+        "ray_vs_single": round(median("ray", "ecgs_per_s") / median("single_process", "ecgs_per_s"), 3),
+        # both with their fixed costs: the command's start, imports and model load against the
+        # job's actor start and model load (the cluster already up)
+        "ray_vs_single_with_start": round(median("single_process", "wall_seconds_with_start")
+                                          / median("ray", "wall_seconds_without_cluster_start"), 3),
+    }
+
+
+def single_embed(corpus: Path, out: Path) -> dict:
+    """`ecg-atlas embed` in its own process: its reported seconds (model loading excluded) and
+    the command's wall time (interpreter, imports and model load included)."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "ecg_atlas.cli", "embed", str(corpus), "--out", str(single_out),
+    done = subprocess.run([sys.executable, "-m", "ecg_atlas.cli", "embed", str(corpus), "--out", str(out),
                            "--device", "cpu", "--json"], capture_output=True, text=True, check=True)
-    single_wall = time.perf_counter() - started  # interpreter, imports and model load included
+    wall = time.perf_counter() - started
     single = json.loads(done.stdout)
+    handled = single["embedded"] + single["refused"]
+    return {"encoder": single["model_id"], "seconds": single["seconds"],
+            "ecgs_per_s": round(handled / single["seconds"], 2), "segments_per_s": single["segments_per_s"],
+            "wall_seconds_with_start": round(wall, 2)}
+
+
+def ray_embed(corpus: Path, out: Path) -> dict:
+    """`--engine ray`'s job on a fresh local Ray cluster with every core: the job's seconds
+    (actor start and model loading included), its wall time from the driver, the cluster's start."""
     import ray
+
+    from ecg_atlas.bulk.ray_job import JobOptions, inputs_from_paths, run_job
 
     t = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False)
@@ -92,24 +138,13 @@ def embed_part(workdir: Path, copies: int = 1) -> dict:
     try:
         inputs = inputs_from_paths([corpus])
         t = time.perf_counter()
-        summary = run_job(inputs, workdir / "shards", JobOptions(), progress=False)
-        ray_wall = time.perf_counter() - t
+        summary = run_job(inputs, out, JobOptions(), progress=False)
+        wall = time.perf_counter() - t
     finally:
         ray.shutdown()
-    handled = summary.embedded + summary.refused
-    return {
-        "ecgs": handled, "corpus_copies": copies, "encoder": single["model_id"],
-        "single_process": {"seconds": single["seconds"], "ecgs_per_s": round(handled / single["seconds"], 2),
-                           "segments_per_s": single["segments_per_s"],
-                           "wall_seconds_with_start": round(single_wall, 2)},
-        "ray": {"seconds": summary.seconds, "wall_seconds_without_cluster_start": round(ray_wall, 2),
-                "cluster_start_seconds": round(cluster_start, 2), "ecgs_per_s": summary.ecgs_per_s,
-                "actors": summary.actors, "dtype": summary.dtype},
-        "ray_vs_single": round(summary.ecgs_per_s / (handled / single["seconds"]), 3),
-        # both with their fixed costs: the command's start, imports and model load against the
-        # job's actor start and model load (the cluster already up)
-        "ray_vs_single_with_start": round(single_wall / ray_wall, 3),
-    }
+    return {"ecgs": summary.embedded + summary.refused, "seconds": summary.seconds,
+            "wall_seconds_without_cluster_start": round(wall, 2), "cluster_start_seconds": round(cluster_start, 2),
+            "ecgs_per_s": summary.ecgs_per_s, "actors": summary.actors, "dtype": summary.dtype}
 
 
 def readers_part() -> dict:
@@ -201,12 +236,60 @@ def import_part(workdir: Path, rows: int, segments: int, dim: int = 768) -> dict
         total = time.perf_counter() - t
         cpu = time.process_time() - cpu
     insert_seconds = timings["insert_done"] - t
+    ceiling = import_ceiling(workdir / f"ceiling_{segments}", files, dim)
     return {"rows": rows, "dim": dim, "segment_vectors_per_row": segments, "shard_files": len(files),
             "parquet_mb": round(size / 1e6, 1), "shard_write_seconds": round(write_seconds, 1),
             "inserted": result.inserted, "insert_seconds": round(insert_seconds, 2),
             "insert_rows_per_s": round(rows / insert_seconds), "with_index_build_seconds": round(total, 2),
             "with_index_build_rows_per_s": round(rows / total), "import_cpu_seconds": round(cpu, 1),
-            "load_average_1m_after": round(os.getloadavg()[0], 2)}
+            "load_average_1m_after": round(os.getloadavg()[0], 2), **ceiling,
+            "insert_vs_ceiling": round(rows / insert_seconds / ceiling["ceiling_rows_per_s"], 2)}
+
+
+def import_ceiling(folder: Path, files: list[Path], dim: int) -> dict:
+    """The import's two halves alone, on the same shards, and the rate they bound together.
+
+    read: `ShardRows` decoding and checking every row (as the import does, vectors kept for the
+    index build); insert: raw DuckDB appending the same rows, already in memory, to a new table of
+    the store's layout and settings. Each side's wall and CPU seconds; the ceiling is the rate at
+    which both could run if they overlapped perfectly on this machine's cores:
+    rows / max(read wall, insert wall, (read CPU + insert CPU) / cores).
+    """
+    import duckdb
+    import pyarrow as pa
+
+    from ecg_atlas.index import schema
+    from ecg_atlas.index.shard_rows import ShardRows
+    from ecg_atlas.index.store import FLOAT_CODECS_OFF
+
+    def rows(keep_vectors: bool) -> ShardRows:
+        return ShardRows([str(f) for f in files], dim, {}, pa.array([], pa.string()), 1, keep_vectors=keep_vectors)
+
+    read = rows(keep_vectors=True)
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = sum(batch.num_rows for batch in read.reader())
+    read_wall, read_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    del read
+    batches = list(rows(keep_vectors=False).reader())
+    folder.mkdir()
+    con = duckdb.connect(str(folder / "raw.duckdb"), config={"memory_limit": "4GB"})
+    try:
+        con.execute("SET wal_autocheckpoint = '256MB'")
+        con.execute(f"SET disabled_compression_methods = '{FLOAT_CODECS_OFF}'")
+        con.execute(schema.table_ddl(dim))
+        con.register("batches", pa.RecordBatchReader.from_batches(batches[0].schema, iter(batches)))
+        columns = ", ".join(f'"{name}"' for name in batches[0].schema.names)
+        wall, cpu = time.perf_counter(), time.process_time()
+        con.execute("BEGIN")
+        con.execute(f"INSERT INTO ecg ({columns}) SELECT * FROM batches")
+        con.execute("COMMIT")
+        insert_wall, insert_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        con.close()
+    bound = max(read_wall, insert_wall, (read_cpu + insert_cpu) / os.cpu_count())
+    return {"read_alone_seconds": round(read_wall, 2), "read_alone_cpu_seconds": round(read_cpu, 2),
+            "duckdb_alone_seconds": round(insert_wall, 2), "duckdb_alone_cpu_seconds": round(insert_cpu, 2),
+            "ceiling_rows_per_s": round(n / bound)}
 
 
 def real_embeddings(n_windows: int) -> np.ndarray:
@@ -346,8 +429,12 @@ def main() -> None:
     ap.add_argument("--real-cache", type=Path, default=None,
                     help="keep the real embeddings in this .npy and reuse them when it exists (they take minutes)")
     ap.add_argument("--import-rows", type=int, default=200_000)
+    ap.add_argument("--import-segments", default="2,0",
+                    help="segment vectors per imported row, one import per value (comma-separated)")
     ap.add_argument("--embed-copies", type=int, default=1,
                     help="embed the sample corpus this many times over (symbolic links): a longer job")
+    ap.add_argument("--embed-repeats", type=int, default=1,
+                    help="runs of each path, alternating; the ratios are of the medians")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     parts = args.parts.split(",")
@@ -355,8 +442,9 @@ def main() -> None:
               "processor": platform.processor() or platform.machine(), "command": " ".join(sys.argv)}
     with tempfile.TemporaryDirectory(prefix="ecg-atlas-scale-") as tmp:
         work = Path(tmp)
-        steps = {"embed": lambda: embed_part(work, args.embed_copies), "readers": readers_part,
-                 "import": lambda: [import_part(work, args.import_rows, segments) for segments in (2, 0)],
+        steps = {"embed": lambda: embed_part(work, args.embed_copies, args.embed_repeats), "readers": readers_part,
+                 "import": lambda: [import_part(work, args.import_rows, int(segments))
+                                            for segments in args.import_segments.split(",")],
                  "ivfpq": lambda: ivfpq_part(args.ivfpq_n, args.real, memory=args.index_memory, cache=args.real_cache)}
         for name in parts:
             t = time.perf_counter()

@@ -38,12 +38,14 @@ import pickle
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from ecg_atlas.embedder.prefetch import prefetch
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.pseudonym import PatientPseudonymiser, load_pseudonymiser, pseudonym_in_file
 
@@ -53,6 +55,10 @@ from .shards import SHARD_PATTERN, ShardItem, encoder_identity, shard_table, wri
 JOB_FILE = "job.json"
 #: Records per read/preprocess task call.
 READ_BATCH = 16
+#: ECGs per call of a CPU encoder actor (at least --batch-size; one block per call). Each call
+#: ends with one partial forward pass; batches of --batch-size ECGs cut from blocks of ~34 made
+#: two calls per block, one of them a couple of ECGs (BENCHMARKS.md, Scale).
+CPU_CALL_ECGS = 128
 
 
 @dataclass(frozen=True)
@@ -188,43 +194,54 @@ def read_and_prepare(batch: dict, *, prepare: Callable, min_leads: int | None,
     `prepare` is the encoder's own pipeline (``BaseEncoder.preprocessing``: a module-level
     function; no weights are needed, so no encoder is shipped to the readers).
     """
+    reads = [_read_row(batch, i, prepare, min_leads, pseudonymiser) for i in range(len(batch["position"]))]
+    return _prepared_columns(batch["position"], reads)
+
+
+@dataclass
+class _Read:
+    """One row of step 1: its windows and what the file says, or its refusal."""
+
+    windows: np.ndarray
+    reason: str = ""
+    message: str = ""
+    fs: float = np.nan
+    lead_names: list = field(default_factory=list)
+    duration_s: float = np.nan
+    file_metadata: dict = field(default_factory=dict)
+    file_patient: str = ""
+
+
+def _read_row(batch: dict, i: int, prepare: Callable, min_leads: int | None,
+              pseudonymiser: PatientPseudonymiser | None) -> _Read:
     from ecg_atlas.cli.ingest import HEADER_FIELDS
     from ecg_atlas.embedder.discover import ECGSource, read_source
 
-    kwargs = {} if min_leads is None else {"min_leads": min_leads}
-    n = len(batch["position"])
-    windows, reasons, messages = [], [], []
-    fs, leads, duration, extra, patients = [], [], [], [], []
-    for i in range(n):
-        row = None if batch["row"][i] < 0 else int(batch["row"][i])
-        source = ECGSource(Path(batch["path"][i]), str(batch["ecg_id"][i]), row)
-        try:
-            rec = read_source(source)
-            patients.append(pseudonym_in_file(rec, pseudonymiser) or "")
-            fs.append(rec.fs)
-            leads.append(list(rec.lead_names))
-            duration.append(rec.duration_s)
-            extra.append({k: rec.metadata[k] for k in HEADER_FIELDS if rec.metadata.get(k) not in (None, [], "")})
-            windows.append(np.ascontiguousarray(prepare(rec, **kwargs).segments, dtype=np.float32))
-            reasons.append("")
-            messages.append("")
-        except Exception as exc:  # noqa: BLE001 - one bad file is a refusal, never a failed job
-            expected = isinstance(exc, (AtlasError, ValueError, OSError))
-            reasons.append(getattr(exc, "reason", None) or ("unreadable" if expected else "internal_error"))
-            messages.append(str(exc) if expected else f"{type(exc).__name__}: {exc}")
-            windows.append(np.zeros((0, 1, 1), np.float32))
-            for column in (fs, leads, duration, extra, patients):
-                del column[i:]
-            fs.append(np.nan)
-            leads.append([])
-            duration.append(np.nan)
-            extra.append({})
-            patients.append("")
-    recorded = [pickle.dumps(e) for e in extra]
-    return {"position": batch["position"], "windows": _objects(windows), "reason": np.array(reasons, object),
-            "message": np.array(messages, object), "fs": np.array(fs, np.float64),
-            "lead_names": _objects(leads), "duration_s": np.array(duration, np.float64),
-            "file_metadata": _objects(recorded), "file_patient": np.array(patients, object)}
+    row = None if batch["row"][i] < 0 else int(batch["row"][i])
+    source = ECGSource(Path(batch["path"][i]), str(batch["ecg_id"][i]), row)
+    try:
+        rec = read_source(source)
+        patient = pseudonym_in_file(rec, pseudonymiser) or ""
+        extra = {k: rec.metadata[k] for k in HEADER_FIELDS if rec.metadata.get(k) not in (None, [], "")}
+        kwargs = {} if min_leads is None else {"min_leads": min_leads}
+        windows = np.ascontiguousarray(prepare(rec, **kwargs).segments, dtype=np.float32)
+        return _Read(windows, fs=rec.fs, lead_names=list(rec.lead_names), duration_s=rec.duration_s,
+                     file_metadata=extra, file_patient=patient)
+    except Exception as exc:  # noqa: BLE001 - one bad file is a refusal, never a failed job
+        expected = isinstance(exc, (AtlasError, ValueError, OSError))
+        return _Read(np.zeros((0, 1, 1), np.float32),
+                     reason=getattr(exc, "reason", None) or ("unreadable" if expected else "internal_error"),
+                     message=str(exc) if expected else f"{type(exc).__name__}: {exc}")
+
+
+def _prepared_columns(position: np.ndarray, reads: Sequence[_Read]) -> dict:
+    return {"position": position, "windows": _objects([r.windows for r in reads]),
+            "reason": np.array([r.reason for r in reads], object),
+            "message": np.array([r.message for r in reads], object),
+            "fs": np.array([r.fs for r in reads], np.float64), "lead_names": _objects([r.lead_names for r in reads]),
+            "duration_s": np.array([r.duration_s for r in reads], np.float64),
+            "file_metadata": _objects([pickle.dumps(r.file_metadata) for r in reads]),
+            "file_patient": np.array([r.file_patient for r in reads], object)}
 
 
 def _objects(values: Sequence) -> np.ndarray:
@@ -235,8 +252,9 @@ def _objects(values: Sequence) -> np.ndarray:
 
 class EncoderActor:
     """Ray Data step 2: one encoder per actor (one GPU each where there are GPUs). CPU actors
-    also do step 1 for their own batches (`prepare` given): a CPU actor holding all of its
-    CPUs would otherwise leave none to the readers that feed it."""
+    also do step 1 for their own batches (`prepare` given), on a thread reading ahead of the
+    encoder: a CPU actor holding all of its CPUs would otherwise leave none to the readers that
+    feed it."""
 
     def __init__(self, spec: str, device: str, dtype: str, batch_size: int, threads: int | None,
                  revision: str | None, checkpoint_sha256: str | None, prepare: Callable | None = None,
@@ -253,21 +271,37 @@ class EncoderActor:
         self.prepare, self.min_leads, self.pseudonymiser = prepare, min_leads, pseudonymiser
 
     def __call__(self, batch: dict) -> dict:
-        if self.prepare is not None:
-            batch = read_and_prepare(batch, prepare=self.prepare, min_leads=self.min_leads,
-                                     pseudonymiser=self.pseudonymiser)
         n = len(batch["position"])
         dim = self.engine.dim
         records = np.zeros((n, dim), np.float32)
         segments = _objects([np.zeros((0, dim), np.float32)] * n)
-        todo = [(i, w) for i, (w, reason) in enumerate(zip(batch["windows"], batch["reason"])) if not reason]
+        if self.prepare is None:  # step 1 ran in CPU tasks
+            todo = ((i, w) for i, (w, reason) in enumerate(zip(batch["windows"], batch["reason"])) if not reason)
+        else:
+            reads: list[_Read] = []
+            todo = self._read_ahead(batch, reads)
         for done in self.engine.embed_records(todo):
             records[done.key] = done.record_vector
             segments[done.key] = done.segment_vectors
+        if self.prepare is not None:
+            batch = _prepared_columns(batch["position"], reads)
         out = {k: v for k, v in batch.items() if k != "windows"}
         out["record_vector"] = records
         out["segment_vectors"] = segments
         return out
+
+    def _read_ahead(self, batch: dict, reads: list) -> Iterator[tuple[int, np.ndarray]]:
+        """Step 1 for this batch on a reader thread, ahead of the encoder (as `ecg-atlas embed`
+        reads ahead): (row, windows) of each readable row, every row's `_Read` into `reads`."""
+        rows = range(len(batch["position"]))
+        work = partial(_read_row, batch, prepare=self.prepare, min_leads=self.min_leads,
+                       pseudonymiser=self.pseudonymiser)
+        for i, read in prefetch(rows, work, workers=1):
+            if isinstance(read, Exception):  # _read_row turns every failure into a refusal
+                raise read
+            reads.append(read)
+            if not read.reason:
+                yield i, read.windows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,13 +419,18 @@ def _embed_shards(inputs, todo, out, options, summary, *, identity, fingerprint,
             for s in todo for p in range(s * size, min((s + 1) * size, len(inputs)))]
     actors = summary.actors
     on_gpu = summary.actor_device == "cuda"
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // READ_BATCH, 32 * actors)))
+    if on_gpu:
+        blocks = max(1, min(len(rows) // READ_BATCH, 32 * actors))
+    else:  # a block is one actor call: few, full forward passes (one partial pass per call)
+        calls = math.ceil(len(rows) / max(options.batch_size, CPU_CALL_ECGS))
+        blocks = max(1, min(len(rows), max(calls, actors)))  # every actor gets work
+    dataset = ray.data.from_items(rows, override_num_blocks=blocks)
     if on_gpu:
         dataset = dataset.map_batches(read_and_prepare, batch_size=READ_BATCH, batch_format="numpy",
                                       fn_kwargs={"prepare": prepare, "min_leads": options.min_leads,
                                                  "pseudonymiser": options.pseudonymiser}, num_cpus=1)
     dataset = dataset.map_batches(
-        EncoderActor, batch_size=options.batch_size, batch_format="numpy",
+        EncoderActor, batch_size=options.batch_size if on_gpu else None, batch_format="numpy",
         fn_constructor_kwargs={"spec": options.checkpoint, "device": summary.actor_device, "dtype": summary.dtype,
                                "batch_size": options.batch_size, "threads": threads, "revision": options.revision,
                                "checkpoint_sha256": options.checkpoint_sha256,
