@@ -10,7 +10,7 @@ core, Parquet import, and IVF-PQ at the largest size this machine holds.
   actor start and model loading included; cluster start reported apart), in the same run; also
   each side's wall time with its fixed costs. ``--embed-copies N``: the corpus N times over (a
   longer job, over symbolic links to the same files). ``--embed-repeats N``: N runs of each
-  path, alternating, and the ratios of their medians (single runs on this VM vary by ±15 %).
+  path, alternating, and the ratios of their medians (identical runs on this VM differ by up to 25 %).
 * **readers**: every ECG of the sample corpus and of ../shared/data/formats, read and put through
   ECG-FM's pipeline in this one process (one core), grouped by reader; CPU seconds per 10 s of ECG,
   hence 10-s ECGs/s per core, hence the cores that keep one H100 fed at 6,000 ECGs/s.
