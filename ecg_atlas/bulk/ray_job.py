@@ -419,16 +419,14 @@ def _embed_shards(inputs, todo, out, options, summary, *, identity, fingerprint,
             for s in todo for p in range(s * size, min((s + 1) * size, len(inputs)))]
     actors = summary.actors
     on_gpu = summary.actor_device == "cuda"
-    if on_gpu:
-        blocks = max(1, min(len(rows) // READ_BATCH, 32 * actors))
-    else:  # a block is one actor call: few, full forward passes (one partial pass per call)
-        calls = math.ceil(len(rows) / max(options.batch_size, CPU_CALL_ECGS))
-        blocks = max(1, min(len(rows), max(calls, actors)))  # every actor gets work
-    dataset = ray.data.from_items(rows, override_num_blocks=blocks)
-    if on_gpu:
+    if on_gpu:  # CPU read tasks of READ_BATCH ECGs feed the GPU actors
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // READ_BATCH, 32 * actors)))
         dataset = dataset.map_batches(read_and_prepare, batch_size=READ_BATCH, batch_format="numpy",
                                       fn_kwargs={"prepare": prepare, "min_leads": options.min_leads,
                                                  "pseudonymiser": options.pseudonymiser}, num_cpus=1)
+    else:  # a block is one actor call, at least one per actor: few, full forward passes (one partial each)
+        calls = math.ceil(len(rows) / max(options.batch_size, CPU_CALL_ECGS))
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), max(calls, actors))))
     dataset = dataset.map_batches(
         EncoderActor, batch_size=options.batch_size if on_gpu else None, batch_format="numpy",
         fn_constructor_kwargs={"spec": options.checkpoint, "device": summary.actor_device, "dtype": summary.dtype,
