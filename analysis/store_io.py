@@ -137,7 +137,7 @@ def random_init_like(encoder_or_config, seed: int = 0):
     """An encoder of the same architecture with random weights (no classifier head)."""
     import dataclasses
 
-    from ecg_atlas.embedder.encoder import Encoder
+    from ecg_atlas.embedder.encoders.ecgfm import Encoder
     from ecg_atlas.embedder.model import ECGFM, init_weights
 
     cfg = getattr(encoder_or_config, "config", encoder_or_config)

@@ -34,8 +34,7 @@ DATA = Path(os.environ.get("ECG_ATLAS_SHARED_DATA", REPO.parent / "shared" / "da
 
 
 def real_vectors(encoder_spec: str, n_records: int, seed: int) -> tuple[np.ndarray, list[dict]]:
-    from ecg_atlas.embedder import preprocess, read_ecg
-    from ecg_atlas.embedder.encoder import encoder_from_spec
+    from ecg_atlas.embedder import load_encoder, preprocess, read_ecg
     from ecg_atlas.errors import AtlasError
 
     rows = list(csv.DictReader(open(DATA / "manifest.csv")))
@@ -51,7 +50,7 @@ def real_vectors(encoder_spec: str, n_records: int, seed: int) -> tuple[np.ndarr
                 kept.append(rows[i])
             except AtlasError:
                 continue
-    encoder = encoder_from_spec(encoder_spec, device="cpu")
+    encoder = load_encoder(encoder_spec, device="cpu")
     t0 = time.perf_counter()
     vectors = np.concatenate([encoder.embed(np.stack(segments[k:k + 8])) for k in range(0, len(segments), 8)])
     print(f"embedded {len(kept)} real ECGs with {encoder.model_id} ({encoder.dim}-d) in {time.perf_counter() - t0:.1f} s")

@@ -105,7 +105,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def bench_throughput(args) -> None:
-    from ecg_atlas.embedder.encoder import random_encoder
+    from ecg_atlas.embedder import random_encoder
 
     torch.set_num_threads(args.threads)
     x = real_segments(32)
@@ -122,7 +122,7 @@ def bench_throughput(args) -> None:
 
 
 def bench_fast(args) -> None:
-    from ecg_atlas.embedder.encoder import random_encoder
+    from ecg_atlas.embedder import random_encoder
 
     torch.set_num_threads(args.threads)
     x = real_segments(64)
@@ -148,7 +148,7 @@ def bench_gpu(args) -> None:
     if not torch.cuda.is_available():
         print("\n== GPU: not measured (torch sees no CUDA device on this machine) ==")
         return
-    from ecg_atlas.embedder.encoder import random_encoder
+    from ecg_atlas.embedder import random_encoder
 
     x = real_segments(512)
     name = torch.cuda.get_device_name()

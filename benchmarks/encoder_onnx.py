@@ -38,7 +38,7 @@ def main() -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from ecg_atlas.embedder.encoder import random_encoder
+    from ecg_atlas.embedder import random_encoder
     from ecg_atlas.embedder.model import pool
 
     torch.set_num_threads(2)

@@ -106,9 +106,9 @@ def probe_split(cohort: Cohort, seed: int = 0) -> np.ndarray:
 
 
 def embed(spec: str, cohort: Cohort) -> tuple[np.ndarray, str, float]:
-    from ecg_atlas.embedder.encoder import encoder_from_spec
+    from ecg_atlas.embedder import load_encoder
 
-    encoder = encoder_from_spec(spec, device="cpu")
+    encoder = load_encoder(spec, device="cpu")
     t0 = time.perf_counter()
     flat = np.concatenate(cohort.segments)
     vectors = np.concatenate([encoder.embed(flat[i:i + 32]) for i in range(0, len(flat), 32)])

@@ -265,7 +265,7 @@ SKELETON = dict(conv_layers=((16, 2, 2),) * 4, encoder_layers=12, embed_dim=32, 
 
 
 def _skeleton_encoder(device: str, dtype: str):
-    from ecg_atlas.embedder.encoder import Encoder
+    from ecg_atlas.embedder import Encoder
     from ecg_atlas.embedder.model import ECGFM, ECGFMConfig, init_weights
 
     network = init_weights(ECGFM(ECGFMConfig(**SKELETON)), seed=0)
@@ -283,7 +283,7 @@ def _host_ms(encoder, x, repeats: int) -> float:
 
 
 def step_dispatch(plan: Plan, out: Results, ceiling: dict) -> None:
-    from ecg_atlas.embedder.encoder import random_encoder
+    from ecg_atlas.embedder import random_encoder
 
     x = torch.from_numpy(real_segments(1)).to(plan.device)
     threads = torch.get_num_threads()
@@ -321,7 +321,7 @@ def step_dispatch(plan: Plan, out: Results, ceiling: dict) -> None:
 
 
 def step_throughput(plan: Plan, out: Results, ceiling: dict) -> None:
-    from ecg_atlas.embedder.encoder import random_encoder
+    from ecg_atlas.embedder import random_encoder
 
     gflop = _gflop(plan.preset)
     sync = _sync(plan.device)

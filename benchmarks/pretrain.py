@@ -40,7 +40,7 @@ def main() -> None:
 
     from ecg_atlas.cli.pretrain import select_split
     from ecg_atlas.embedder.discover import find_ecgs
-    from ecg_atlas.embedder.encoder import resolve_device
+    from ecg_atlas.embedder.encoders.base import resolve_device
     from ecg_atlas.embedder.model import PRESETS, flops_per_segment
     from ecg_atlas.embedder.pretrain import pretrain
 

@@ -64,11 +64,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    from ecg_atlas.embedder.encoder import encoder_from_spec
+    from ecg_atlas.embedder import load_encoder
 
     rng = np.random.default_rng(args.seed)
     records = standardised_records()
-    encoder = encoder_from_spec(args.encoder, device="auto")
+    encoder = load_encoder(args.encoder, device="auto")
     out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32, shape=(args.n, encoder.dim))
     t0 = time.perf_counter()
     for start in range(0, args.n, args.batch):

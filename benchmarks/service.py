@@ -91,8 +91,8 @@ def _bare_side_by_side(encoder, records, batch: int, workers: int) -> float:
 def bench_ingest(args) -> dict:
     from ecg_atlas.cli.ingest import ingest_files
     from ecg_atlas.client import Client
+    from ecg_atlas.embedder import load_encoder
     from ecg_atlas.embedder.discover import find_ecgs, read_source
-    from ecg_atlas.embedder.encoder import encoder_from_spec
     from ecg_atlas.embedder.engine import EmbeddingEngine
     from ecg_atlas.embedder.preprocessing import prepare
 
@@ -109,7 +109,7 @@ def bench_ingest(args) -> dict:
         keep = np.unique(np.linspace(0, len(records) - 1, min(args.ecgs, len(records))).round().astype(int))
         records, paths = [records[i] for i in keep], [files[i] for i in keep]
     n_segments = sum(len(s) for _, s in records)
-    encoder = encoder_from_spec(args.checkpoint, device="cpu")
+    encoder = load_encoder(args.checkpoint, device="cpu")
     layouts = [(b, w) for w in args.bare_workers for b in args.bare_batches]
     bare_runs: dict[tuple[int, int], list[float]] = {layout: [] for layout in layouts}
     service_runs, timings = [], []
@@ -155,10 +155,10 @@ def bench_ingest(args) -> dict:
 
 def bench_search(args) -> dict:
     from ecg_atlas.client import Client
-    from ecg_atlas.embedder.encoder import encoder_from_spec
+    from ecg_atlas.embedder import load_encoder
     from ecg_atlas.index import EncoderIdentity, Store
 
-    encoder = encoder_from_spec(args.checkpoint, device="cpu")
+    encoder = load_encoder(args.checkpoint, device="cpu")
     identity = EncoderIdentity(encoder.model_id, encoder.checkpoint_sha256, encoder.contract.preprocessing_version,
                                encoder.dim)
     rng = np.random.default_rng(0)

@@ -41,6 +41,10 @@ Limits and why they default to what they do:
 * ``max_ingest_in_flight`` 32: ECGs one Ingest stream may have decoded but not yet stored; the
   server stops reading the stream until they drain, and gRPC flow control pushes back on the
   client (backpressure).
+* ``max_metadata_keys`` 64 / ``max_metadata_columns`` 256: metadata keys one ECG may carry and
+  user metadata columns the store may hold, so that no request grows the schema without end; an
+  item past them is refused with reason ``too_many_metadata_keys`` / ``too_many_columns``. Real
+  sources carry about 30 fields (``index/schema.py`` says which and why these figures).
 
 Tokens: ``--token-file`` holds one ``ROLE TOKEN`` per line (ROLE is ``read`` or ``write``; blank
 lines and ``#`` comments ignored); ``ECG_ATLAS_READ_TOKEN`` / ``ECG_ATLAS_WRITE_TOKEN`` add one
@@ -53,8 +57,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ecg_atlas.errors import AtlasError
+from ecg_atlas.devices import parse_device
 from ecg_atlas.embedder.weights import DEFAULT_ENCODER
+from ecg_atlas.errors import AtlasError, DeviceError
+from ecg_atlas.index.schema import MAX_METADATA_COLUMNS, MAX_METADATA_KEYS
 
 ROLES = ("read", "write")
 READ_TOKEN_ENV = "ECG_ATLAS_READ_TOKEN"
@@ -116,6 +122,8 @@ class ServerConfig:
     max_receive_message_bytes: int = 64 * MiB
     max_send_message_bytes: int = 64 * MiB
     max_ingest_in_flight: int = 32
+    max_metadata_keys: int = MAX_METADATA_KEYS
+    max_metadata_columns: int = MAX_METADATA_COLUMNS
     max_k: int = 1000
     min_leads: int = 8
     max_ecg_duration_s: float = 600.0
@@ -168,17 +176,15 @@ class ServerConfig:
                 raise ConfigError(
                     f"refusing to listen on {self.host} (not loopback) without {' and '.join(missing)}: "
                     f"ECGs are patient data. Add them, bind 127.0.0.1, or pass --insecure to accept the risk")
-        from ecg_atlas.index.backends import parse_device
-
         try:
             parse_device(self.device)
-        except AtlasError as exc:
+        except DeviceError as exc:
             raise ConfigError(f"--device: {exc}") from None
         for root in self.data_roots:
             if not Path(root).is_dir():
                 raise ConfigError(f"--data-root {root} is not a folder")
         for name in ("max_batch_segments", "max_queue_segments", "max_concurrent_rpcs", "max_ingest_in_flight",
-                     "max_k", "preprocess_workers", "encoder_workers"):
+                     "max_k", "preprocess_workers", "encoder_workers", "max_metadata_keys", "max_metadata_columns"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.preprocess_processes is not None and self.preprocess_processes < 0:

@@ -5,6 +5,8 @@ what to do about it, and carries a short machine-readable ``reason`` (``too_shor
 ``bad_metadata``, ``disk_full``...) that the server puts on the wire beside the status code.
 """
 
+import re
+
 
 class AtlasError(Exception):
     """Base class of every error ECG Atlas raises on purpose."""
@@ -45,6 +47,27 @@ class MetadataError(StoreError):
     reason = "bad_metadata"
 
 
+class MetadataLimitError(MetadataError):
+    """Metadata past the store's schema limits: more keys in one ECG than ``max_metadata_keys``
+    (reason ``too_many_metadata_keys``) or more user columns than ``max_metadata_columns`` (reason
+    ``too_many_columns``); ``details`` holds the counts and the limit."""
+
+    def __init__(self, message: str, reason: str, details: dict | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.details = details or {}
+
+
+class ShardError(StoreError):
+    """An embedding shard an import cannot use: damaged (``shard_checksum_mismatch``), unreadable
+    (``shard_unreadable``), not a shard (``not_a_shard``), or holding an ECG twice
+    (``duplicate_ecg_ids``). The import is one transaction: nothing of it is stored."""
+
+    def __init__(self, message: str, reason: str = "shard_unreadable"):
+        super().__init__(message)
+        self.reason = reason
+
+
 class FilterError(StoreError):
     """A search or cohort filter the store cannot apply (unknown column, operator, type, size)."""
 
@@ -71,6 +94,13 @@ class SignalUnavailableError(AtlasError):
     holds its source. One message whatever exists on the disk (paths are never probed for a client)."""
 
     reason = "signal_unavailable"
+
+
+class DeviceError(AtlasError, ValueError):
+    """A device that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, or a ``cuda:N`` past the
+    GPUs that are visible (`ecg_atlas.devices`)."""
+
+    reason = "bad_device"
 
 
 class StorageError(StoreError):
@@ -100,3 +130,21 @@ class StorageUnavailableError(StorageError):
     def __init__(self, message: str = "the store's disk refused the write (the server log has the operating "
                                       "system's error); retry later (ids already stored are skipped)"):
         super().__init__(message, reason="storage_error")
+
+
+#: An absolute path inside an error text: quoted (DuckDB: "...", Python: '...') or bare.
+_QUOTED_PATH = re.compile(r"""(["'])(/[^"'\n]*)\1""")
+_BARE_PATH = re.compile(r"(?<![\w.~/:-])(?:/[^\s\"'/:,;()<>\[\]]+)+/?")
+
+
+def without_paths(text: str) -> str:
+    """`text` (a library's or the OS's error message) with every absolute path cut to its last
+    part: ``Could not write file "/srv/atlas/store.duckdb.wal": No space left on device`` becomes
+    ``Could not write file "store.duckdb.wal": ...``. What is left names the file, never where
+    the server keeps it, so it may go into a log line above DEBUG."""
+    text = _QUOTED_PATH.sub(lambda m: m[1] + _last_part(m[2]) + m[1], text)
+    return _BARE_PATH.sub(lambda m: _last_part(m[0]), text)
+
+
+def _last_part(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] or "/"

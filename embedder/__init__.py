@@ -23,11 +23,11 @@ _EXPORTS = {
     "recording_from_array": "readers",
     "preprocess": "preprocessing",
     "prepare": "preprocessing",
-    "Encoder": "encoder",
-    "BaseEncoder": "encoder",
+    "Encoder": "encoders.ecgfm",
+    "BaseEncoder": "encoders.base",
     "EncoderContract": "contract",
-    "load_encoder": "encoder",
-    "random_encoder": "encoder",
+    "load_encoder": "resolver",
+    "random_encoder": "resolver",
     "EmbeddingEngine": "engine",
 }
 

@@ -61,11 +61,12 @@ def find_ecgs(paths: Iterable[str | Path], *, expand_hdf5: bool = True) -> Itera
                 continue
             seen.add(path)
             ecg_id = default_ecg_id(path, root) if given.is_dir() else path.with_suffix("").name
-            if suffix in HDF5 and expand_hdf5:
-                for row, name in enumerate(_hdf5_row_names(path)):
-                    yield ECGSource(path, f"{ecg_id}/{name}", row)
-            else:
+            names = _hdf5_row_names(path) if suffix in HDF5 and expand_hdf5 else None
+            if names is None:
                 yield ECGSource(path, ecg_id)
+            else:
+                for row, name in enumerate(names):
+                    yield ECGSource(path, f"{ecg_id}/{name}", row)
 
 
 def _is_export(path: Path, suffix: str) -> bool:
@@ -74,12 +75,17 @@ def _is_export(path: Path, suffix: str) -> bool:
     return suffix in SNIFFED and sniff_format(path) is not None
 
 
-def _hdf5_row_names(path: Path) -> list[str]:
-    """Exam ids (or row numbers) of a CODE-15-style file, without reading any signal."""
-    with _open_tracings(path) as (tracings, exam_ids):
-        if exam_ids is None:
-            return [str(i) for i in range(tracings.shape[0])]
-        return [str(v) for v in exam_ids[()].tolist()]
+def _hdf5_row_names(path: Path) -> list[str] | None:
+    """Exam ids (or row numbers) of a CODE-15-style file, without reading any signal; None for a
+    file that cannot be listed: it is then one source, and reading it says why (one bad file is
+    one refusal, never the end of a run)."""
+    try:
+        with _open_tracings(path) as (tracings, exam_ids):
+            if exam_ids is None:
+                return [str(i) for i in range(tracings.shape[0])]
+            return [str(v) for v in exam_ids[()].tolist()]
+    except Exception:  # noqa: BLE001 - the read of this source reports it
+        return None
 
 
 def read_source(source: ECGSource, **kwargs) -> Recording:

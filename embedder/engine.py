@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import Encoder
+from .encoders.base import BaseEncoder
 
 
 def record_vector(segment_vectors: np.ndarray) -> np.ndarray:
@@ -32,9 +32,9 @@ class EmbeddedRecord:
 
 
 class EmbeddingEngine:
-    """Runs an :class:`Encoder` over any number of segments in batches of ``batch_size``."""
+    """Runs an encoder (:class:`BaseEncoder`) over any number of segments in batches of ``batch_size``."""
 
-    def __init__(self, encoder: Encoder, batch_size: int = 32):
+    def __init__(self, encoder: BaseEncoder, batch_size: int = 32):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.encoder = encoder

@@ -2,15 +2,19 @@
 
 Every reader returns the signal in the source's own units and lead names; reordering, resampling
 and standardising are ``preprocess``'s job. Anything unreadable raises ``InvalidECGError`` with a
-message that names the problem. The path may appear in that message (it is the caller's own
-input) but never in log records above DEBUG: file names can identify patients.
+message that names the problem, and no other exception type escapes a reader. Sizes a file
+declares are checked against the limits in ``formats/common.py`` before anything is allocated
+for them. The path may appear in that message (it is the caller's own input) but never in log
+records above DEBUG: file names can identify patients.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +25,7 @@ import numpy as np
 from ecg_atlas.embedder.formats import EXTENSIONS as EXPORT_EXTENSIONS
 from ecg_atlas.embedder.formats import FORMATS as EXPORT_FORMATS
 from ecg_atlas.embedder.formats import read_export, sniff_format
+from ecg_atlas.embedder.formats.common import MAX_SIGNAL_BYTES, MAX_VALUES, check_file_size, check_size
 from ecg_atlas.embedder.recording import STANDARD_LEADS, DigitalSamples, Recording
 from ecg_atlas.errors import InvalidECGError
 
@@ -46,6 +51,9 @@ def read_ecg(
       ``parse_header_comments``).
     * CODE-15-style HDF5 (``.h5``/``.hdf5``/``.hdf``): row ``record_index`` of ``tracings``
       (N × samples × 12, 400 Hz, standard lead order), zero padding stripped; ``exam_id`` kept.
+      Both must be datasets stored in the file itself: an external or soft link, external
+      storage, a virtual dataset or a filter plugin is refused (``unsupported``) before any
+      data is read, as is a signal file outside a WFDB header's own folder.
     * ``.npy``: a (leads, samples) array; ``fs`` and ``lead_names`` are required.
     * ``.npz``: key ``signal`` (leads, samples), optional ``fs`` and ``lead_names``.
     * Hospital exports, recognised by content: GE MUSE XML, DICOM waveform, Philips Sierra XML,
@@ -59,17 +67,20 @@ def read_ecg(
     if record_index is not None and kind != "hdf5":
         raise InvalidECGError(f"record_index only applies to HDF5 files, not to {path}", reason="bad_argument")
     logger.debug("reading %s ECG from %s", kind, location)
-    if kind == "wfdb":
-        recording = _read_wfdb(location)
-    elif kind == "hdf5":
-        with _open_tracings(location) as (tracings, exam_ids):
-            recording = _hdf5_row(tracings, exam_ids, _row_index(tracings, record_index, location), location)
-    elif kind == "npy":
-        recording = _read_npy(location, fs, lead_names)
-    elif kind == "npz":
-        recording = _read_npz(location, fs, lead_names)
+    if kind in EXPORT_FORMATS:
+        recording = read_export(kind, location)  # maps its decoders' errors itself
     else:
-        recording = read_export(kind, location)
+        with _refusing(kind, location):
+            if kind == "wfdb":
+                recording = _read_wfdb(location)
+            elif kind == "hdf5":
+                with _open_tracings(location) as (tracings, exam_ids):
+                    recording = _hdf5_row(tracings, exam_ids, _row_index(tracings, record_index, location),
+                                          location)
+            elif kind == "npy":
+                recording = _read_npy(location, fs, lead_names)
+            else:
+                recording = _read_npz(location, fs, lead_names)
     if fs is None and lead_names is None:
         return recording
     overridden = recording_from_array(
@@ -96,7 +107,8 @@ def iter_hdf5_ecgs(
         raise InvalidECGError(f"{path} is not an HDF5 file (.h5, .hdf5, .hdf)", reason="unreadable")
     with _open_tracings(location) as (tracings, exam_ids):
         for index in range(tracings.shape[0]):
-            recording = _hdf5_row(tracings, exam_ids, index, location)
+            with _refusing("hdf5", location):  # not around the yield: the caller's errors are its own
+                recording = _hdf5_row(tracings, exam_ids, index, location)
             if fs is not None or lead_names is not None:
                 recording = recording_from_array(
                     recording.signal,
@@ -209,7 +221,7 @@ def _parse_sex(value: str) -> str | None:
 
 
 def _read_wfdb(base: Path) -> Recording:
-    from .wfdb_reader import read_wfdb_record
+    from .wfdb_reader import check_file_name, read_wfdb_record
 
     direct = read_wfdb_record(base)  # the common subset, ~8x faster; None: let wfdb read it
     if direct is not None:
@@ -236,6 +248,10 @@ def _read_wfdb(base: Path) -> Recording:
             f"({header.n_sig} signals, {header.sig_len} samples)",
             reason="unreadable",
         )
+    for name in (getattr(header, "file_name", None) or []) + (getattr(header, "seg_name", None) or []):
+        check_file_name(str(name), base)  # read_wfdb_record checked the header's lines; this is wfdb's parse
+    frames = max((int(f or 1) for f in getattr(header, "samps_per_frame", None) or [1]), default=1)
+    check_size(header.n_sig, header.sig_len * max(frames, 1), f"WFDB record {base}")
     try:
         record = wfdb.rdrecord(str(base), physical=True)
     except FileNotFoundError as error:
@@ -263,36 +279,112 @@ def _read_wfdb(base: Path) -> Recording:
 
 # --- HDF5 (CODE-15) ------------------------------------------------------------------------------
 
+#: Filters HDF5 decodes itself (deflate, shuffle, Fletcher-32, szip, n-bit, scale-offset) or h5py
+#: registers (LZF); any other filter id would make HDF5 load a plugin library from disk.
+_HDF5_BUILTIN_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
+
 
 @contextmanager
 def _open_tracings(path: Path):
+    """('tracings', 'exam_id' or None) of a CODE-15-style file, checked before any data is read:
+    both must be datasets stored in this file (no link, external storage, virtual dataset or
+    filter plugin makes HDF5 open another file), and one row must fit the size limits."""
     import h5py
 
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise InvalidECGError(f"{path} is not a readable HDF5 file ({error})", reason="unreadable") from error
+    with _refusing("hdf5", path):
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as error:
+            raise InvalidECGError(f"{path} is not a readable HDF5 file ({error})", reason="unreadable") from error
     with handle:
-        if "tracings" not in handle:
-            raise InvalidECGError(
-                f"HDF5 file {path} has no 'tracings' dataset (CODE-15 layout: N × samples × 12); "
-                f"it holds {sorted(handle.keys())}",
-                reason="unreadable",
-            )
-        tracings = handle["tracings"]
-        if tracings.ndim != 3 or tracings.dtype.kind not in "fiu":
-            raise InvalidECGError(
-                f"'tracings' in {path} must be a numeric N × samples × leads array, "
-                f"got shape {tracings.shape} dtype {tracings.dtype}",
-                reason="unreadable",
-            )
-        exam_ids = handle["exam_id"] if "exam_id" in handle else None
-        if exam_ids is not None and exam_ids.shape[0] != tracings.shape[0]:
-            raise InvalidECGError(
-                f"HDF5 file {path} has {tracings.shape[0]} tracings but {exam_ids.shape[0]} exam_ids",
-                reason="unreadable",
-            )
+        with _refusing("hdf5", path):
+            tracings = _in_file_dataset(handle, "tracings", path)
+            if tracings is None:
+                raise InvalidECGError(
+                    f"HDF5 file {path} has no 'tracings' dataset (CODE-15 layout: N × samples × 12); "
+                    f"it holds {sorted(handle.keys())}",
+                    reason="unreadable",
+                )
+            if tracings.ndim != 3 or tracings.dtype.kind not in "fiu":
+                raise InvalidECGError(
+                    f"'tracings' in {path} must be a numeric N × samples × leads array, "
+                    f"got shape {tracings.shape} dtype {tracings.dtype}",
+                    reason="unreadable",
+                )
+            _check_hdf5_sizes(tracings, tracings.shape[1] * tracings.shape[2], path)
+            exam_ids = _in_file_dataset(handle, "exam_id", path)
+            if exam_ids is not None:
+                text = h5py.check_string_dtype(exam_ids.dtype) is not None
+                if exam_ids.ndim != 1 or not (exam_ids.dtype.kind in "iufS" or text):
+                    raise InvalidECGError(
+                        f"'exam_id' in {path} must be one integer or string per tracing, got shape "
+                        f"{exam_ids.shape} dtype {exam_ids.dtype}",
+                        reason="unreadable",
+                    )
+                if exam_ids.shape[0] != tracings.shape[0]:
+                    raise InvalidECGError(
+                        f"HDF5 file {path} has {tracings.shape[0]} tracings but {exam_ids.shape[0]} exam_ids",
+                        reason="unreadable",
+                    )
+                _check_hdf5_sizes(exam_ids, 1, path)
         yield tracings, exam_ids
+
+
+def _in_file_dataset(handle, name: str, path: Path):
+    """Dataset ``name`` of ``handle`` if it is one stored in this file; None if there is no such
+    link; refused (``unsupported``, naming the feature) if reading it would open another file.
+
+    Only hard links are followed: an external link names another file, and a soft link is a path
+    that can pass through one (CODE-15 files use neither)."""
+    import h5py
+    from h5py import h5d, h5l
+
+    key = name.encode()
+    if not handle.id.links.exists(key):
+        return None
+    link = handle.id.links.get_info(key).type
+    if link == h5l.TYPE_EXTERNAL:
+        raise InvalidECGError(f"'{name}' in HDF5 file {path} is an external link to another file; "
+                              f"external links are not followed", reason="unsupported")
+    if link != h5l.TYPE_HARD:
+        kind = "soft" if link == h5l.TYPE_SOFT else "user-defined"
+        raise InvalidECGError(f"'{name}' in HDF5 file {path} is a {kind} link; only datasets stored under "
+                              f"that name are read", reason="unsupported")
+    dataset = handle[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise InvalidECGError(f"'{name}' in HDF5 file {path} is a group, not a dataset", reason="unreadable")
+    layout = dataset.id.get_create_plist()
+    if layout.get_layout() == h5d.VIRTUAL:
+        raise InvalidECGError(f"'{name}' in HDF5 file {path} is a virtual dataset (its data come from other "
+                              f"files); virtual datasets are not read", reason="unsupported")
+    if layout.get_external_count():
+        raise InvalidECGError(f"'{name}' in HDF5 file {path} keeps its data in external files (HDF5 external "
+                              f"storage); external storage is not read", reason="unsupported")
+    for i in range(layout.get_nfilters()):
+        filter_id = layout.get_filter(i)[0]
+        if filter_id not in _HDF5_BUILTIN_FILTERS:
+            raise InvalidECGError(f"'{name}' in HDF5 file {path} is compressed with HDF5 filter {filter_id}, "
+                                  f"which needs a plugin library; only built-in filters are read",
+                                  reason="unsupported")
+    return dataset
+
+
+def _check_hdf5_sizes(dataset, values_per_row: int, path: Path) -> None:
+    """One row, and one chunk (decompressed whole to read any part of it), within the limits."""
+    itemsize = dataset.dtype.itemsize
+    if values_per_row > MAX_VALUES or values_per_row * itemsize > MAX_SIGNAL_BYTES:
+        raise InvalidECGError(
+            f"'{dataset.name.lstrip('/')}' in HDF5 file {path} declares rows of {values_per_row} values "
+            f"({dataset.shape[1:]} {dataset.dtype}); one ECG may hold {MAX_VALUES} values "
+            f"({MAX_SIGNAL_BYTES // 2**20} MiB)",
+            reason="too_large",
+        )
+    if dataset.chunks is not None and math.prod(dataset.chunks) * itemsize > MAX_SIGNAL_BYTES:
+        raise InvalidECGError(
+            f"'{dataset.name.lstrip('/')}' in HDF5 file {path} is stored in chunks of {dataset.chunks} values; "
+            f"chunks over {MAX_SIGNAL_BYTES // 2**20} MiB are refused",
+            reason="too_large",
+        )
 
 
 def _row_index(tracings, record_index: int | None, path: Path) -> int:
@@ -315,7 +407,9 @@ def _hdf5_row(tracings, exam_ids, index: int, path: Path) -> Recording:
     tracing = tracing[nonzero[0] : nonzero[-1] + 1]
     metadata: dict[str, Any] = {"record_index": index}
     if exam_ids is not None:
-        metadata["exam_id"] = exam_ids[index].item()
+        exam_id = exam_ids[index]
+        exam_id = exam_id.item() if isinstance(exam_id, np.generic) else exam_id
+        metadata["exam_id"] = exam_id.decode("utf-8", "replace") if isinstance(exam_id, bytes) else exam_id
     lead_names = list(STANDARD_LEADS) if tracing.shape[1] == len(STANDARD_LEADS) else [
         f"lead {i}" for i in range(tracing.shape[1])
     ]
@@ -324,6 +418,12 @@ def _hdf5_row(tracings, exam_ids, index: int, path: Path) -> Recording:
 
 # --- NumPy ---------------------------------------------------------------------------------------
 
+#: Bytes a .npy header may take before the array (NumPy writes 64-4096).
+_NPY_HEADER_BYTES = 2**16
+#: Central directory of an .npz: a few members take ~100 bytes each; a million tiny members would
+#: take as much memory to list as a large ECG.
+_NPZ_DIRECTORY_BYTES = 2**16
+
 
 def _read_npy(path: Path, fs: float | None, lead_names: Sequence[str] | None) -> Recording:
     if fs is None or lead_names is None:
@@ -331,27 +431,38 @@ def _read_npy(path: Path, fs: float | None, lead_names: Sequence[str] | None) ->
             f"{path}: a .npy file carries no sampling rate or lead names; pass fs= and lead_names=",
             reason="bad_argument",
         )
+    check_file_size(path, "NumPy .npy", MAX_SIGNAL_BYTES + _NPY_HEADER_BYTES)
     try:
-        signal = np.load(path, allow_pickle=False)
+        signal = _load_npy(functools.partial(open, path, "rb"), path.stat().st_size, str(path))
+    except InvalidECGError:
+        raise
     except Exception as error:
         raise InvalidECGError(f"{path} is not a readable .npy array ({error})", reason="unreadable") from error
-    if not isinstance(signal, np.ndarray):
-        raise InvalidECGError(f"{path} does not hold a single array", reason="unreadable")
     return recording_from_array(signal, fs, lead_names, source=str(path))
 
 
 def _read_npz(path: Path, fs: float | None, lead_names: Sequence[str] | None) -> Recording:
+    import zipfile
+
+    check_file_size(path, "NumPy .npz", MAX_SIGNAL_BYTES + _NPY_HEADER_BYTES + 2**20)
+    _check_zip_directory(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "signal" not in archive.files:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            if "signal" not in members:
                 raise InvalidECGError(
-                    f"{path} has no 'signal' array (keys: {sorted(archive.files)}); expected "
+                    f"{path} has no 'signal' array (keys: {sorted(members)}); expected "
                     f"'signal' (leads, samples) and optionally 'fs' and 'lead_names'",
                     reason="unreadable",
                 )
-            signal = archive["signal"]
-            file_fs = archive["fs"].item() if "fs" in archive.files else None
-            file_leads = archive["lead_names"].tolist() if "lead_names" in archive.files else None
+
+            def load(key: str) -> np.ndarray:  # the zip's own sizes and the .npy header, then the data
+                info = members[key]
+                return _load_npy(lambda: archive.open(info), info.file_size, f"{path} member {info.filename!r}")
+
+            signal = load("signal")
+            file_fs = load("fs").item() if "fs" in members else None
+            file_leads = load("lead_names").tolist() if "lead_names" in members else None
     except InvalidECGError:
         raise
     except Exception as error:
@@ -364,6 +475,78 @@ def _read_npz(path: Path, fs: float | None, lead_names: Sequence[str] | None) ->
             reason="bad_argument",
         )
     return recording_from_array(signal, fs, lead_names, source=str(path))
+
+
+def _load_npy(opener, stored_bytes: int, what: str) -> np.ndarray:
+    """The array of a .npy stream of ``stored_bytes`` bytes, once its header's shape and dtype are
+    checked against the limits and against what is stored (NumPy allocates the declared array
+    before reading a byte of it)."""
+    from numpy.lib import format as npy
+
+    if stored_bytes > MAX_SIGNAL_BYTES + _NPY_HEADER_BYTES:
+        raise InvalidECGError(f"{what} holds {stored_bytes / 2**20:.0f} MiB; one ECG array may take "
+                              f"{MAX_SIGNAL_BYTES // 2**20} MiB", reason="too_large")
+    with opener() as stream:
+        version = npy.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise InvalidECGError(f"{what} is .npy format version {version[0]}.{version[1]}; versions 1 and 2 "
+                                  f"are read", reason="unsupported")
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+        header_bytes = stream.tell()
+    n_values = math.prod(shape)
+    if dtype.hasobject:
+        raise InvalidECGError(f"{what} holds Python objects (pickles are never loaded)", reason="unreadable")
+    if n_values > MAX_VALUES or n_values * dtype.itemsize > MAX_SIGNAL_BYTES:
+        raise InvalidECGError(f"{what} declares a {'×'.join(map(str, shape))} {dtype} array; one ECG may hold "
+                              f"{MAX_VALUES} values ({MAX_SIGNAL_BYTES // 2**20} MiB)", reason="too_large")
+    if header_bytes + n_values * dtype.itemsize > stored_bytes:
+        raise InvalidECGError(f"{what} declares a {'×'.join(map(str, shape))} {dtype} array but holds "
+                              f"{stored_bytes - header_bytes} bytes of data", reason="truncated")
+    with opener() as stream:
+        return npy.read_array(stream, allow_pickle=False)
+
+
+def _check_zip_directory(path: Path) -> None:
+    """Refuse a .npz whose zip central directory is too large to list (zipfile builds an object per
+    entry): read from the end-of-central-directory record, before ``zipfile`` reads any of it."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        file.seek(max(0, size - (2**16 + 22)))
+        tail = file.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise InvalidECGError(f"{path} is not a readable .npz archive (no zip directory)", reason="unreadable")
+    directory_bytes = struct.unpack_from("<L", tail, at + 12)[0]
+    if directory_bytes > _NPZ_DIRECTORY_BYTES:  # 0xFFFFFFFF (zip64) included: an ECG never needs it
+        raise InvalidECGError(f"{path} lists {directory_bytes} bytes of zip members; an ECG .npz holds a few "
+                              f"arrays (at most {_NPZ_DIRECTORY_BYTES} bytes of listing)", reason="too_large")
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+_KIND_LABELS = {"wfdb": "WFDB record", "hdf5": "HDF5 file", "npy": ".npy file", "npz": ".npz archive"}
+
+
+@contextmanager
+def _refusing(kind: str, path: Path):
+    """Whatever a damaged or hostile file makes a decoder (h5py, wfdb, NumPy) trip over ends as
+    ``InvalidECGError``, as ``read_export`` does for the hospital formats: one refusal with a
+    reason, never another exception type that stops a caller's whole run."""
+    label = _KIND_LABELS.get(kind, kind)
+    try:
+        yield
+    except InvalidECGError:
+        raise
+    except FileNotFoundError as error:
+        raise InvalidECGError(f"a file of {label} {path} was not found: {error.filename}",
+                              reason="not_found") from error
+    except MemoryError as error:
+        raise InvalidECGError(f"{label} {path} needs more memory than one ECG may take", reason="too_large") from error
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, UnicodeError, OSError,
+            RuntimeError, struct.error) as error:
+        raise InvalidECGError(f"{label} {path} is damaged or not what it claims to be "
+                              f"({type(error).__name__}: {error})", reason="unreadable") from error
 
 
 # --- dispatch ------------------------------------------------------------------------------------

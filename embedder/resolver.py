@@ -4,15 +4,19 @@ Specs:
 
 * ``bundled`` — ecg-atlas-small-v1, shipped in the package (sha256 pinned in ``weights``);
 * ``random:PRESET[:SEED]`` — an untrained encoder of a known shape (``RANDOM_PRESETS``);
-* a local file — the kind is read from its contents: a dict with ``cfg`` + ``model`` is an ECG-FM
-  (fairseq-signals) file; ``model_config`` + ``model_state_dict`` a HuBERT-ECG training file;
-  ``state_dict`` an ECGFounder file. A ``.safetensors`` file stands for its folder;
-* a local folder with ``config.json`` — a HuBERT-ECG hub folder;
+* a local file — the kind is read from its contents: the first of ``KINDS`` that claims the
+  loaded file reads it (a dict with ``cfg`` + ``model`` is an ECG-FM (fairseq-signals) file;
+  ``model_config`` + ``model_state_dict`` a HuBERT-ECG training file; ``state_dict`` an ECGFounder
+  file). A ``.safetensors`` file stands for its folder;
+* a local folder — the kind that claims it (``config.json``: a HuBERT-ECG hub folder);
 * ``hf:OWNER/REPO/FILE[@REVISION]`` — that file from the hub, then as a local file;
-  ``hf:OWNER/REPO[@REVISION]`` — the repo's config and weights (a HuBERT-ECG hub repo).
+  ``hf:OWNER/REPO[@REVISION]`` — the repo's config and weights, then as a local folder.
 
 Every file is read with torch's weights-only unpickler (``checkpoint.load_raw``); the sha256 of
 the weights file is always computed (and checked against ``expected_sha256`` when given).
+
+Adding an encoder: one module in ``encoders/`` ending with its ``KIND`` (``encoders.base.EncoderKind``),
+and one entry in ``KINDS`` below.
 """
 
 from __future__ import annotations
@@ -22,32 +26,23 @@ from pathlib import Path
 
 from ecg_atlas.errors import AtlasError, CheckpointError
 
-from .checkpoint import ResolvedCheckpoint, load_raw, resolve_checkpoint, sha256_of
-from .encoder import UNTRAINED_NOTICE, BaseEncoder, Encoder, default_ecgfm_contract, load_ecgfm, untrained_contract
-from .model import ECGFM, PRESETS, init_weights
+from .checkpoint import ResolvedCheckpoint, load_raw, resolve_checkpoint
+from .encoders import ecgfm, ecgfounder, hubert_ecg
+from .encoders.base import BaseEncoder, EncoderKind
+from .weights import is_bundled
 
+#: Every encoder family, in the order a file is offered to them.
+KINDS: tuple[EncoderKind, ...] = (ecgfm.KIND, hubert_ecg.KIND, ecgfounder.KIND)
 #: ``random:`` shapes: ECG-FM's (base = its released size), HuBERT-ECG's released sizes, ECGFounder's.
-HUBERT_PRESETS = ("hubert-ecg-small", "hubert-ecg-base", "hubert-ecg-large")
-RANDOM_PRESETS = (*PRESETS, *HUBERT_PRESETS, "ecgfounder")
+RANDOM_PRESETS = tuple(preset for kind in KINDS for preset in kind.presets)
 
 
 def random_encoder(preset: str = "base", *, seed: int = 0, device: str = "cpu", dtype: str = "auto",
                    fast: str | None = None) -> BaseEncoder:
     """An untrained encoder of a known shape, labelled as such: the baseline every probe is compared to."""
-    kwargs = {"device": device, "dtype": dtype, "fast": fast}
-    if preset in PRESETS:
-        cfg = PRESETS[preset]
-        return Encoder(init_weights(ECGFM(cfg), seed=seed), model_id=f"random-init-{preset}-seed{seed}",
-                       checkpoint_sha256="none", source=f"random:{preset}", notice=UNTRAINED_NOTICE,
-                       contract=untrained_contract(default_ecgfm_contract(cfg)), **kwargs)
-    if preset in HUBERT_PRESETS:
-        from .hubert_ecg import random_hubert
-
-        return random_hubert(preset.removeprefix("hubert-ecg-"), seed=seed, **kwargs)
-    if preset == "ecgfounder":
-        from .ecgfounder import random_ecgfounder
-
-        return random_ecgfounder(seed=seed, **kwargs)
+    for kind in KINDS:
+        if preset in kind.presets:
+            return kind.random(preset, seed=seed, device=device, dtype=dtype, fast=fast)
     raise AtlasError(f"unknown preset {preset!r}; choose one of {', '.join(RANDOM_PRESETS)}")
 
 
@@ -55,12 +50,10 @@ def load_encoder(spec: str | os.PathLike, device: str = "cpu", dtype: str = "aut
                  revision: str | None = None, expected_sha256: str | None = None,
                  fast: str | None = None) -> BaseEncoder:
     """The encoder ``spec`` names (module docstring), on ``device`` in ``dtype``."""
-    from .weights import is_bundled
-
     text = os.fspath(spec)
     kwargs = {"device": device, "dtype": dtype, "fast": fast}
     if is_bundled(text):
-        return _bundled(**kwargs)
+        return ecgfm.load_bundled(**kwargs)
     if text.startswith("random:"):
         _, preset, *seed = text.split(":")
         try:
@@ -71,42 +64,39 @@ def load_encoder(spec: str | os.PathLike, device: str = "cpu", dtype: str = "aut
     if text.startswith("hf:"):
         name, _, at = text[3:].partition("@")
         if len(name.strip("/").split("/")) == 2:
-            return _hubert_folder(_download_repo(name.strip("/"), at or revision), name=text,
-                                  expected_sha256=expected_sha256, **kwargs)
+            return _from_folder(_download_repo(name.strip("/"), at or revision), name=text,
+                                expected_sha256=expected_sha256, **kwargs)
     else:
         path = Path(text).expanduser()
         if path.is_dir():
-            return _hubert_folder(path, name=text, expected_sha256=expected_sha256, **kwargs)
+            return _from_folder(path, name=text, expected_sha256=expected_sha256, **kwargs)
         if path.suffix == ".safetensors" and path.is_file():
-            return _hubert_folder(path.parent, name=text, expected_sha256=expected_sha256, **kwargs)
+            return _from_folder(path.parent, name=text, expected_sha256=expected_sha256, **kwargs)
     resolved = resolve_checkpoint(text, revision=revision, expected_sha256=expected_sha256)
     return _from_file(resolved, **kwargs)
 
 
 def _from_file(resolved: ResolvedCheckpoint, **kwargs) -> BaseEncoder:
     raw = load_raw(resolved)
-    if isinstance(raw, dict) and "model_state_dict" in raw:
-        from .hubert_ecg import fields_of_training_file, load_hubert
-
-        fields, state = fields_of_training_file(raw)
-        flavour = "finetuned" if any(k.startswith("hubert_ecg.") for k in state) else "pretrained"
-        return load_hubert(fields, state, sha256=resolved.sha256, source=resolved.name, flavour=flavour, **kwargs)
-    if isinstance(raw, dict) and "state_dict" in raw and "model" not in raw:
-        from .ecgfounder import load_ecgfounder
-
-        return load_ecgfounder(raw, sha256=resolved.sha256, source=resolved.name, **kwargs)
-    return load_ecgfm(resolved.name, resolved=resolved, raw=raw, **kwargs)
+    for kind in KINDS:
+        if kind.claims(raw):
+            return kind.from_file(resolved, raw, **kwargs)
+    found = sorted(map(str, raw))[:8] if isinstance(raw, dict) else type(raw).__name__
+    raise CheckpointError(f"{resolved.name} holds no encoder ECG Atlas reads (found {found}): "
+                          + "; ".join(kind.file_layout for kind in KINDS)
+                          + (". A hub folder is passed as the folder" if _folder_kinds() else ""))
 
 
-def _hubert_folder(folder: Path, *, name: str, expected_sha256: str | None, **kwargs) -> BaseEncoder:
-    from .hubert_ecg import load_hubert, read_folder
+def _from_folder(folder: Path, *, name: str, expected_sha256: str | None, **kwargs) -> BaseEncoder:
+    for kind in _folder_kinds():
+        if kind.claims_folder(folder):
+            return kind.from_folder(folder, name=name, expected_sha256=expected_sha256, **kwargs)
+    raise CheckpointError(f"{name} is a folder that holds no encoder ECG Atlas reads: "
+                          + "; ".join(kind.folder_layout for kind in _folder_kinds()))
 
-    fields, state, weights = read_folder(folder)
-    digest = sha256_of(weights)
-    if expected_sha256 and digest != expected_sha256.lower():
-        raise CheckpointError(f"{name}: weights file {weights.name} has sha256 {digest}, but {expected_sha256} "
-                              "was expected: not the configured weights (corrupt download or another revision)")
-    return load_hubert(fields, state, sha256=digest, source=name, flavour="pretrained", **kwargs)
+
+def _folder_kinds() -> list[EncoderKind]:
+    return [kind for kind in KINDS if kind.from_folder is not None]
 
 
 def _download_repo(repo_id: str, revision: str | None) -> Path:
@@ -121,23 +111,3 @@ def _download_repo(repo_id: str, revision: str | None) -> Path:
             f"({type(exc).__name__}: {exc}). If this machine is offline, download it where there is internet "
             f"(huggingface-cli download {repo_id} config.json model.safetensors --local-dir DIR) and pass "
             "its local path instead, e.g. --checkpoint DIR") from exc
-
-
-def _bundled(**kwargs) -> Encoder:
-    import dataclasses
-
-    from .weights import BUNDLED_NAME, BUNDLED_SHA256, bundled_notice, bundled_path
-
-    path = bundled_path()
-    if not path.is_file():
-        raise CheckpointError(f"the bundled encoder file is missing from this installation ({path}); "
-                              f"reinstall ecg-atlas or pass --checkpoint")
-    encoder = load_ecgfm(path, expected_sha256=BUNDLED_SHA256, **kwargs)
-    encoder.model_id = BUNDLED_NAME
-    encoder.source = BUNDLED_NAME
-    encoder.extra_notice = bundled_notice()
-    encoder.contract = dataclasses.replace(
-        encoder.contract, name=BUNDLED_NAME, source="bundled (embedder/bundled/)",
-        weight_licence="MIT (ECG Atlas); trained on CC BY 4.0 / ODC-By 1.0 ECGs (embedder/bundled/MODEL_CARD.md)",
-        citation="ECG Atlas, embedder/bundled/MODEL_CARD.md; architecture and objective: " + encoder.contract.citation)
-    return encoder

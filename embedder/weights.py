@@ -35,15 +35,3 @@ def bundled_notice() -> str:
             f"embedder/bundled/MODEL_CARD.md). It is not ECG-FM's published model: for that, pass "
             f"--checkpoint {ECGFM_HUB_CHECKPOINT} or a local .pt file")
 
-
-def encoder_notice(spec: str) -> str:
-    """What the service says, in Info and at start-up, about an encoder, judged from its spec alone.
-
-    A loaded encoder knows more (its weight licence): prefer ``encoder.notice``, which includes this.
-    """
-    if is_bundled(spec):
-        return bundled_notice()
-    if spec.startswith("random:"):
-        return (f"{spec} is an UNTRAINED random-init encoder: its vectors carry no learned ECG knowledge "
-                f"(a baseline, not a model)")
-    return ""

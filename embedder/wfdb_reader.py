@@ -7,7 +7,10 @@ format 16 or 212 signals in one file (PhysioNet Challenge ``.mat`` files are for
 24-byte MATLAB preamble). This module reads exactly that subset with numpy and returns ``None``
 for anything else (multi-segment records, other formats, samples per frame > 1, skew, missing
 signal length, a header it cannot parse, a data file that is missing or short), so the caller
-falls back to ``wfdb`` and its error messages. The header grammar is wfdb's own
+falls back to ``wfdb`` and its error messages. Two things it refuses outright, for both paths,
+before any signal file is opened: a signal or segment file named by a path (``../x.dat``,
+``/etc/x``: a record's files sit in its header's folder) and a header declaring more samples
+than one ECG may hold (``MAX_VALUES``). The header grammar is wfdb's own
 (``wfdb.io.header.rx_record`` / ``rx_signal``), and so are the defaults: fs 250 Hz, gain 200
 when 0 or absent, baseline = ADC zero when absent. A test reads every record of the sample corpus
 both ways and requires identical samples, names, rates and comments.
@@ -19,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ecg_atlas.embedder.formats.common import MAX_HEADER_BYTES, check_file_size, check_size
+from ecg_atlas.errors import InvalidECGError
 
 #: Digital value wfdb reads as NaN (an invalid sample), by format.
 INVALID_SAMPLE = {"16": -32768, "212": -2048}
@@ -75,8 +81,10 @@ def read_wfdb_record(base: Path) -> WfdbRecord | None:
     """Read ``base``.hea and its data file when they are in the supported subset, else ``None``."""
     from wfdb.io.header import rx_record, rx_signal
 
+    header = base.with_name(base.name + ".hea")
     try:
-        text = base.with_name(base.name + ".hea").read_bytes().decode("ascii", errors="ignore")
+        check_file_size(header, "WFDB header", MAX_HEADER_BYTES)
+        text = header.read_bytes().decode("ascii", errors="ignore")
     except OSError:
         return None
     lines, comments = [], []
@@ -88,7 +96,11 @@ def read_wfdb_record(base: Path) -> WfdbRecord | None:
             lines.append(line)
     if not lines:
         return None
+    for line in lines[1:]:  # signal (or segment) lines: their first field is a file name
+        check_file_name(line.split()[0], base)
     record = rx_record.match(lines[0])
+    if record is not None and record["sig_len"] and record["n_sig"]:
+        check_size(int(record["n_sig"]), int(record["sig_len"]), f"WFDB record {base}")
     if record is None or record["n_seg"] or not record["sig_len"] or not record["n_sig"]:
         return None
     n_sig, sig_len = int(record["n_sig"]), int(record["sig_len"])
@@ -122,6 +134,14 @@ def read_wfdb_record(base: Path) -> WfdbRecord | None:
                       np.array([s.baseline for s in signals], dtype=np.int64),
                       np.array([INVALID_SAMPLE[s.fmt] for s in signals], dtype=np.int64),
                       fs, [s.name for s in signals], comments)
+
+
+def check_file_name(name: str, base: Path) -> None:
+    """Refuse a signal or segment file name that is a path: a record reads only files in its own
+    header's folder (``..``, a path separator or an absolute path would read any file)."""
+    if "/" in name or "\\" in name or name in (".", "..") or Path(name).is_absolute():
+        raise InvalidECGError(f"WFDB header {base}.hea names the file {name!r}; a record's signal files must "
+                              f"be in the header's own folder (paths are not followed)", reason="unsupported")
 
 
 def _read_files(directory: Path, signals: list[_Signal], sig_len: int) -> np.ndarray | None:

@@ -23,10 +23,24 @@ Public API::
 Filters: Term(column, op, value), All([...]), Any([...]); parse_filter("age>=60 and sex=F").
 """
 
-from .filters import OPERATORS, All, Any, Filter, Term, compile_filter, parse_filter
-from .store import EncoderIdentity, Hit, Store, StoreInfo, UpsertResult
+from __future__ import annotations
 
-__all__ = [
-    "All", "Any", "EncoderIdentity", "Filter", "Hit", "OPERATORS", "Store", "StoreInfo", "Term",
-    "UpsertResult", "compile_filter", "parse_filter",
-]
+import importlib
+
+# Imported on first use (as ``ecg_atlas.embedder`` does): a module that needs only ``index.schema``
+# (the CLI's config, say) must not load DuckDB, FAISS and pyarrow through ``Store``.
+_EXPORTS = {
+    "All": "filters", "Any": "filters", "Filter": "filters", "OPERATORS": "filters", "Term": "filters",
+    "compile_filter": "filters", "parse_filter": "filters",
+    "EncoderIdentity": "store", "Hit": "store", "Store": "store", "StoreInfo": "store", "UpsertResult": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ecg_atlas.errors import StoreError
+from ecg_atlas.errors import StoreError, without_paths
 
 from .atomic import sha256_file, write_atomic
 from .backends import TRAINED_KINDS, VectorIndex, exact_top_k, load_index, new_index, training_sample_size
@@ -148,7 +148,7 @@ class DerivedIndex:
             try:
                 index = self._load(meta, high_water_seq)
             except Exception as exc:  # noqa: BLE001 - any unreadable index is rebuilt from the rows
-                log.warning("index file not usable (%s); rebuilding from DuckDB", exc)
+                log.warning("index file not usable (%s); rebuilding from DuckDB", without_paths(str(exc)))
         if index is None:
             self.rebuild()
             return

@@ -52,10 +52,12 @@ import pyarrow as pa
 from ecg_atlas.errors import (
     EncoderMismatchError,
     NotFoundError,
+    ShardError,
     StorageError,
     StorageFullError,
     StorageUnavailableError,
     StoreError,
+    without_paths,
 )
 
 from . import schema, signal_copy
@@ -63,7 +65,7 @@ from .atomic import replace_durably
 from .backends import VectorIndex, resolve_backend
 from .derived_index import DerivedIndex, Rows, read_meta
 from .filters import Filter, compile_filter
-from .shard_rows import ShardRows
+from .shard_rows import IMPORT_REFUSALS, ShardRows, census
 from .signal_copy import StoredSignal
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,8 @@ class ImportResult:
     inserted: int
     skipped_existing: int  # embedded rows whose ecg_id the store held already
     refused: int  # rows not stored: refusals the shards record, and embedded rows refused at import
-    #: refused rows per reason code: the shards' own (``too_short`` ...) and the import's (``VECTOR_*``)
+    #: refused rows per reason code: the shards' own (``too_short`` ...) and the import's
+    #: (``shard_rows.IMPORT_REFUSALS``: ``missing_ecg_id``, ``unknown_status``, ``vector_*``)
     refusals: dict[str, int] = field(default_factory=dict)
 
 
@@ -210,7 +213,8 @@ _OS_WRITE_TEXT = ("could not write file", "could not truncate file", "could not 
 
 def _storage_error(exc: BaseException, doing: str) -> StorageError | None:
     """The StorageError for an OS write failure (ENOSPC and others) that DuckDB, FAISS or Python
-    reported while `doing`, logged at ERROR with the OS error; None when `exc` is something else.
+    reported while `doing`, logged at ERROR with the OS error (file names cut to their last part:
+    no log line above DEBUG says where the store lives); None when `exc` is something else.
 
     DuckDB wraps the OS error in its own exception text (TransactionException "Failed to commit:
     Could not write file ...: No space left on device", IOException, or FatalException when a
@@ -225,11 +229,13 @@ def _storage_error(exc: BaseException, doing: str) -> StorageError | None:
         text = str(candidate).lower()
         number = candidate.errno if isinstance(candidate, OSError) else None
         if number in _FULL_ERRNOS or any(t in text for t in _FULL_TEXT):
-            log.error("%s failed: no space left on the store's disk (%s)", doing, candidate)
+            log.error("%s failed: no space left on the store's disk (%s)", doing,
+                      without_paths(str(candidate)))
             error: StorageError = StorageFullError()
         elif (isinstance(candidate, OSError) and number is not None) or (
                 isinstance(candidate, (duckdb.Error, RuntimeError)) and any(t in text for t in _OS_WRITE_TEXT)):
-            log.error("%s failed: the store's disk refused the write (%s)", doing, candidate)
+            log.error("%s failed: the store's disk refused the write (%s)", doing,
+                      without_paths(str(candidate)))
             error = StorageUnavailableError()
         else:
             continue
@@ -293,6 +299,8 @@ class Store:
         with_index: bool = True,
         memory_limit: str = "1GB",
         index_memory: int | None = None,
+        max_metadata_keys: int = schema.MAX_METADATA_KEYS,
+        max_metadata_columns: int = schema.MAX_METADATA_COLUMNS,
     ) -> "Store":
         """Open (or create) the store in directory `path`.
 
@@ -304,9 +312,13 @@ class Store:
             False skips loading the search index (export and analysis scans need only DuckDB).
             memory_limit: DuckDB's buffer pool cap. index_memory: bytes an "ivfpq" index may
             take (its code size is chosen from it and the row count; remembered by the store).
+            max_metadata_keys / max_metadata_columns: the schema's bounds (schema.py): keys per
+            ECG, user columns in the store; writes past them raise MetadataLimitError.
         """
         self = cls()
         self._path = Path(path)
+        self._max_metadata_keys = max_metadata_keys
+        self._max_metadata_columns = max_metadata_columns
         db = self._path / DB_FILE
         if not db.exists():
             if not create or read_only:
@@ -647,6 +659,8 @@ class Store:
         signal_table = signal_copy.to_arrow([ecg_ids[i] for i, _ in kept], [s for _, s in kept]) if kept else None
         rows = per_ecg("metadata", metadata)
         rows = [dict(r) if r is not None else {} for r in rows]
+        for row in rows:
+            schema.check_key_count(row, self._max_metadata_keys)
         for key in {k for r in rows for k in r}:
             schema.check_metadata_name(key)
 
@@ -751,7 +765,7 @@ class Store:
                 self._recover()
             except Exception as again:  # noqa: BLE001 - tried again by the next write
                 log.error("reopening the database after a failed write failed too (%s); the next write "
-                          "tries again", again)
+                          "tries again", without_paths(str(again)))
                 raise (_storage_error(again, "reopening the database") or StorageUnavailableError()) from exc
         return error
 
@@ -791,7 +805,11 @@ class Store:
         """Per metadata key: the column type and the coerced values; new columns are added and
         integer columns widened (inside the caller's transaction)."""
         out: dict[str, tuple[str, list]] = {}
-        for key, first in schema.metadata_types(rows).items():
+        types = schema.metadata_types(rows)
+        new = [key for key, first in types.items() if key not in self._columns and first is not None]
+        if new:
+            self._make_room(new, keep=set(types))
+        for key, first in types.items():
             column = self._columns.get(key)
             if column is None:
                 if first is None:
@@ -820,6 +838,25 @@ class Store:
             out[key] = (column.type, values)
         return out
 
+    def _make_room(self, new: Sequence[str], keep: set[str]) -> None:
+        """Inside the caller's write transaction, before the keys `new` become columns: past
+        ``max_metadata_columns``, the user columns that no stored ECG holds a value in (every ECG
+        that had one was deleted) and this write does not name are dropped; still past it,
+        MetadataLimitError (the rollback keeps every column)."""
+        user = [name for name, column in self._columns.items() if column.user]
+        if len(user) + len(new) <= self._max_metadata_columns:
+            return
+        counts = (self._con.execute("SELECT " + ", ".join(f'count("{n}")' for n in user) + " FROM ecg").fetchone()
+                  if user else ())
+        unused = [name for name, count in zip(user, counts, strict=True) if count == 0 and name not in keep]
+        if len(user) - len(unused) + len(new) > self._max_metadata_columns:
+            raise schema.refuse_new_columns(new, len(user), self._max_metadata_columns)
+        for name in unused:
+            self._con.execute(f'ALTER TABLE ecg DROP COLUMN "{name}"')
+            del self._columns[name]
+        log.info("dropped %d metadata columns that no stored ECG holds a value in, to make room for new ones",
+                 len(unused))
+
     def _autosave(self) -> None:
         """Save the index once enough changed since its last save (bounds the catch-up after a crash)."""
         if self._derived.unsaved >= max(AUTOSAVE_MIN_CHANGES, len(self._derived.index) // 2):
@@ -834,13 +871,15 @@ class Store:
 
         In one transaction, every embedded row whose ecg_id the store does not hold yet is
         inserted (importing the same shards twice changes nothing); the shards' refusals are
-        counted, not stored, and so are embedded rows whose record vector is all zeros or whose
-        vectors hold NaN or infinity (reason codes ``vector_all_zeros`` / ``vector_not_finite``
-        from `shard_rows`; Ingest refuses such vectors too). ``metadata.<key>`` columns become user columns by the
-        same typing rules as `upsert`. The write lock is held for the insert only: the index over
-        the new rows is built beside the live one (searches go on), from the vectors the insert
-        read (the ivfpq kind, which holds no full vectors, reads them back from DuckDB), and
-        swapped in, caught up with any write made meanwhile.
+        counted, not stored, and so are the rows `shard_rows` refuses, per reason code: no
+        ecg_id, an unknown status, vectors holding NaN or infinity, all zeros or of a norm no
+        encoder produces. Every page is read with its checksum verified: a damaged shard refuses
+        the whole import (`ShardError`, ``shard_checksum_mismatch``) and the store keeps nothing
+        of it. ``metadata.<key>`` columns become user columns by the same typing rules as
+        `upsert`. The write lock is held for the insert only: the index over the new rows is
+        built beside the live one (searches go on), from the vectors the insert read (the ivfpq
+        kind, which holds no full vectors, reads them back from DuckDB), and swapped in, caught
+        up with any write made meanwhile.
         """
         self._require_writable()
         files = [os.fspath(p) for p in paths]
@@ -848,6 +887,7 @@ class Store:
             return ImportResult(0, 0, 0)
         source = "read_parquet(?::VARCHAR[], union_by_name = true)"
         rows = None
+        found = census(files)  # ids, statuses and reasons, their pages verified; before the lock: reads go on
         with self._lock.write():
             self._require_writable()
             con = self._con
@@ -855,15 +895,18 @@ class Store:
                 with self._write_transaction(identity):
                     described = con.execute(f"DESCRIBE SELECT * FROM {source}", [files]).fetchall()
                     metadata = self._import_columns([(row[0], row[1]) for row in described])
-                    twice = con.execute(f"SELECT ecg_id FROM {source} WHERE status = 'embedded' GROUP BY ecg_id "
-                                        f"HAVING count(*) > 1 LIMIT 5", [files]).fetchall()
-                    if twice:
-                        raise StoreError(f"the shards hold some ECGs more than once ({', '.join(r[0] for r in twice)}); "
-                                         f"import shards of one job, or of jobs over different ECGs")
-                    counts = con.execute(f"SELECT status, coalesce(reason, 'refused'), count(*) FROM {source} "
-                                         f"GROUP BY ALL", [files]).fetchall()
-                    stored = con.sql(f"SELECT ecg_id FROM ecg WHERE ecg_id IN (SELECT ecg_id FROM {source} "
-                                     f"WHERE status = 'embedded')", params=[files]).to_arrow_table().column(0)
+                    con.register("shard_ids", pa.table({"ecg_id": found.ids}))
+                    try:
+                        twice = con.execute("SELECT ecg_id FROM shard_ids GROUP BY ecg_id HAVING count(*) > 1 "
+                                            "LIMIT 5").fetchall()
+                        if twice:
+                            raise ShardError(f"the shards hold some ECGs more than once "
+                                             f"({', '.join(r[0] for r in twice)}); import shards of one job, or of "
+                                             f"jobs over different ECGs", reason="duplicate_ecg_ids")
+                        stored = con.sql("SELECT ecg_id FROM ecg WHERE ecg_id IN (SELECT ecg_id FROM shard_ids)"
+                                         ).to_arrow_table().column(0)
+                    finally:
+                        self._unregister(con, "shard_ids")
                     rows = ShardRows(files, identity.dim, metadata, stored.combine_chunks(), self._next_seq,
                                      keep_vectors=self._kind_requested != "ivfpq")
                     targets = ", ".join(f'"{name}"' for name in [*_IMPORTED, *metadata])
@@ -882,17 +925,19 @@ class Store:
             except duckdb.Error as failure:  # a shard that is not what it should be
                 if rows is not None and rows.failure is not None:
                     raise rows.failure from failure
-                raise StoreError(f"importing {len(files)} shard files failed: {failure}") from failure
+                raise StoreError(f"importing {len(files)} shard files failed: {without_paths(str(failure))}"
+                                 ) from failure
             inserted, first_seq = rows.inserted, self._next_seq
             self._next_seq += inserted
             self._refresh_columns()
-        refusals = Counter({reason: count for status, reason, count in counts if status == "refused"})
-        refusals.update(rows.refusals)
-        if rows.refusals:  # ids only at DEBUG: an ECG id may be a file name
-            log.warning("import refused %d embedded rows whose vectors cannot be searched (%s)",
-                        sum(rows.refusals.values()), ", ".join(f"{k}: {v}" for k, v in sorted(rows.refusals.items())))
-            log.debug("refused at import, e.g.: %s", ", ".join(rows.refused_ids))
-        embedded = sum(count for status, _, count in counts if status == "embedded")
+        refusals = found.refusals + Counter(rows.refusals)
+        ours = {reason: n for reason, n in refusals.items() if reason in IMPORT_REFUSALS}
+        if ours:  # ids only at DEBUG: an ECG id may be a file name
+            log.warning("import refused %d rows it cannot store (%s)", sum(ours.values()),
+                        ", ".join(f"{k}: {v}" for k, v in sorted(ours.items())))
+            if rows.refused_ids:
+                log.debug("refused at import, e.g.: %s", ", ".join(rows.refused_ids))
+        embedded = len(found.ids)
         if inserted:
             fresh = self._new_derived_index()
             if rows.vectors:  # built from them once; the index reads DuckDB for anything after
@@ -933,11 +978,11 @@ class Store:
     def _import_columns(self, described: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
         """Per user column the shards fill: (the shards' column name, the store type to cast to).
         New keys become columns; an integer column meeting real numbers widens to DOUBLE."""
+        described = [(name, shard_type) for name, shard_type in described if name.startswith(IMPORT_METADATA_PREFIX)]
+        keys = [schema.check_metadata_name(name[len(IMPORT_METADATA_PREFIX):]) for name, _ in described]
+        self._make_room([key for key in keys if key not in self._columns], keep=set(keys))  # the column cap
         out = {}
-        for name, shard_type in described:
-            if not name.startswith(IMPORT_METADATA_PREFIX):
-                continue
-            key = schema.check_metadata_name(name[len(IMPORT_METADATA_PREFIX):])
+        for key, (name, shard_type) in zip(keys, described, strict=True):
             wanted = _IMPORT_TYPES.get(shard_type.upper())
             if wanted is None:
                 raise StoreError(f"shard column {name!r} is {shard_type}, which no metadata column can hold")
@@ -1001,6 +1046,8 @@ class Store:
         if not ids:
             return 0
         rows = [dict(updates[i]) for i in ids]
+        for row in rows:
+            schema.check_key_count(row, self._max_metadata_keys)
         for key in {k for r in rows for k in r}:
             schema.check_metadata_name(key)
         with self._lock.write():
@@ -1317,15 +1364,26 @@ class Store:
     def record_encoder_contract(self, contract: dict) -> None:
         """Keep the encoder's input contract (leads, rate, window, filtering, pooling, licence...)
         beside the identity, so the store says how its vectors were made. Informational: identity
-        equality stays model id, checkpoint sha256, preprocessing version and dimension."""
+        equality stays model id, checkpoint sha256, preprocessing version and dimension.
+
+        A disk that refuses the write (full...) is logged and the contract is recorded at a later
+        start: being informational, it never keeps a server on a full disk from serving reads."""
         self._require_writable()
+        if self._identity is None:
+            raise StoreError("the store has no encoder yet: open it with identity=... before recording a contract")
         text = json.dumps(contract, sort_keys=True)
         with self._lock.write():
+            self._require_writable()
             current = self._con.execute("SELECT value FROM store_meta WHERE key = 'encoder_contract'").fetchall()
             if current and current[0][0] == text:
                 return
-            self._con.execute("DELETE FROM store_meta WHERE key = 'encoder_contract'")
-            self._con.execute("INSERT INTO store_meta VALUES ('encoder_contract', ?)", [text])
+            try:
+                with self._write_transaction(self._identity):
+                    self._con.execute("DELETE FROM store_meta WHERE key = 'encoder_contract'")
+                    self._con.execute("INSERT INTO store_meta VALUES ('encoder_contract', ?)", [text])
+            except StorageError:  # logged at ERROR with the OS error by _write_transaction
+                log.warning("the encoder's contract was not recorded in the store (its disk refused the write); "
+                            "the next start records it")
 
     def _encoder_contract(self) -> dict | None:
         rows = self._cursor().execute("SELECT value FROM store_meta WHERE key = 'encoder_contract'").fetchall()

@@ -12,10 +12,11 @@ def test_devices_the_server_accepts(tmp_path, device):
     ServerConfig(store=tmp_path, device=device).validate()
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:one", "cpu:0"])
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:one", "cpu:0", "cuda:-1", "CUDA", "mps"])
 def test_devices_the_server_refuses_with_the_accepted_forms(tmp_path, device):
-    with pytest.raises(ConfigError, match="cuda:N"):
+    with pytest.raises(ConfigError, match="cuda:N") as caught:
         ServerConfig(store=tmp_path, device=device).validate()
+    assert str(caught.value).startswith("--device: ") and repr(device) in str(caught.value)
 
 
 def test_gpu_defaults():

@@ -48,6 +48,7 @@ import numpy as np
 from ecg_atlas.embedder.prefetch import prefetch
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.pseudonym import PatientPseudonymiser, load_pseudonymiser, pseudonym_in_file
+from ecg_atlas.refusal import read_refusal
 
 from .shards import SHARD_PATTERN, ShardItem, encoder_identity, shard_table, write_shard
 
@@ -228,10 +229,8 @@ def _read_row(batch: dict, i: int, prepare: Callable, min_leads: int | None,
         return _Read(windows, fs=rec.fs, lead_names=list(rec.lead_names), duration_s=rec.duration_s,
                      file_metadata=extra, file_patient=patient)
     except Exception as exc:  # noqa: BLE001 - one bad file is a refusal, never a failed job
-        expected = isinstance(exc, (AtlasError, ValueError, OSError))
-        return _Read(np.zeros((0, 1, 1), np.float32),
-                     reason=getattr(exc, "reason", None) or ("unreadable" if expected else "internal_error"),
-                     message=str(exc) if expected else f"{type(exc).__name__}: {exc}")
+        error = read_refusal(exc, source.ecg_id)
+        return _Read(np.zeros((0, 1, 1), np.float32), reason=error.reason, message=str(error))
 
 
 def _prepared_columns(position: np.ndarray, reads: Sequence[_Read]) -> dict:

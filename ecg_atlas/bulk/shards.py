@@ -20,7 +20,9 @@ metadata.<key>      user metadata, typed by the store's rules (``index.schema``)
 The Parquet schema metadata names the encoder (``ecg_atlas.model_id``, ``checkpoint_sha256``,
 ``preprocessing_version``, ``dim``, ``contract``: the keys ``ecg-atlas embed --out x.parquet``
 writes) and the shard (``ecg_atlas.shard``, ``ecg_atlas.job``). Files are written with
-``index.atomic.write_atomic``: a shard file that exists is complete.
+``index.atomic.write_atomic``: a shard file that exists is complete; every page carries its CRC
+checksum, which import verifies (``index.shard_rows``): a shard damaged after it was written is
+refused, never imported with altered vectors.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ecg_atlas.errors import AtlasError
+from ecg_atlas.errors import AtlasError, ShardError, without_paths
 from ecg_atlas.index import schema
 from ecg_atlas.index.atomic import write_atomic
+from ecg_atlas.index.shard_rows import NOT_A_SHARD, SHARD_UNREADABLE, shard_label
 
 SHARD_PATTERN = "shard-{:06d}.parquet"
 METADATA_PREFIX = "metadata."
@@ -127,9 +130,10 @@ def write_shard(path: Path, table: pa.Table) -> None:
     # No dictionary for vectors: pyarrow's attempt at one never fits embedding floats, and its
     # fallback pages left zstd nothing to shrink (real embeddings: 0.999 of raw, read 3.5x slower
     # than zstd alone at 0.925; BENCHMARKS.md, Import). Ids, sources and metadata keep dictionaries.
+    # Every page carries its CRC checksum: import verifies it (index/shard_rows.py).
     dictionary = [name for name in table.column_names if name not in schema.VECTOR_COLUMNS]
     write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary,
-                                                  row_group_size=8192))
+                                                  row_group_size=8192, write_page_checksum=True))
 
 
 def read_identity(path: str | Path) -> dict[str, str]:
@@ -137,29 +141,31 @@ def read_identity(path: str | Path) -> dict[str, str]:
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException) as exc:
-        raise AtlasError(f"cannot read {path} as Parquet: {exc}") from exc
+        raise ShardError(f"cannot read {shard_label(path)} as Parquet ({without_paths(str(exc))})",
+                         reason=SHARD_UNREADABLE) from exc
     found = {k.decode().removeprefix("ecg_atlas."): v.decode() for k, v in meta.items()
              if k.decode().startswith("ecg_atlas.")}
     missing = [k for k in IDENTITY_KEYS if k not in found]
     if missing:
-        raise AtlasError(f"{path} names no encoder ({', '.join(missing)} missing from its Parquet metadata): "
-                         f"not written by ecg-atlas embed")
+        raise ShardError(f"{shard_label(path)} names no encoder ({', '.join(missing)} missing from its Parquet "
+                         f"metadata): not written by ecg-atlas embed", reason=NOT_A_SHARD)
     return found
 
 
-def shard_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The shard files `paths` name: files as given, folders by their ``shard-*.parquet``."""
+def shard_files(paths: Sequence[str | Path], shown: Sequence[str] | None = None) -> list[Path]:
+    """The shard files `paths` name: files as given, folders by their ``shard-*.parquet``.
+    `shown`: how messages name each path (default: the path itself)."""
     files: list[Path] = []
-    for given in map(Path, paths):
+    for given, name in zip(map(Path, paths), shown or map(str, paths), strict=True):
         if given.is_dir():
             found = sorted(given.glob("shard-*.parquet"))
             if not found:
-                raise AtlasError(f"{given} holds no shard files (shard-*.parquet)")
+                raise AtlasError(f"{name} holds no shard files (shard-*.parquet)")
             files += found
         elif given.is_file():
             files.append(given)
         else:
-            raise AtlasError(f"{given} is neither a shard file nor a folder of them")
+            raise AtlasError(f"{name} is neither a shard file nor a folder of them")
     return files
 
 
@@ -171,14 +177,27 @@ def shard_files_under_roots(names: Sequence[str], roots: Sequence[str | Path]) -
         raise AtlasError("this server has no data root (serve --data-root DIR): it imports shard files only "
                          "from folders its operator named")
     resolved = [(Path(os.path.abspath(r)), Path(os.path.realpath(r))) for r in roots]
-    files = shard_files([_under_a_root(name, resolved) for name in names])
+    shown = [_shown(name, resolved) for name in names]
+    files = shard_files([_under_a_root(name, resolved, label) for name, label in zip(names, shown)], shown)
     for file in files:  # a folder's entries may be links out of the root
         if not any(Path(os.path.realpath(file)).is_relative_to(real) for _, real in resolved):
             raise AtlasError(f"shard file {file.name} leads outside the server's data roots")
     return files
 
 
-def _under_a_root(name: str, roots: Sequence[tuple[Path, Path]]) -> Path:
+def _shown(name: str, roots: Sequence[tuple[Path, Path]]) -> str:
+    """How messages quote a name a client sent: relative to the data root it names, never an
+    absolute server path."""
+    if not os.path.isabs(name):
+        return repr(name)
+    for root in (path for pair in roots for path in pair):
+        candidate = Path(os.path.normpath(name))
+        if candidate.is_relative_to(root):
+            return repr(f"<data root>/{candidate.relative_to(root)}")
+    return f"an absolute path outside the data roots (…/{Path(name).name})"
+
+
+def _under_a_root(name: str, roots: Sequence[tuple[Path, Path]], shown: str) -> Path:
     if name and "\x00" not in name:
         for named, real in roots:
             candidate = Path(os.path.normpath(name if os.path.isabs(name) else named / name))
@@ -187,7 +206,7 @@ def _under_a_root(name: str, roots: Sequence[tuple[Path, Path]]) -> Path:
             target = Path(os.path.realpath(candidate))
             if target.is_relative_to(real) and target.exists():
                 return target
-    raise AtlasError(f"{name!r} is not a shard file or folder inside the server's data roots")
+    raise AtlasError(f"{shown} is not a shard file or folder inside the server's data roots")
 
 
 def identity_of(files: Sequence[Path]):

@@ -1,8 +1,12 @@
 """`ecg-atlas import SHARDS... --store DIR`: bulk-load embedding shards (``embed --engine ray``).
 
-The shards are read once (pyarrow) and streamed into DuckDB in one transaction; ECGs the store
-holds already are skipped (importing twice is harmless); rows whose vectors hold NaN or infinity,
-or are all zeros, are refused with the shards' own refusals, counted per reason. The shards'
+The shards are read (pyarrow, every page's checksum verified) and streamed into DuckDB in one
+transaction; ECGs the store holds already are skipped (importing twice is harmless). A damaged
+shard (a page failing its checksum) refuses the whole import: the store keeps nothing of it;
+name the other shards to import them. Rows are refused one by one and counted per reason beside
+the shards' own refusals: no ecg_id (missing_ecg_id), a status other than embedded / refused
+(unknown_status), vectors holding NaN or infinity (vector_not_finite), all zeros
+(vector_all_zeros) or of a norm outside [0.01, 10000] (vector_norm_out_of_range). The shards'
 encoder must be the store's. The search index is built once, at the end. When a running server
 holds the store, the import goes through it (the ``Import`` RPC): the server then reads the
 shards itself, so they must lie under one of its ``--data-root`` folders (name them as the
@@ -37,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ecg_atlas.bulk.shards import identity_of, shard_files
     from ecg_atlas.index import Store
-    from ecg_atlas.index.backends import parse_memory
+    from ecg_atlas.index.backends.ivfpq import parse_memory
 
     path = access(args)
     started = time.perf_counter()

@@ -13,6 +13,7 @@ import numpy as np
 
 from ecg_atlas.embedder.weights import DEFAULT_ENCODER
 from ecg_atlas.errors import AtlasError
+from ecg_atlas.refusal import read_refusal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ecg_atlas.embedder.discover import find_ecgs, read_source
-    from ecg_atlas.embedder.encoder import encoder_from_spec
     from ecg_atlas.embedder.engine import EmbeddingEngine
     from ecg_atlas.embedder.prefetch import prefetch
+    from ecg_atlas.embedder.resolver import load_encoder
 
     suffix = args.out.suffix.lower()
     if suffix not in {".parquet", ".npz"}:
@@ -80,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     sources = list(find_ecgs(args.paths))
     if not sources:
         raise AtlasError("no ECG files found under the given paths (looked for .hea, .h5/.hdf5, .npy/.npz)")
-    encoder = encoder_from_spec(args.checkpoint, device=args.device, dtype=args.dtype, revision=args.revision,
-                                expected_sha256=args.checkpoint_sha256, fast=args.fast)
+    encoder = load_encoder(args.checkpoint, device=args.device, dtype=args.dtype, revision=args.revision,
+                           expected_sha256=args.checkpoint_sha256, fast=args.fast)
     if encoder.notice and not args.json:
         print(f"note: {encoder.model_id}: {encoder.notice}", file=sys.stderr)
     engine = EmbeddingEngine(encoder, batch_size=args.batch_size)
@@ -95,10 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     def ready():
         for source, result in prefetch(sources, load, workers=args.workers):
-            if isinstance(result, Exception):
-                if not isinstance(result, (AtlasError, ValueError, OSError)):
-                    raise result
-                refused[source.ecg_id] = (getattr(result, "reason", type(result).__name__), str(result))
+            if isinstance(result, Exception):  # one bad file is one refusal, never the end of the run
+                error = read_refusal(result, source.ecg_id)
+                refused[source.ecg_id] = (error.reason, str(error))
                 bar.update(1)
                 continue
             reports[source.ecg_id] = result.report.to_dict()

@@ -32,6 +32,7 @@ from ecg_atlas.cli._client import add_client_args, connect, print_json, rpc_erro
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.index.schema import check_metadata_name, text_column_parser
 from ecg_atlas.pseudonym import PatientPseudonymiser, load_pseudonymiser, pseudonym_in_file
+from ecg_atlas.refusal import read_refusal
 
 #: Reader metadata worth storing when no CSV value is given (normalised by the WFDB reader).
 HEADER_FIELDS = ("age", "sex", "dx", "acquisition_time", "device")
@@ -178,24 +179,28 @@ def ingest_files(client, paths, *, patients: dict | None = None, metadata: dict 
     todo = [s for s in sources if s.ecg_id not in stored_already]
     local_errors: dict[str, tuple[str, str]] = {}  # ecg_id -> (reason, message): refused while reading
 
+    def request_for(source):
+        """One file read and made into its request, on a reader thread."""
+        recording = read_source(source)
+        meta = {k: recording.metadata[k] for k in HEADER_FIELDS if recording.metadata.get(k) not in (None, [], "")}
+        meta.update(metadata.get(source.ecg_id, {}))
+        patient_id = patients.get(source.ecg_id)
+        if patient_id is None:
+            patient_id = pseudonym_in_file(recording, pseudonymiser)
+        return ingest_request(IngestItem.from_recording(source.ecg_id, recording, patient_id=patient_id,
+                                                        metadata=meta, replace=replace, source=source_uri(source)))
+
     with tqdm(total=len(todo), unit="ECG", desc="ingesting", disable=None) as bar:
         def requests():
-            for source, recording in prefetch(todo, read_source, workers=workers):
+            # Everything that can fail for one file runs in `request_for`: an exception escaping
+            # this generator would end the whole gRPC stream ("Exception iterating requests!").
+            for source, request in prefetch(todo, request_for, workers=workers):
                 bar.update(1)
-                if isinstance(recording, Exception):
-                    if not isinstance(recording, (AtlasError, ValueError, OSError)):
-                        raise recording
-                    local_errors[source.ecg_id] = (getattr(recording, "reason", "unreadable"), str(recording))
+                if isinstance(request, Exception):
+                    error = read_refusal(request, source.ecg_id)
+                    local_errors[source.ecg_id] = (error.reason, str(error))
                     continue
-                meta = {k: recording.metadata[k] for k in HEADER_FIELDS
-                        if recording.metadata.get(k) not in (None, [], "")}
-                meta.update(metadata.get(source.ecg_id, {}))
-                patient_id = patients.get(source.ecg_id)
-                if patient_id is None:
-                    patient_id = pseudonym_in_file(recording, pseudonymiser)
-                yield ingest_request(IngestItem.from_recording(
-                    source.ecg_id, recording, patient_id=patient_id, metadata=meta,
-                    replace=replace, source=source_uri(source)))
+                yield request
 
         summary = client.ingest(requests()) if todo else None
     elapsed = time.perf_counter() - started

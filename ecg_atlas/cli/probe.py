@@ -211,9 +211,9 @@ def run_predict(args: argparse.Namespace) -> int:
         return _print_predictions(args, labels, keys, np.concatenate(scores))
     encoder = None
     if args.checkpoint:
-        from ecg_atlas.embedder.encoder import encoder_from_spec
+        from ecg_atlas.embedder.resolver import load_encoder
 
-        encoder = encoder_from_spec(args.checkpoint, device=args.device)
+        encoder = load_encoder(args.checkpoint, device=args.device)
     elif args.paths or args.name == HEAD_PROBE_NAME:
         raise AtlasError("--checkpoint is needed to embed ECG files and for the ecgfm-head probe")
     with _open(args.store) as store:

@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest request and response message in MiB (default 64); bulk goes through ingest")
     g.add_argument("--max-ingest-in-flight", type=int, default=d.max_ingest_in_flight)
     g.add_argument("--max-k", type=int, default=d.max_k)
+    g.add_argument("--max-metadata-keys", type=int, default=d.max_metadata_keys,
+                   help=f"metadata keys one ECG may carry (default {d.max_metadata_keys}); more: the item is "
+                        f"refused (too_many_metadata_keys)")
+    g.add_argument("--max-metadata-columns", type=int, default=d.max_metadata_columns,
+                   help=f"metadata columns the store may hold (default {d.max_metadata_columns}); at the limit, "
+                        f"columns no stored ECG uses are dropped, else an item adding more is refused "
+                        f"(too_many_columns)")
     g.add_argument("--min-leads", type=int, default=d.min_leads)
     g.add_argument("--grace-s", type=float, default=d.grace_s, help="shutdown grace for running calls")
     g = p.add_argument_group("stored signals (README: Security)")
@@ -86,7 +93,7 @@ def _processes(value: str) -> int | None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    from ecg_atlas.index.backends import parse_memory
+    from ecg_atlas.index.backends.ivfpq import parse_memory
 
     message_bytes = int(args.max_message_mb * 2**20)
     config = ServerConfig(
@@ -98,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         encoder_workers=args.encoder_workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs, max_receive_message_bytes=message_bytes,
         max_send_message_bytes=message_bytes, max_ingest_in_flight=args.max_ingest_in_flight,
-        max_k=args.max_k, min_leads=args.min_leads, grace_s=args.grace_s,
+        max_k=args.max_k, max_metadata_keys=args.max_metadata_keys,
+        max_metadata_columns=args.max_metadata_columns, min_leads=args.min_leads, grace_s=args.grace_s,
         keep_signals=args.keep_signals, data_roots=tuple(args.data_roots), token_file=args.token_file,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, insecure=args.insecure)
     config.load_tokens()

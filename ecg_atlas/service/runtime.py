@@ -62,7 +62,8 @@ class Runtime:
         self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
                                         self.encoder.contract.preprocessing_version, self.encoder.dim)
         self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device,
-                                index_memory=cfg.index_memory)
+                                index_memory=cfg.index_memory, max_metadata_keys=cfg.max_metadata_keys,
+                                max_metadata_columns=cfg.max_metadata_columns)
         self.store.record_encoder_contract(self.encoder.contract.to_dict())
         self.signals = SignalSource(self.store, cfg.data_roots)
         device = self.encoder.device.type

@@ -4,14 +4,22 @@ Ids travel in query strings or bodies, never in paths (the access log writes pat
 may send its own ``Authorization: Bearer TOKEN``; it is forwarded to the server, which decides
 (a read token browses, saving a cohort needs write). Without one the web process's own token is
 used. Failed calls answer ``{"error", "code", "reason"}`` with the gRPC status and its
-``google.rpc.ErrorInfo`` reason.
+``google.rpc.ErrorInfo`` reason; messages never quote a server path (``scrub_paths``).
+
+JSON bodies are read by ``json_object`` (UTF-8, an object, parse errors of any kind a ``bad_json``
+400) and their fields checked by type before use. A dropped file is read in a temporary folder
+whose path never reaches the answer; whatever a reader raises becomes a reason-coded refusal.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import math
+import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -21,18 +29,25 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ecg_atlas.client import Client, error_info
-from ecg_atlas.errors import AtlasError
+from ecg_atlas.errors import AtlasError, without_paths
+from ecg_atlas.refusal import read_refusal
+
+logger = logging.getLogger("ecg_atlas.web.api")
 
 #: metadata columns shown with an ECG, in this order, when the store has them
 KEY_METADATA = ("dataset", "age", "sex", "labels_abbr", "label_groups", "dx")
 #: columns never sent to the browser (server-side file paths)
 HIDDEN_COLUMNS = {"source", "source_path", "files"}
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: a JSON body: a selection or cohort of ~100k ids of 15 characters (the web process needs ~85 MB
+#: to parse and forward one of 270k short ids; 8 MiB would take ~330 MB)
+MAX_JSON_BYTES = 2 * 1024 * 1024
 MAX_K = 50
 COHORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _HTTP_STATUS = {
@@ -90,9 +105,21 @@ class BadRequest(AtlasError):
     reason = "bad_request"
 
     def __init__(self, message: str, reason: str = "bad_request", status: int = 400,
-                 code: str = "INVALID_ARGUMENT"):
+                 code: str = "INVALID_ARGUMENT", details: dict | None = None):
         super().__init__(message)
-        self.reason, self.status, self.code = reason, status, code
+        self.reason, self.status, self.code, self.details = reason, status, code, details or {}
+
+
+def scrub_paths(text: str, names: dict[str, str] | None = None) -> str:
+    """``text`` with each path of ``names`` (server path -> what to say instead) replaced, then any
+    other absolute path cut to its last part."""
+    for path, name in sorted((names or {}).items(), key=lambda item: -len(item[0])):
+        text = text.replace(path, name)
+    return without_paths(text)
+
+
+def _scrubbed(details: dict, names: dict[str, str] | None = None) -> dict:
+    return {k: scrub_paths(v, names) if isinstance(v, str) else v for k, v in (details or {}).items()}
 
 
 def error_response(exc: Exception) -> JSONResponse:
@@ -100,11 +127,91 @@ def error_response(exc: Exception) -> JSONResponse:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         reason, details = error_info(exc)
         message = exc.details() if hasattr(exc, "details") else str(exc)
-        return JSONResponse({"error": message, "code": code, "reason": reason or code.lower(), "details": details},
-                            status_code=_HTTP_STATUS.get(code, 502))
+        return JSONResponse({"error": scrub_paths(message or ""), "code": code, "reason": reason or code.lower(),
+                             "details": _jsonable(_scrubbed(details))}, status_code=_HTTP_STATUS.get(code, 502))
     reason = getattr(exc, "reason", "invalid_request")
-    return JSONResponse({"error": str(exc), "code": getattr(exc, "code", "INVALID_ARGUMENT"), "reason": reason,
-                         "details": getattr(exc, "details", None) or {}}, status_code=getattr(exc, "status", 400))
+    return JSONResponse({"error": scrub_paths(str(exc)), "code": getattr(exc, "code", "INVALID_ARGUMENT"),
+                         "reason": reason, "details": _jsonable(_scrubbed(getattr(exc, "details", None) or {}))},
+                        status_code=getattr(exc, "status", 400))
+
+
+async def json_object(request: Request) -> dict:
+    """The request's body as a JSON object; anything else is a 400 ``bad_json``, never a 500."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text", reason="bad_json") from None
+    except RecursionError:
+        raise BadRequest("the request body's JSON is nested too deeply", reason="bad_json") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc.msg} at character {exc.pos}",
+                         reason="bad_json") from None
+    except ValueError:  # e.g. an integer past Python's digit limit
+        raise BadRequest("the request body's JSON holds a number too long to read", reason="bad_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, not {_json_kind(body)}", reason="bad_json")
+    return body
+
+
+def _json_kind(value) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _text_field(body: dict, name: str, default: str = "") -> str:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, not {_json_kind(value)}", reason=f"bad_{name}")
+    return value
+
+
+def _text_list(body: dict, name: str) -> list[str] | None:
+    """A list of strings; missing or null is None."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{name} must be an array of strings", reason=f"bad_{name}")
+    return value
+
+
+def whole_number(raw, name: str, default: int, low: int, high: int) -> int:
+    """``raw`` (query or form text) as an int in [low, high]: ASCII digits only, never echoed long."""
+    if raw is None or raw == "":
+        return default
+    text = raw if isinstance(raw, str) else ""
+    if not re.fullmatch(r"[0-9]{1,9}", text.strip()):
+        shown_raw = text[:20] + ("..." if len(text) > 20 else "") if text else type(raw).__name__
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}, got {shown_raw!r}",
+                         reason=f"bad_{name}")
+    value = int(text)
+    if not low <= value <= high:
+        raise BadRequest(f"{name} is {value}; give {low} to {high}", reason=f"bad_{name}")
+    return value
+
+
+def _form_text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be a text field, not a file", reason=f"bad_{name}")
+    return value
+
+
+def _read_upload(path: Path, names: dict[str, str]):
+    """``read_ecg`` of an uploaded file: every failure a reason-coded refusal naming the upload."""
+    from ecg_atlas.embedder import read_ecg
+
+    try:
+        return read_ecg(path)
+    except Exception as exc:  # noqa: BLE001 - whatever a reader raises is the upload's refusal
+        refusal = read_refusal(exc)
+        if refusal is not exc:  # a failure the reader does not check for: worth the operator's eye
+            logger.warning("an uploaded %s file was refused: its reader failed with %s",
+                           path.suffix.lower()[:8] or "(no suffix)", type(exc).__name__)
+        raise BadRequest(scrub_paths(str(refusal), names), reason=refusal.reason,
+                         details=_scrubbed(getattr(refusal, "details", None) or {}, names)) from None
 
 
 def _jsonable(value):
@@ -131,14 +238,7 @@ def _typed(array: np.ndarray, dtype) -> str:
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    try:
-        value = default if raw in (None, "") else int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got {raw!r}", reason=f"bad_{name}") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} is {value}; give {low} to {high}", reason=f"bad_{name}")
-    return value
+    return whole_number(request.query_params.get(name), name, default, low, high)
 
 
 def _flag(value) -> bool:
@@ -200,40 +300,42 @@ class AtlasApi:
                              "timing": {"search_rpc_ms": round(rpc_ms, 2), **result.timing}})
 
     async def search_file(self, request: Request):
-        length = int(request.headers.get("content-length") or 0)
-        if length > MAX_UPLOAD_BYTES:
-            raise BadRequest(f"the upload is {length / 2**20:.0f} MiB; the limit is {MAX_UPLOAD_BYTES >> 20} MiB",
-                             reason="too_large")
-        form = await request.form(max_files=16, max_fields=16)
-        uploads = [f for f in form.getlist("files") if hasattr(f, "filename")]
-        if not uploads:
-            raise BadRequest("drop an ECG file (WFDB: its .hea with its .dat/.mat; or HDF5, NumPy, "
-                             "MUSE/Sierra/aECG XML, DICOM, SCP, EDF)", reason="no_file")
-        k = str(form.get("k") or 5)
-        k = int(k) if k.isdigit() else 0
-        if not 1 <= k <= MAX_K:
-            raise BadRequest(f"k is {k}; give 1 to {MAX_K}", reason="bad_k")
-        files = [(Path(f.filename or "upload").name, await f.read()) for f in uploads]
-        await form.close()
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(self._search_files, request, files, k, form.get("where") or None)
+        # the body is capped while it streams (guard.RequestGuard); files spool to disk past 1 MiB
+        async with request.form(max_files=16, max_fields=16, max_part_size=64 * 1024) as form:
+            uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+            if not uploads:
+                raise BadRequest("drop an ECG file (WFDB: its .hea with its .dat/.mat; or HDF5, NumPy, "
+                                 "MUSE/Sierra/aECG XML, DICOM, SCP, EDF)", reason="no_file")
+            k = whole_number(_form_text(form, "k"), "k", 5, 1, MAX_K)
+            where = _form_text(form, "where") or None
+            return await run_in_threadpool(self._search_files, request, uploads, k, where)
 
-    def _search_files(self, request: Request, files: list[tuple[str, bytes]], k: int, where: str | None):
-        from ecg_atlas.embedder import read_ecg
-
+    def _search_files(self, request: Request, uploads: list[UploadFile], k: int, where: str | None):
         with tempfile.TemporaryDirectory(prefix="ecg-atlas-web-") as folder:
+            # what a reader's message may quote -> what the answer says instead
+            names = {os.path.join(os.path.realpath(folder), ""): "", os.path.join(folder, ""): ""}
             paths = []
-            for name, data in files:
+            for upload in uploads:
+                name = Path((upload.filename or "upload").replace("\\", "/")).name or "upload"
                 safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "upload"
                 path = Path(folder) / safe
-                path.write_bytes(data)
+                upload.file.seek(0)
+                with open(path, "wb") as out:
+                    shutil.copyfileobj(upload.file, out)
                 paths.append(path)
+                for spelling in (str(path), os.path.realpath(path)):
+                    names[spelling] = name
             headers = [p for p in paths if p.suffix.lower() == ".hea"]
             if not headers and len(paths) > 1:
                 raise BadRequest("several files but no WFDB .hea among them: drop one ECG at a time",
                                  reason="ambiguous_upload")
-            recording = read_ecg(headers[0] if headers else paths[0])
+            if headers and len(paths) == 1:
+                raise BadRequest(f"{names[str(headers[0])]} is a WFDB header alone: add its .dat/.mat "
+                                 f"(select or drop both files together)", reason="missing_signal_file")
+            target = headers[0] if headers else paths[0]
+            recording = _read_upload(target, names)
         client = self.clients.for_request(request)
         started = time.perf_counter()
         result = client.search(signal=recording.signal, fs=recording.fs, lead_names=list(recording.lead_names),
@@ -242,7 +344,8 @@ class AtlasApi:
         from ecg_atlas.web.traces import paper
 
         metadata = {k_: v for k_, v in (recording.metadata or {}).items() if k_ in ("age", "sex", "dx")}
-        return JSONResponse({"query": {"name": files[0][0].rsplit(".", 1)[0], "metadata": shown(metadata),
+        first = names[str(paths[0])]
+        return JSONResponse({"query": {"name": first.rsplit(".", 1)[0], "metadata": shown(metadata),
                                        "paper": paper(recording.signal, recording.fs, list(recording.lead_names))},
                              "hits": _hits(result), "timing": {"search_rpc_ms": round(rpc_ms, 2), **result.timing}})
 
@@ -324,23 +427,23 @@ class AtlasApi:
         return JSONResponse({"name": name, "kind": kind, "values": _jsonable(values)})
 
     async def selection(self, request: Request):
-        body = await request.json()
+        body = await json_object(request)
+        selection = (_text_field(body, "run"), _text_list(body, "ecg_ids") or [], _text_list(body, "label_columns"))
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(self._selection, request, body)
+        return await run_in_threadpool(self._selection, request, *selection)
 
-    def _selection(self, request: Request, body: dict):
+    def _selection(self, request: Request, run: str, ecg_ids: list[str], asked_columns: list[str] | None):
         from ecg_atlas.analysis.enrichment import benjamini_hochberg, enrichment
         from ecg_atlas.analysis.targets import build_targets
 
-        run = str(body.get("run", ""))
-        chosen = set(map(str, body.get("ecg_ids", [])))
+        chosen = set(ecg_ids)
         client = self.clients.for_request(request)
         kept = client.cluster_run(run)
         ids = kept["assignments"].column("ecg_id").to_pylist()
         inside = np.array([i in chosen for i in ids])
         types = client.info()["columns"]
-        label_columns = [c for c in body.get("label_columns") or _label_columns(kept["enrichment_csv"]) if c in types]
+        label_columns = [c for c in asked_columns or _label_columns(kept["enrichment_csv"]) if c in types]
         extras = [c for c in ("age", "sex") if c in types]
         values = self._column_for_ids(client, ids, list(dict.fromkeys([*label_columns, *extras])))
         names, cols = [], []
@@ -366,12 +469,12 @@ class AtlasApi:
                              key=lambda r: (math.isnan(r["p_value"]), r["p_value"]))}))
 
     async def save_cohort(self, request: Request):
-        body = await request.json()
-        name = str(body.get("name", "")).strip().lower()
+        body = await json_object(request)
+        name = _text_field(body, "name").strip().lower()
         if not COHORT_NAME.match(name):
-            raise BadRequest(f"cohort name {name!r}: use a letter, then letters, digits or _ (at most 40)",
+            raise BadRequest(f"cohort name {name[:60]!r}: use a letter, then letters, digits or _ (at most 40)",
                              reason="bad_cohort_name")
-        ecg_ids = list(dict.fromkeys(map(str, body.get("ecg_ids", []))))
+        ecg_ids = list(dict.fromkeys(_text_list(body, "ecg_ids") or []))
         if not ecg_ids:
             raise BadRequest("select some ECGs first", reason="empty_selection")
         column = f"cohort_{name}"

@@ -45,7 +45,7 @@ def read_export(kind: str, path: Path) -> Recording:
     except MemoryError as error:
         raise InvalidECGError(f"{label} file {path} needs more memory than one ECG may take",
                               reason="too_large") from error
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, UnicodeError, struct.error,
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, UnicodeError, struct.error,
             OSError) as error:
         raise InvalidECGError(f"{label} file {path} is damaged or not what it claims to be "
                               f"({type(error).__name__}: {error})", reason="unreadable") from error

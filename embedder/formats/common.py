@@ -20,13 +20,31 @@ import numpy as np
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-#: Largest export file read at all (the largest valid ECG in the sample set is 29 MB).
-MAX_FILE_BYTES = 256 * 2**20
+# --- limits: every reader checks what a file declares against these before allocating for it ---
+# (README "Reading files": a hostile file is refused within 200 MB; tests/embedder/test_hostile_files.py)
+
+#: Largest export file read at all (the largest valid ECG in the sample set is 29 MB; a file is read whole,
+#: so this bounds what a read may hold beside the decoded signal, inside the 200 MB promise).
+MAX_FILE_BYTES = 64 * 2**20
 #: Sampling rates no ECG device writes; anything outside is a corrupt or hostile header.
 MIN_FS, MAX_FS = 25.0, 20_000.0
-#: leads x samples ceiling: 512 MiB of float32, 6 h of 12 leads at 500 Hz (preprocess takes 600 s),
-#: so no header can make a reader allocate more.
-MAX_VALUES = 2**27
+#: leads x samples ceiling for one ECG, in every reader (exports, WFDB, HDF5 rows, NumPy): 2**24
+#: values is 64 MiB of float32, 12 leads x 23 min at 1000 Hz, 2.3x the longest recording
+#: ``preprocess`` takes by default (600 s) at the highest rate it takes (1000 Hz).
+MAX_VALUES = 2**24
+#: Bytes of one stored signal array (a .npy/.npz member, an HDF5 row or chunk): MAX_VALUES float32,
+#: or half as many float64 values.
+MAX_SIGNAL_BYTES = 4 * MAX_VALUES
+#: Largest XML export parsed (a 10-min 12-lead HL7 aECG at 1000 Hz is ~28 MB; the samples: 0.5 MB).
+MAX_XML_BYTES = 32 * 2**20
+#: Markup ('<') in one XML export: the real ones have 500-2 400; 60 MB of ``<a/>`` would be 15 M
+#: elements and ~2 GB of parsed tree.
+MAX_XML_MARKUP = 200_000
+#: Element nesting in one XML export (the real ones nest 4-15 deep; libxml2 stops at 256 itself).
+MAX_XML_DEPTH = 64
+#: Largest WFDB header (.hea) read (a 12-lead header with comments is ~1 kB).
+MAX_HEADER_BYTES = 2**20
+
 #: Physical units (as the formats spell them, lower-cased) -> factor to mV.
 UNIT_TO_MV = {"v": 1e3, "volts": 1e3, "mv": 1.0, "millivolts": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3,
               "microvolts": 1e-3, "nv": 1e-6, "nanovolts": 1e-6}
@@ -38,16 +56,16 @@ SCP_LEAD_CODES = {1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 
                   69: "V9R"}
 
 
-def check_file_size(path: Path, what: str) -> None:
+def check_file_size(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> None:
     """Refuse a file too large to be one ECG before reading any of it."""
     size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise InvalidECGError(f"{what} file {path} is {size / 2**20:.0f} MiB; ECG exports over "
-                              f"{MAX_FILE_BYTES // 2**20} MiB are refused", reason="too_large")
+    if size > limit:
+        raise InvalidECGError(f"{what} file {path} is {size / 2**20:.1f} MiB; files over "
+                              f"{limit / 2**20:g} MiB are refused", reason="too_large")
 
 
-def read_bounded(path: Path, what: str) -> bytes:
-    check_file_size(path, what)
+def read_bounded(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    check_file_size(path, what, limit)
     return path.read_bytes()
 
 
@@ -67,6 +85,10 @@ def check_fs(fs: float, what: str) -> float:
 
 
 def check_size(n_leads: int, n_samples: int, what: str) -> None:
+    """Refuse ``n_leads`` x ``n_samples`` (as a header declares them) beyond ``MAX_VALUES``."""
+    if n_leads < 0 or n_samples < 0:
+        raise InvalidECGError(f"{what}: the header declares {n_leads} leads x {n_samples} samples",
+                              reason="unreadable")
     if n_leads * n_samples > MAX_VALUES:
         raise InvalidECGError(f"{what}: {n_leads} leads x {n_samples} samples is more than one ECG "
                               f"reader accepts ({MAX_VALUES} values)", reason="too_large")
@@ -107,8 +129,9 @@ def build_recording(leads: Sequence[np.ndarray], lead_names: Sequence[str], fs: 
         raise InvalidECGError(f"{what}: the rhythm waveform holds no samples", reason="no_waveform")
     check_size(len(leads), n_samples, what)
     signal = np.empty((len(leads), n_samples), dtype=np.float32)
-    for row, lead in zip(signal, leads):
-        row[:] = lead
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 is inf: preprocess refuses it
+        for row, lead in zip(signal, leads):
+            row[:] = lead
     recording = Recording(signal, fs, [str(n) for n in lead_names],
                           {k: v for k, v in metadata.items() if v not in (None, "")}, source)
     recording.patient_id_in_file = clean_patient_id(patient_id)

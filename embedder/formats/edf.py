@@ -18,7 +18,7 @@ from ecg_atlas.embedder.leads import canonical_lead_name
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import build_recording, check_fs, check_size, device_name, mv_factor, parse_sex, read_bounded
+from .common import MAX_VALUES, build_recording, check_fs, device_name, mv_factor, parse_sex, read_bounded
 
 WHAT = "EDF"
 _ECG_PREFIX = re.compile(r"^\s*(?:ECG|EKG)[\s_:-]*", re.IGNORECASE)
@@ -42,7 +42,12 @@ def read_edf(path: Path) -> Recording:
     labels = [data[256 + 16 * i:256 + 16 * i + 16].decode("ascii", "replace").strip() for i in range(n_signals)]
     header_bytes = 256 * (n_signals + 1)
     record_len = sum(per_record)
-    check_size(max(n_records, 1), record_len, what)
+    if n_signals < 1 or min(per_record) < 0:
+        raise InvalidECGError(f"{what}: the EDF header declares {n_signals} signals with "
+                              f"{min(per_record, default=0)} samples per record", reason="unreadable")
+    if max(n_records, 1) * record_len > MAX_VALUES:  # before anything is allocated for them
+        raise InvalidECGError(f"{what}: the header declares {n_records} data records of {record_len} samples, "
+                              f"more than one ECG reader accepts ({MAX_VALUES} values)", reason="too_large")
     if n_records < 1 or record_len < 1 or len(data) < header_bytes + 2 * n_records * record_len:
         raise InvalidECGError(f"{what}: the header declares {n_records} data records of {record_len} samples; "
                               f"the file holds {len(data)} bytes", reason="truncated")
@@ -68,9 +73,13 @@ def read_edf(path: Path) -> Recording:
         if name is None or raw_index is None:
             continue
         rates.add(float(signal_header["sample_frequency"]))
+        digital_range = signal_header["digital_max"] - signal_header["digital_min"]
+        if digital_range == 0:  # EDF requires max > min: samples of an empty range cannot be scaled
+            raise InvalidECGError(f"{what}: channel {signal_header['label'].strip()!r} has digital maximum = "
+                                  f"minimum ({signal_header['digital_max']}), so its samples cannot be scaled "
+                                  f"to physical units", reason="bad_units")
         digital = records[:, offsets[raw_index]:offsets[raw_index + 1]].reshape(-1)
-        scale = (signal_header["physical_max"] - signal_header["physical_min"]) / \
-            (signal_header["digital_max"] - signal_header["digital_min"])
+        scale = (signal_header["physical_max"] - signal_header["physical_min"]) / digital_range
         mv = (digital.astype(np.float64) - signal_header["digital_min"]) * scale + signal_header["physical_min"]
         names.append(name)
         leads.append(mv * mv_factor(signal_header["dimension"] or "uV", what))

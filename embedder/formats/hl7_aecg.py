@@ -16,8 +16,8 @@ from lxml.etree import _Element as Element
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import (age_at, build_recording, device_name, iso_time, mv_factor, parse_date, parse_sex, parse_time,
-                     read_bounded)
+from .common import (MAX_XML_BYTES, age_at, build_recording, device_name, iso_time, mv_factor, parse_date,
+                     parse_sex, parse_time, read_bounded)
 from .safexml import find, iterfind, local_name, parse_xml, text
 
 WHAT = "HL7 aECG"
@@ -28,7 +28,7 @@ _SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 def read_hl7_aecg(path: Path) -> Recording:
     what = f"{WHAT} file {path}"
-    root = parse_xml(read_bounded(path, WHAT), what)
+    root = parse_xml(read_bounded(path, WHAT, MAX_XML_BYTES), what)
     if local_name(root) != "AnnotatedECG":
         raise InvalidECGError(f"{path}: root element <{local_name(root)}> is not HL7 aECG's <AnnotatedECG>",
                               reason="unreadable")

@@ -16,7 +16,7 @@ import numpy as np
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import (build_recording, derive_limb_leads, device_name, iso_time, mv_factor, parse_age,
+from .common import (MAX_XML_BYTES, build_recording, derive_limb_leads, device_name, iso_time, mv_factor, parse_age,
                      parse_date, parse_sex, parse_time, read_bounded)
 from .safexml import find, local_name, parse_xml, text
 
@@ -25,7 +25,7 @@ WHAT = "GE MUSE XML"
 
 def read_muse(path: Path) -> Recording:
     what = f"{WHAT} file {path}"
-    root = parse_xml(read_bounded(path, WHAT), what)
+    root = parse_xml(read_bounded(path, WHAT, MAX_XML_BYTES), what)
     if local_name(root) != "RestingECG":
         raise InvalidECGError(f"{path}: root element <{local_name(root)}> is not MUSE's <RestingECG>",
                               reason="unreadable")

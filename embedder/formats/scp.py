@@ -6,12 +6,15 @@ second differences; where section 3 flags reference-beat subtraction, the refere
 standard's framing (file length, section 0 pointer table, CRC-CCITT) are refused as
 ``non_conformant``: a handheld export that merely borrows the ``.scp`` extension must not be
 decoded by guesswork. Custom Huffman tables and bimodal compression are refused (``unsupported``).
+A section 3 that declares one sample per lead more than section 6 holds (a writer's off-by-one,
+which BioSig reads) gives the stored samples and a warning; more missing is ``truncated``.
 """
 
 from __future__ import annotations
 
 import binascii
 import datetime as dt
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,8 @@ from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
 from .common import SCP_LEAD_CODES, build_recording, check_size, device_name, iso_time, parse_age, read_bounded
+
+logger = logging.getLogger(__name__)
 
 WHAT = "SCP-ECG"
 DEFAULT_HUFFMAN = 19999
@@ -65,7 +70,12 @@ def read_scp(path: Path) -> Recording:
                               f"simultaneously); not supported", reason="unsupported")
     counts = [end - start + 1 for start, end in lead_ranges]
     check_size(n_leads, max(counts), what)
-    leads = _decode_leads(data, rhythm, counts, huffman, what)
+    leads = _decode_leads(data, rhythm, counts, huffman, what, one_short=True)
+    stored = min(lead.size for lead in leads)
+    if stored < max(counts):  # a writer's off-by-one (BioSig reads these too): keep what is stored
+        logger.warning("SCP-ECG section 3 declares %d samples per lead but section 6 holds %d; reading the "
+                       "%d stored", max(counts), stored, stored)
+        leads = [lead[:stored] for lead in leads]
     if flags & 1:  # reference-beat subtraction: rhythm data are residuals around each QRS
         _add_reference_beats(data, sections, leads, rhythm, n_leads, huffman, what)
     factor = rhythm.avm_nv * 1e-6  # nV -> mV
@@ -141,7 +151,10 @@ def _encoding(data: bytes, section: tuple[int, int], n_leads: int, what: str, *,
     return _Encoding(avm, interval, differences, counts, at + 6 + 2 * n_leads)
 
 
-def _decode_leads(data: bytes, encoding: _Encoding, counts: list[int], huffman: bool, what: str) -> list[np.ndarray]:
+def _decode_leads(data: bytes, encoding: _Encoding, counts: list[int], huffman: bool, what: str, *,
+                  one_short: bool = False) -> list[np.ndarray]:
+    """Each lead's samples; with ``one_short``, a lead whose data end one sample before the count
+    that section 3 declares is returned one sample short instead of refused."""
     buffer = np.frombuffer(data, np.uint8)
     leads, at = [], encoding.data_at
     for lead, (n_bytes, n_samples) in enumerate(zip(encoding.byte_counts, counts)):
@@ -152,10 +165,10 @@ def _decode_leads(data: bytes, encoding: _Encoding, counts: list[int], huffman: 
         else:
             values = chunk[:2 * (n_bytes // 2)].view("<i2").astype(np.int32)[:n_samples]
             decoded = values.size
-        if decoded < n_samples:
+        if decoded < n_samples - (1 if one_short else 0) or decoded < 1:
             raise InvalidECGError(f"{what}: lead {lead + 1} decodes to {decoded} samples, {n_samples} declared",
                                   reason="truncated")
-        leads.append(_undifference(values, encoding.differences).astype(np.float64))
+        leads.append(_undifference(values[:decoded], encoding.differences).astype(np.float64))
     return leads
 
 

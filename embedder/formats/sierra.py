@@ -18,8 +18,8 @@ from lxml.etree import _Element as Element
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import (age_at, build_recording, check_fs, check_size, device_name, iso_time, parse_age, parse_date,
-                     parse_sex, parse_time, read_bounded)
+from .common import (MAX_XML_BYTES, age_at, build_recording, check_fs, check_size, device_name, iso_time,
+                     parse_age, parse_date, parse_sex, parse_time, read_bounded)
 from .safexml import find, local_name, parse_xml, text
 from .xli import xli_decode
 
@@ -32,7 +32,7 @@ ECG_SECONDS = 10
 
 def read_sierra(path: Path) -> Recording:
     what = f"{WHAT} file {path}"
-    root = parse_xml(read_bounded(path, WHAT), what)
+    root = parse_xml(read_bounded(path, WHAT, MAX_XML_BYTES), what)
     if local_name(root) != "restingecgdata":
         raise InvalidECGError(f"{path}: root element <{local_name(root)}> is not Philips' restingecgdata",
                               reason="unreadable")

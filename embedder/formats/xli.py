@@ -79,8 +79,8 @@ def _lzw_decode(chunk: np.ndarray, limit: int):  # pragma: no cover - compiled
         if code > max_code:
             break
         if code >= next_code:  # the KwKwK case: previous string + its own first byte
-            if previous < 0:
-                break
+            if previous < 0 or code > next_code:  # a code past the table: corrupt data, stop here
+                break  # (decoding it would later redefine a table entry others point through)
             entry_first = first[previous]
             entry_length = length[previous] + 1
         else:

@@ -20,7 +20,7 @@ import torch
 from ecg_atlas.errors import AtlasError
 
 from ..discover import ECGSource
-from ..encoder import resolve_device
+from ..encoders.base import resolve_device
 from ..model import PRESETS, ECGFMConfig, flops_per_segment, init_weights
 from .checkpoints import load_for_pretraining, save_pretraining_checkpoint
 from .data import PairStream

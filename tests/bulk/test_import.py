@@ -13,6 +13,8 @@ from ecg_atlas.index import Store
 from ecg_atlas.index.store import EncoderIdentity
 from tests.service.conftest import corpus_server, start_server  # noqa: F401 - the ingested reference server
 
+from .shard_edits import rewrite_shard
+
 
 def test_import_is_idempotent_and_keeps_what_the_job_read(corpus_shards, tmp_path):
     folder, summary, _ = corpus_shards
@@ -71,28 +73,6 @@ def test_a_store_built_by_import_answers_searches_as_one_built_by_ingest(corpus_
         server.stop()
 
 
-def _rewrite_shard(source, target, change):
-    """Copy shard `source` to `target` with its record / segment vectors changed in place by `change`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(source)
-    dim = table.schema.field("record_vector").type.list_size
-    records = table.column("record_vector").combine_chunks().flatten().to_numpy().reshape(-1, dim).copy()
-    segments = table.column("segment_vectors").combine_chunks()
-    segment_values = segments.flatten().flatten().to_numpy().reshape(-1, dim).copy()
-    change(records, segment_values, segments.offsets.to_numpy())
-    vector_type = pa.list_(pa.float32(), dim)
-    table = table.set_column(table.schema.get_field_index("record_vector"), "record_vector",
-                             pa.FixedSizeListArray.from_arrays(pa.array(records.ravel()), type=vector_type,
-                                                               mask=table.column("record_vector").combine_chunks().is_null()))
-    table = table.set_column(table.schema.get_field_index("segment_vectors"), "segment_vectors",
-                             pa.ListArray.from_arrays(segments.offsets, pa.FixedSizeListArray.from_arrays(
-                                 pa.array(segment_values.ravel()), type=vector_type), mask=segments.is_null()))
-    pq.write_table(table, target)
-    return table
-
-
 def test_import_refuses_rows_whose_vectors_cannot_be_searched(corpus_shards, tmp_path):
     folder, summary, _ = corpus_shards
     files = shard_files([folder])
@@ -107,7 +87,7 @@ def test_import_refuses_rows_whose_vectors_cannot_be_searched(corpus_shards, tmp
         records[2, 0] = np.inf
         segment_values[offsets[3] + 1, 5] = np.nan  # a segment vector of row 3: Ingest refuses it too
 
-    table = _rewrite_shard(files[0], bad / files[0].name, corrupt)
+    table = rewrite_shard(files[0], bad / files[0].name, corrupt)
     assert table.column("status").to_pylist()[:4] == ["embedded"] * 4
     broken = table.column("ecg_id").to_pylist()[:4]
     files = shard_files([bad])

@@ -8,14 +8,9 @@ import pytest
 
 from ecg_atlas.errors import StoreError
 from ecg_atlas.index import Store
-from ecg_atlas.index.backends import (
-    FaissIVFPQ,
-    IVFPQParams,
-    ShardedReplica,
-    exact_top_k,
-    ivfpq_params,
-    parse_memory,
-)
+from ecg_atlas.index.backends.base import exact_top_k
+from ecg_atlas.index.backends.gpu import ShardedReplica
+from ecg_atlas.index.backends.ivfpq import FaissIVFPQ, IVFPQParams, ivfpq_params, parse_memory
 from ecg_atlas.index.store import EncoderIdentity
 
 N_DERIVED = 12_000

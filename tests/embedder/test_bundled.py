@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from ecg_atlas.config import ServerConfig
-from ecg_atlas.embedder import preprocess, read_ecg
-from ecg_atlas.embedder import weights
+from ecg_atlas.embedder import load_encoder, preprocess, read_ecg, weights
 from ecg_atlas.embedder.checkpoint import sha256_of
-from ecg_atlas.embedder.encoder import encoder_from_spec
 from ecg_atlas.errors import CheckpointError
 
 #: real ≥ 10-s 12-lead ECGs of *test-split* patients (never seen in pretraining), eight sources
@@ -23,7 +21,7 @@ TEST_SPLIT_RECORDS = ["cinc_chapman_shaoxing/JS00002", "cinc_cpsc2018/A0007", "c
 
 @pytest.fixture(scope="module")
 def bundled():
-    return encoder_from_spec("bundled", device="cpu")
+    return load_encoder("bundled", device="cpu")
 
 
 def test_the_file_ships_in_the_package_pinned_and_small():
@@ -38,8 +36,7 @@ def test_it_is_the_default_everywhere(bundled):
     described = bundled.describe()
     assert described["model_id"] == weights.BUNDLED_NAME and described["dim"] == 256 and described["layers"] == 4
     assert described["checkpoint_sha256"] == weights.BUNDLED_SHA256
-    assert "not ECG-FM's published model" in weights.encoder_notice("bundled")
-    assert weights.encoder_notice("/models/ecgfm.pt") == ""
+    assert "not ECG-FM's published model" in bundled.notice and described["notice"] == bundled.notice
 
 
 def test_a_changed_or_missing_file_is_refused(tmp_path, monkeypatch):
@@ -52,10 +49,10 @@ def test_a_changed_or_missing_file_is_refused(tmp_path, monkeypatch):
         fh.write(bytes([byte[0] ^ 0xFF]))
     monkeypatch.setattr(weights, "bundled_path", lambda: tampered)
     with pytest.raises(CheckpointError, match="sha256"):
-        encoder_from_spec("bundled")
+        load_encoder("bundled")
     monkeypatch.setattr(weights, "bundled_path", lambda: tmp_path / "gone.pt")
     with pytest.raises(CheckpointError, match="missing from this installation"):
-        encoder_from_spec("bundled")
+        load_encoder("bundled")
 
 
 def _window_similarity_gap(encoder, ecg_dir) -> float:
@@ -83,13 +80,12 @@ def test_pretraining_taught_it_which_windows_belong_together(bundled, ecg_dir):
     rows = {r["record"]: r for r in csv.DictReader(open(ecg_dir / "manifest.csv", newline=""))}
     assert all(patient_split(rows[r]["patient_id"] or r) == "test" for r in TEST_SPLIT_RECORDS)
     trained = _window_similarity_gap(bundled, ecg_dir)
-    untrained = _window_similarity_gap(encoder_from_spec("random:small", device="cpu"), ecg_dir)
+    untrained = _window_similarity_gap(load_encoder("random:small", device="cpu"), ecg_dir)
     assert trained > 0.5 and trained > 2 * untrained  # measured: 0.83 vs 0.21–0.24 for three random seeds
 
 
 def test_continued_pretraining_starts_from_the_bundled_file(tmp_path, ecg_dir, bundled):
     from ecg_atlas.embedder.discover import find_ecgs
-    from ecg_atlas.embedder.encoder import load_encoder
     from ecg_atlas.embedder.pretrain import pretrain
 
     sources = list(find_ecgs([ecg_dir / "cinc_ptb" / "S0001.hea", ecg_dir / "cinc_cpsc2018" / "A0001.hea"]))

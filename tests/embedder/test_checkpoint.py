@@ -37,7 +37,7 @@ def test_file_that_is_not_a_checkpoint(tmp_path):
 
 
 def test_torch_file_that_is_not_ecgfm(tmp_path):
-    with pytest.raises(CheckpointError, match="not a fairseq-signals ECG-FM checkpoint"):
+    with pytest.raises(CheckpointError, match="holds no encoder.*fairseq-signals ECG-FM checkpoint is a dict with 'cfg' and 'model'"):
         load_encoder(save(tmp_path, {"weights": torch.zeros(3)}))
 
 

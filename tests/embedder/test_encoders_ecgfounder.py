@@ -11,7 +11,8 @@ import torch
 
 from ecg_atlas.embedder import ecgfounder_preprocessing as prep
 from ecg_atlas.embedder import load_encoder, read_ecg
-from ecg_atlas.embedder.ecgfounder import RELEASED_12_LEAD, TINY, ECGFounderEncoder, Net1D, load_net1d
+from ecg_atlas.embedder.ecgfounder_model import RELEASED_12_LEAD, TINY, Net1D, load_net1d
+from ecg_atlas.embedder.encoders.ecgfounder import ECGFounderEncoder
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import CheckpointError, InvalidECGError
 

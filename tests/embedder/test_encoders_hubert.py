@@ -14,7 +14,7 @@ import torch
 
 from ecg_atlas.embedder import hubert_ecg_preprocessing as prep
 from ecg_atlas.embedder import load_encoder, read_ecg
-from ecg_atlas.embedder.hubert_ecg import HubertECGEncoder
+from ecg_atlas.embedder.encoders.hubert_ecg import HubertECGEncoder
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import CheckpointError, InvalidECGError
 

@@ -12,9 +12,9 @@ import pytest
 
 from ecg_atlas.cli import main
 from ecg_atlas.embedder import EncoderContract, load_encoder, random_encoder, read_ecg
-from ecg_atlas.embedder.ecgfounder import ECGFounderEncoder
-from ecg_atlas.embedder.encoder import Encoder, encoder_from_spec
-from ecg_atlas.embedder.hubert_ecg import HubertECGEncoder
+from ecg_atlas.embedder.encoders.ecgfm import Encoder
+from ecg_atlas.embedder.encoders.ecgfounder import ECGFounderEncoder
+from ecg_atlas.embedder.encoders.hubert_ecg import HubertECGEncoder
 from ecg_atlas.errors import AtlasError, CheckpointError
 
 CONTRACT_FIELDS = {"name", "architecture", "leads", "fs", "segment_samples", "windowing", "filtering",
@@ -67,7 +67,6 @@ def test_bundled_loads_through_the_public_api():
     enc = load_encoder("bundled")  # issue 14: this used to fail
     assert enc.model_id == "ecg-atlas-small-v1" and enc.dim == 256
     assert enc.contract.name == "ecg-atlas-small-v1" and "bundled open encoder" in enc.notice
-    assert encoder_from_spec("bundled", device="cpu").checkpoint_sha256 == enc.checkpoint_sha256
 
 
 @pytest.mark.parametrize("spec, model_id, dim", [
@@ -96,8 +95,16 @@ def test_bad_specs_say_what_is_accepted(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_encoder(tmp_path / "nope.pt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="without config.json"):
+    with pytest.raises(CheckpointError, match="holds no encoder.*HuBERT-ECG hub folder holds config.json"):
         load_encoder(tmp_path / "empty")
+
+
+def test_a_device_outside_the_accepted_forms_is_refused_with_its_reason():
+    from ecg_atlas.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'") as caught:
+        load_encoder("random:tiny", device="gpu")  # torch.device("gpu") raised a bare RuntimeError
+    assert caught.value.reason == "bad_device"
 
 
 def test_folder_sha256_is_the_weights_file_and_is_checked(specs):

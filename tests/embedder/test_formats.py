@@ -13,7 +13,6 @@ import logging
 import resource
 import shutil
 import struct
-import time
 import warnings
 from pathlib import Path
 
@@ -254,18 +253,70 @@ def test_utf16_sierra_file_is_sniffed_and_read(formats_dir):
 
 
 def test_non_conformant_scp_is_refused_with_a_reason(formats_dir):
-    started = time.perf_counter()
     with pytest.raises(InvalidECGError) as error:
         read_ecg(formats_dir / NON_CONFORMANT)
     assert error.value.reason == "non_conformant"
     assert "EN 1064" in str(error.value)
-    assert time.perf_counter() - started < 1
 
 
 def test_damaged_scp_metadata_does_not_stop_the_signal(formats_dir):
     rec = read_ecg(formats_dir / "scp/welchallyn_mdw14_v3r_v7_anonymized.scp")
     assert rec.lead_names == ["I", "II", "V3R", "V1", "V2", "V4", "V6", "V7"]
     assert "acquisition_time" not in rec.metadata  # the big-endian date is no date
+
+
+WELCH_ALLYN = "scp/welchallyn_mdw14_testpatient_20170504.scp"
+#: BioSig 2.5.0 (``save2gdf -CSV``, Debian biosig-tools) on the Welch Allyn file with section 3
+#: saying 1-6001: 6001 rows per lead, the last 0 (nothing is stored for it); the first 6000, as
+#: int16 counts of the file's 3.75 µV step, lead-major: sha256[:16], and each lead's first samples.
+BIOSIG_STORED_SHA256 = "c48862ef0f679c4a"
+BIOSIG_FIRST_SAMPLES = [[-12, -14, -16], [-29, -34, -39], [-5, -5, -6], [-12, -14, -16], [-24, -28, -33],
+                        [-31, -37, -42], [-22, -25, -29], [-15, -17, -20]]
+
+
+def _scp_declaring_more_samples(data: bytes, extra: int) -> bytes:
+    """``data`` (a real SCP file) with every lead's last sample in section 3 moved ``extra``
+    samples on, the section's and the file's CRC-CCITT rewritten: what an off-by-one writer makes."""
+    data = bytearray(data)
+    for at in range(6 + 16, 6 + 16 + struct.unpack_from("<I", data, 6 + 4)[0] - 16, 10):
+        section_id, length, index = struct.unpack_from("<HII", data, at)
+        if section_id == 3:
+            start = index - 1
+            break
+    leads_at = start + 16
+    for lead in range(data[leads_at]):
+        field = leads_at + 2 + 9 * lead + 4
+        struct.pack_into("<I", data, field, struct.unpack_from("<I", data, field)[0] + extra)
+    struct.pack_into("<H", data, start, binascii.crc_hqx(bytes(data[start + 2:start + length]), 0xFFFF))
+    struct.pack_into("<H", data, 0, binascii.crc_hqx(bytes(data[2:]), 0xFFFF))
+    return bytes(data)
+
+
+def test_scp_declaring_one_sample_more_than_stored_reads_what_is_stored(tmp_path, formats_dir, caplog):
+    """Issue 24 item 10: a writer's off-by-one that BioSig reads; the stored samples, a warning."""
+    original = formats_dir / WELCH_ALLYN
+    path = tmp_path / "plus_one.scp"
+    path.write_bytes(_scp_declaring_more_samples(original.read_bytes(), 1))
+    with caplog.at_level(logging.DEBUG):
+        rec = read_ecg(path)
+    assert rec.n_samples == 6000
+    np.testing.assert_array_equal(rec.signal, read_ecg(original).signal)
+    counts = np.round(rec.signal.astype(np.float64) * 1000 / 3.75)
+    assert np.abs(rec.signal * 1000 / 3.75 - counts).max() < 1e-3  # whole steps, float32 rounding apart
+    counts = counts.astype("<i2")
+    assert counts[:, :3].tolist() == BIOSIG_FIRST_SAMPLES
+    assert hashlib.sha256(counts.tobytes()).hexdigest()[:16] == BIOSIG_STORED_SHA256
+    warnings_logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings_logged) == 1 and "6001" in warnings_logged[0] and "6000" in warnings_logged[0]
+    assert path.name not in warnings_logged[0] and str(tmp_path) not in warnings_logged[0]
+
+
+def test_scp_declaring_two_samples_more_than_stored_is_truncated(tmp_path, formats_dir):
+    path = tmp_path / "plus_two.scp"
+    path.write_bytes(_scp_declaring_more_samples((formats_dir / WELCH_ALLYN).read_bytes(), 2))
+    with pytest.raises(InvalidECGError) as error:
+        read_ecg(path)
+    assert error.value.reason == "truncated" and "6002 declared" in str(error.value)
 
 
 # --- SCP encodings the real files do not use: built here -----------------------------------------
@@ -384,10 +435,8 @@ def test_unknown_xml_is_refused_as_unknown_file_type(tmp_path):
 
 def _refused(path: Path, reason: str) -> InvalidECGError:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
     with pytest.raises(InvalidECGError) as error:
         read_ecg(path)
-    assert time.perf_counter() - started < 2, "refusal took too long"
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200_000, "refusal used > 200 MB"
     assert error.value.reason == reason, str(error.value)
     return error.value
@@ -511,14 +560,12 @@ def test_damaged_copies_are_read_or_refused_never_crash(tmp_path, formats_dir, r
         for position in rng.integers(0, len(damaged), size=int(rng.integers(1, 16))):
             damaged[position] = int(rng.integers(0, 256))
         path.write_bytes(bytes(damaged))
-        started = time.perf_counter()
         try:
             rec = read_ecg(path)
         except InvalidECGError as error:
             assert error.reason
         else:
             assert rec.signal.ndim == 2
-        assert time.perf_counter() - started < 2
 
 
 # --- patient pseudonyms --------------------------------------------------------------------------

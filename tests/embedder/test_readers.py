@@ -167,6 +167,19 @@ def test_hdf5_without_tracings_or_all_zero(tmp_path):
         read_ecg(path)
 
 
+def test_hdf5_exam_ids_as_strings_or_of_another_shape(tmp_path):
+    path = tmp_path / "strings.h5"
+    with h5py.File(path, "w") as handle:
+        handle["tracings"] = np.ones((2, 4096, 12), dtype=np.float32)
+        handle["exam_id"] = ["exam-1", "exam-2"]  # variable-length strings
+    assert [r.metadata["exam_id"] for r in iter_hdf5_ecgs(path)] == ["exam-1", "exam-2"]
+    with h5py.File(path, "w") as handle:
+        handle["tracings"] = np.ones((2, 4096, 12), dtype=np.float32)
+        handle["exam_id"] = np.ones((2, 10**6), dtype=np.int64)  # reading one would read a million
+    with pytest.raises(InvalidECGError, match="one integer or string per tracing"):
+        read_ecg(path, record_index=0)
+
+
 # --- NumPy ---------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ecg_atlas.embedder import load_encoder, preprocess, read_ecg
-from ecg_atlas.embedder.encoder import resolve_device, resolve_dtype
+from ecg_atlas.embedder.encoders.base import resolve_device, resolve_dtype
 from ecg_atlas.errors import AtlasError
 
 

@@ -10,9 +10,11 @@ import faiss
 import numpy as np
 import pytest
 
-from ecg_atlas.errors import StoreError
-from ecg_atlas.index import backends
-from ecg_atlas.index.backends import FAISS_GPU_MAX_K, FaissGpuFlat, exact_top_k, parse_device, resolve_backend
+from ecg_atlas.errors import DeviceError, StoreError
+from ecg_atlas.index.backends import selection
+from ecg_atlas.index.backends.base import exact_top_k
+from ecg_atlas.index.backends.gpu import FAISS_GPU_MAX_K, FaissGpuFlat
+from ecg_atlas.index.backends.selection import resolve_backend
 
 
 class _GpuStandIn:
@@ -143,28 +145,28 @@ def test_concurrent_searches_never_share_the_gpu_resources_at_once(filled):
 
 
 def test_cuda_n_devices_are_parsed_and_checked(monkeypatch):
-    assert parse_device("cuda:0") == ("cuda", 0) and parse_device("cuda:3") == ("cuda", 3)
-    assert parse_device("auto") == ("auto", 0) and parse_device("cpu") == ("cpu", 0)
     for bad in ("gpu", "cuda:", "cuda:x", "cpu:1", "auto:0"):
-        with pytest.raises(StoreError, match="cuda:N"):
-            parse_device(bad)
-    monkeypatch.setattr(backends, "_torch_cuda", lambda: True)
-    monkeypatch.setattr(backends, "_cuda_devices", lambda: 2)
-    monkeypatch.setattr(backends.faiss, "get_num_gpus", lambda: 0)
+        with pytest.raises(DeviceError, match="cuda:N"):
+            resolve_backend(bad, "auto", "flat")
+    monkeypatch.setattr(selection, "_torch_cuda", lambda: True)
+    monkeypatch.setattr(selection, "_cuda_devices", lambda: 2)
+    monkeypatch.setattr(selection.faiss, "get_num_gpus", lambda: 0)
     assert resolve_backend("cuda:0", "auto", "flat") == "torch-cuda"  # the first GPU keeps the plain name
     assert resolve_backend("cuda", "auto", "flat") == "torch-cuda"
     assert resolve_backend("cuda:1", "torch", "flat") == "torch-cuda:1"
-    with pytest.raises(StoreError, match="only 2 GPU"):
+    with pytest.raises(DeviceError, match="only 2 GPU"):
         resolve_backend("cuda:2", "auto", "flat")
-    assert backends.gpu_backend("torch-cuda:1") == ("torch-cuda", 1)
-    assert backends.gpu_backend("faiss-cpu") == ("faiss-cpu", 0)
+    with pytest.raises(StoreError, match="index_kind"):  # a known device with an unknown kind
+        resolve_backend("cuda:1", "auto", "lsh")
+    assert selection.gpu_backend("torch-cuda:1") == ("torch-cuda", 1)
+    assert selection.gpu_backend("faiss-cpu") == ("faiss-cpu", 0)
 
 
 def test_a_cuda_n_backend_builds_its_index_on_that_device(monkeypatch):
     made = {}
-    monkeypatch.setattr(backends, "TorchExact", lambda dim, device: made.setdefault("device", device))
-    backends.new_index("torch-cuda:1", "flat", 8)
+    monkeypatch.setattr(selection, "TorchExact", lambda dim, device: made.setdefault("device", device))
+    selection.new_index("torch-cuda:1", "flat", 8)
     assert made["device"] == "cuda:1"
     made.clear()
-    backends.new_index("torch-cpu", "flat", 8)
+    selection.new_index("torch-cpu", "flat", 8)
     assert made["device"] == "cpu"

@@ -399,3 +399,33 @@ def test_torch_backend_deletes_reopens_and_reports_itself(tmp_path, rows):
             assert [h.ecg_id for h in got] == reference_search(rows, q, 10, exclude=gone)
     with Store.open(tmp_path / "s", device="cpu") as s:  # the same store, now on faiss: rebuilt
         assert s.info().backend == "faiss-cpu" and s.info().n_index_entries == len(rows["ecg_ids"]) - len(gone)
+
+
+def test_a_write_that_fails_after_unused_columns_were_dropped_keeps_them(tmp_path):
+    """At the column limit a write drops the columns no stored ECG holds a value in, inside its
+    transaction: when the write then fails, the rollback brings them back (in DuckDB and in the
+    store's view of its columns), and the store says which limit a refused write met."""
+    from ecg_atlas.errors import MetadataError, MetadataLimitError
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((4, DIM)).astype(np.float32)
+    with Store.open(tmp_path / "s", max_metadata_columns=4, max_metadata_keys=3) as store:
+        store.upsert(["a"], vectors[:1], identity=IDENTITY, metadata=[{"a0": 1, "a1": 1, "a2": 1}])
+        store.delete(["a"])  # a0..a2 now hold no value
+        with pytest.raises(MetadataLimitError) as too_many:
+            store.upsert(["k"], vectors[1:2], identity=IDENTITY, metadata=[{"k0": 1, "k1": 1, "k2": 1, "k3": 1}])
+        assert too_many.value.reason == "too_many_metadata_keys" and too_many.value.details["max_keys"] == 3
+        # b0 fits once a0..a2 are dropped; the second row's text in b0's integer column fails the write.
+        with pytest.raises(MetadataError) as bad:
+            store.upsert(["b", "c"], vectors[1:3], identity=IDENTITY, metadata=[{"b0": 1, "b1": 1}, {"b0": "text"}])
+        assert bad.value.reason == "bad_metadata"
+        assert {"a0", "a1", "a2"} <= set(store.columns()) and "b0" not in store.columns()
+        store.upsert(["b"], vectors[1:2], identity=IDENTITY, metadata=[{"b0": 1, "b1": 1}])
+        assert {"b0", "b1"} <= set(store.columns()) and not {"a0", "a1", "a2"} & set(store.columns())
+        with pytest.raises(MetadataLimitError) as full:
+            store.update_metadata({"b": {"c0": 1, "c1": 1, "c2": 1}})
+        assert full.value.reason == "too_many_columns"
+        assert full.value.details == {"columns": 2, "new_columns": 3, "max_columns": 4}
+    with Store.open(tmp_path / "s") as store:
+        assert {"b0", "b1"} <= set(store.columns()) and "a0" not in store.columns()
+        assert store.get(["b"], columns=["b0", "b1"])[0] == {"ecg_id": "b", "b0": 1, "b1": 1}

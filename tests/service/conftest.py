@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,30 @@ class ServerProcess:
     def log(self) -> str:
         return self.stderr_path.read_text()
 
+    def lines_above_debug(self) -> list[str]:
+        """Every line of the server's stderr but its DEBUG records and their tracebacks: the records
+        at INFO and above, and anything else written there (a library printing to stderr). A record
+        glued to the end of such a line (a message without a newline) is split off first."""
+        lines = re.sub(r"(?<=[^\n])(?=" + _RECORD.pattern + ")", "\n", self.log()).splitlines()
+        out, debug, previous = [], False, ""
+        for line in lines:
+            record = _RECORD.match(line)
+            if record:
+                debug = record[1] == "DEBUG"
+            elif debug and (not line or line[:1].isspace() or previous[:1].isspace() or line.startswith(_TRACEBACK)):
+                pass  # a DEBUG record's traceback
+            else:
+                debug = False
+            if not debug:
+                out.append(line)
+            previous = line
+        return out
+
+
+#: The start of a log record as `ecg-atlas` formats it ("%(asctime)s %(levelname)s %(name)s: ...").
+_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ([A-Z]+) ")
+_TRACEBACK = ("Traceback", "During handling", "The above exception")
+
 
 def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run([str(CLI), *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
@@ -56,14 +81,14 @@ def cli_json(*args: str, env: dict | None = None) -> dict:
 
 
 def start_server(store: Path, checkpoint: Path | None, log_dir: Path, *extra: str, env: dict | None = None,
-                 wait: bool = True) -> ServerProcess:
+                 wait: bool = True, verbose: int = 0) -> ServerProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     stderr_path = log_dir / f"server-{len(list(log_dir.glob('server-*.log')))}.log"
     environment = {**os.environ, "ECG_ATLAS_READ_TOKEN": READ_TOKEN, "ECG_ATLAS_WRITE_TOKEN": WRITE_TOKEN,
                    **(env or {})}
     process = subprocess.Popen(
-        [str(CLI), "serve", "--store", str(store), *(["--checkpoint", str(checkpoint)] if checkpoint else []),
-         "--device", "cpu", "--port", "0", *extra],
+        [str(CLI), *(["-" + "v" * verbose] if verbose else []), "serve", "--store", str(store),
+         *(["--checkpoint", str(checkpoint)] if checkpoint else []), "--device", "cpu", "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=open(stderr_path, "w"), text=True, env=environment)
     line = process.stdout.readline()
     if not line.startswith("starting on "):

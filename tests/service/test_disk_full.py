@@ -1,6 +1,8 @@
 """A full disk under a real server: the client gets RESOURCE_EXHAUSTED "no space left on the
 store's disk" (no path), the log an ERROR with the OS error, reads go on, writes resume when space
-returns, and SIGTERM while full exits 0 without losing an acknowledged ECG.
+returns, and SIGTERM while full exits 0 without losing an acknowledged ECG. A server started on a
+disk that is full already comes up and serves reads. No log line above DEBUG names the store's
+path, in any of these cases.
 
 The store lives on a small tmpfs this test mounts (CI runs as root). Where mounting is refused the
 test FAILS saying so: a disk-full guarantee that was never exercised must not look like a pass.
@@ -18,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from ecg_atlas.client import IngestItem
+from ecg_atlas.client import IngestItem, error_info
 from ecg_atlas.embedder import read_ecg
 
 from .conftest import start_server
@@ -106,6 +108,7 @@ def test_disk_full_is_diagnosable_reads_go_on_writes_resume_and_shutdown_keeps_e
             log = server.log()
             assert re.search(r" ERROR ecg_atlas\.index\.store: .*No space left on device", log), log[-3000:]
             assert "Traceback" not in log and "internal server error" not in log
+            assert str(small_disk) not in log, "a log line names the store's path"
 
             # 2. Reads go on while the disk is full.
             found, missing = c.get(acknowledged)
@@ -151,6 +154,66 @@ def test_disk_full_is_diagnosable_reads_go_on_writes_resume_and_shutdown_keeps_e
                 assert c.search(ecg_id=ecg_id, k=1).hits
     finally:
         assert server.stop() == 0
+
+
+def test_a_server_starts_on_a_full_disk_serves_reads_and_refuses_writes(tmp_path, small_disk, tiny_checkpoint, ecg_dir):
+    """The store's disk is full before the server starts, after a kill -9 left committed ECGs in
+    DuckDB's WAL only and the index file was deleted: the server comes up (no server.json: a
+    WARNING says so), every acknowledged ECG is read and searched, a write is RESOURCE_EXHAUSTED
+    ``disk_full``, SIGTERM exits 0. Every server runs at -vv; no record above DEBUG names a path."""
+    recordings = {r: read_ecg(ecg_dir / r) for r in RECORDS}
+    store, logs = small_disk / "store", tmp_path / "logs"
+
+    def items(prefix: str) -> list[IngestItem]:
+        return [IngestItem(f"{prefix}/{r}", rec.signal, rec.fs, rec.lead_names, metadata={"n": i})
+                for i, (r, rec) in enumerate(recordings.items())]
+
+    servers = [start_server(store, tiny_checkpoint, logs, verbose=2)]
+    with servers[-1].client() as c:
+        assert c.ingest(items("saved")).stored == len(RECORDS)
+    assert servers[-1].stop() == 0  # the index file is saved and DuckDB checkpointed
+    servers.append(start_server(store, tiny_checkpoint, logs, verbose=2))
+    with servers[-1].client() as c:
+        assert c.ingest(items("wal")).stored == len(RECORDS)
+    servers[-1].stop(signal.SIGKILL)  # these are in the WAL only; server.json stays behind
+    index_files = list(store.glob("index-*"))
+    assert index_files and (store / "server.json").exists() and (store / "store.duckdb.wal").exists()
+    for file in index_files:
+        file.unlink()
+    acknowledged = [i.ecg_id for i in items("saved") + items("wal")]
+
+    _fill(small_disk)
+    server = start_server(store, tiny_checkpoint, logs, verbose=2)
+    servers.append(server)
+    try:
+        with server.client() as c:
+            found, missing = c.get(acknowledged)
+            assert not missing and [e.ecg_id for e in found] == acknowledged
+            info = c.info()
+            assert int(info["ecg_count"]) == int(info["index_entries"]) == len(acknowledged)
+            for ecg_id in acknowledged[::4]:  # each recording is stored twice: the two copies tie
+                hits = c.search(ecg_id=ecg_id, k=2).hits
+                assert ecg_id in {h.ecg_id for h in hits} and hits[0].score == pytest.approx(1.0, abs=1e-4)
+            with pytest.raises(grpc.RpcError) as refused:
+                c.ingest(items("full")[:1])
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
+            assert error_info(refused.value)[0] == "disk_full"
+        assert not (store / "server.json").exists()  # the killed server's address is not advertised
+        assert server.stop() == 0
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(30)
+
+    log = server.log()
+    assert "serving without server.json" in log and "give them --server" in log
+    assert re.search(r" WARNING ecg_atlas\.index\.\w+: index file not usable", log), log[-3000:]
+    assert re.search(r" ERROR ecg_atlas\.index\.store: .*No space left on device", log), log[-3000:]
+    for each in servers:
+        lines = each.lines_above_debug()
+        assert any(" INFO " in line for line in lines)
+        assert not [line for line in lines if str(tmp_path) in line], "a line above DEBUG names a path"
+        assert not [line for line in lines if "Traceback" in line]
 
 
 def test_store_recovers_from_a_failed_checkpoint_and_reports_other_os_errors(small_disk, monkeypatch):
@@ -210,3 +273,32 @@ def test_store_recovers_from_a_failed_checkpoint_and_reports_other_os_errors(sma
         assert found == set(stored)
         hits = store.search(np.stack(list(stored.values())), k=1)
         assert [h[0].ecg_id for h in hits] == list(stored)
+
+
+def test_a_store_on_a_full_disk_opens_and_keeps_its_recorded_contract(small_disk, caplog):
+    """A server records its encoder's contract at every start; on a full disk that write is
+    refused (logged, no path) and the store opens and reads as before."""
+    import logging
+
+    import numpy as np
+
+    from ecg_atlas.index import EncoderIdentity, Store
+
+    identity = EncoderIdentity("m", "a" * 64, "v1", 16)
+    ids = [f"e{i}" for i in range(8)]
+    with Store.open(small_disk / "s", identity=identity) as store:
+        store.upsert(ids, np.random.default_rng(1).standard_normal((8, 16)), identity=identity)
+        store.record_encoder_contract({"version": 1})
+    ballast = _fill(small_disk)
+    with caplog.at_level(logging.INFO), Store.open(small_disk / "s", identity=identity) as store:
+        store.record_encoder_contract({"version": 2})
+        assert store.info().encoder_contract == {"version": 1}
+        assert [r["ecg_id"] for r in store.get(ids, columns=["ecg_id"])] == ids
+        assert [h[0].ecg_id for h in store.search(ecg_ids=ids[:2], k=1)]
+    refused = [r for r in caplog.records if "contract was not recorded" in r.getMessage()]
+    assert refused and refused[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if str(small_disk) in r.getMessage()]
+    ballast.unlink()
+    with Store.open(small_disk / "s", identity=identity) as store:
+        store.record_encoder_contract({"version": 2})
+        assert store.info().encoder_contract == {"version": 2}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
-from ecg_atlas.client import IngestItem
+from ecg_atlas.client import IngestItem, error_info
 from ecg_atlas.embedder import prepare, read_ecg
 from ecg_atlas.errors import InvalidECGError
 from ecg_atlas.v1 import atlas_pb2 as pb
@@ -53,7 +53,7 @@ def data_root(tmp_path_factory, ecg_dir):
 def kept_server(tmp_path_factory, tiny_checkpoint):
     """Default settings: the store keeps each ECG's samples; no data roots."""
     root = tmp_path_factory.mktemp("hardening-kept")
-    server = start_server(root / "store", tiny_checkpoint, root / "logs")
+    server = start_server(root / "store", tiny_checkpoint, root / "logs", verbose=2)
     yield server
     server.stop()
 
@@ -63,7 +63,7 @@ def rooted_server(tmp_path_factory, tiny_checkpoint, data_root):
     """No signal copies: stored ECGs are drawn only from files under one data root."""
     root = tmp_path_factory.mktemp("hardening-rooted")
     server = start_server(root / "store", tiny_checkpoint, root / "logs", "--no-keep-signals",
-                          "--data-root", str(data_root[0]))
+                          "--data-root", str(data_root[0]), verbose=2)
     yield server
     server.stop()
 
@@ -253,3 +253,70 @@ def test_reflection_answers_v1_and_v1alpha(kept_server):
             assert {"ecg_atlas.v1.Atlas", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
     finally:
         channel.close()
+
+
+# ---- 5. the schema is bounded: metadata keys per ECG, columns per store ----------------------------
+
+def test_an_item_with_300_new_metadata_keys_is_refused_and_adds_no_column(kept_server):
+    keys = {f"flood_{i}": i for i in range(300)}
+    with kept_server.client() as c:
+        before = c.info()["columns"]
+        summary = c.ingest([IngestItem("keys/flood", _synthetic(301), 500.0, LEADS, metadata=keys),
+                            IngestItem("keys/fine", _synthetic(302), 500.0, LEADS, metadata={"flood_ok": 1})])
+        assert (summary.stored, summary.failed) == (1, 1)
+        [error] = summary.errors
+        assert (error.ecg_id, error.code, error.reason) == ("keys/flood", "INVALID_ARGUMENT", "too_many_metadata_keys")
+        assert dict(error.details) == {"keys": "300", "max_keys": "64"} and "64" in error.message
+        columns = c.info()["columns"]
+        assert set(columns) - set(before) == {"flood_ok"}  # nothing of the refused item's 300 keys
+        with pytest.raises(grpc.RpcError) as refused:
+            c.update_metadata({"keys/fine": {f"flood_{i}": i for i in range(65)}})
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(refused.value) == ("too_many_metadata_keys", {"keys": "65", "max_keys": "64"})
+        assert c.info()["columns"] == columns
+
+
+def test_a_store_at_its_column_limit_refuses_new_keys_until_their_ecgs_are_deleted(tmp_path, tiny_checkpoint):
+    server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--max-metadata-columns", "8")
+    try:
+        with server.client() as c:
+            def ingest(ecg_id: str, keys: list[str], seed: int):
+                return c.ingest([IngestItem(ecg_id, _synthetic(seed), 500.0, LEADS,
+                                            metadata={k: seed for k in keys})])
+
+            assert ingest("cols/a", [f"a{i}" for i in range(6)], 1).stored == 1
+            summary = ingest("cols/b", ["b0", "b1", "b2"], 2)  # 6 + 3 > 8
+            assert summary.stored == 0
+            [error] = summary.errors
+            assert error.reason == "too_many_columns"
+            assert dict(error.details) == {"columns": "6", "new_columns": "3", "max_columns": "8"}
+            assert ingest("cols/c", ["c0", "c1"], 3).stored == 1  # exactly at the limit
+            user = {k for k in c.info()["columns"] if k[0] in "abc" and k[1:].isdigit()}
+            assert user == {"a0", "a1", "a2", "a3", "a4", "a5", "c0", "c1"}
+            with pytest.raises(grpc.RpcError) as refused:
+                c.update_metadata({"cols/c": {"d0": 1}})
+            assert error_info(refused.value)[0] == "too_many_columns"
+
+            # The ECG that made a0..a5 is deleted: its columns hold no value and make room.
+            assert c.delete(["cols/a"]) == 1
+            assert ingest("cols/b", ["b0", "b1", "b2"], 2).stored == 1
+            user = {k for k in c.info()["columns"] if k[0] in "abc" and k[1:].isdigit()}
+            assert user == {"b0", "b1", "b2", "c0", "c1"}
+            [row], _ = c.get(["cols/c"])
+            assert row.metadata["c0"] == 3  # the columns still in use keep their values
+    finally:
+        server.stop()
+
+
+# ---- 6. what the servers logged (this module's last test: after every request above) ----------------
+
+def test_no_log_line_above_debug_names_a_server_path(kept_server, rooted_server, tmp_path_factory, ecg_dir):
+    """Both servers ran at -vv; their records above DEBUG (and anything else on stderr) name no
+    store, data root or client-named path: the file names and paths hostile requests sent are
+    logged at DEBUG only."""
+    base, shared = str(tmp_path_factory.getbasetemp()), str(ecg_dir)
+    for server in (kept_server, rooted_server):
+        lines = server.lines_above_debug()
+        assert " DEBUG " in server.log() and any(" INFO " in line for line in lines)
+        leaked = [line for line in lines if base in line or shared in line]
+        assert not leaked, leaked[:3]

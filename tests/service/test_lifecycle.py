@@ -158,6 +158,25 @@ def test_sigterm_finishes_a_running_ingest_before_exiting(tmp_path, tiny_checkpo
         server.stop()
 
 
+def _info_until(client, outcome: str, timeout: float = 30.0):
+    """Call Info until it is refused RESOURCE_EXHAUSTED (``outcome="refused"``, the RpcError) or
+    answered (``"answered"``, the Info), within `timeout`: the server takes and frees its
+    concurrency slots on its own threads, so the test waits for the state, never a guessed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = client.info()
+            if outcome == "answered":
+                return info
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            if outcome == "refused":
+                return exc
+        assert time.monotonic() < deadline, f"Info not {outcome} within {timeout} s"
+        time.sleep(0.01)  # between tries of a bounded wait for the condition above
+
+
 def test_too_many_concurrent_rpcs_get_resource_exhausted(tmp_path, tiny_checkpoint, recordings):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--max-concurrent-rpcs", "1")
     release = threading.Event()
@@ -172,27 +191,23 @@ def test_too_many_concurrent_rpcs_get_resource_exhausted(tmp_path, tiny_checkpoi
         holding.set()
         release.wait(60)
 
-    def ingest():
-        with server.client() as c:
-            outcome["summary"] = c.ingest(held_stream())
-
-    writer = threading.Thread(target=ingest)
-    writer.start()
-    try:
-        assert holding.wait(60)
-        time.sleep(0.5)  # let the first message reach the server
-        with server.client() as c:
-            with pytest.raises(grpc.RpcError) as err:
-                c.info()
-            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        release.set()
-        writer.join(60)
-        assert outcome["summary"].stored == 1
-        with server.client() as c:
-            assert int(c.info()["ecg_count"]) == 1  # serving again once the slot is free
-    finally:
-        release.set()
-        server.stop()
+    # One channel for both calls: the Ingest's headers go out on the connection before any Info's,
+    # so the server counts the Ingest first and no Info can take the slot from it.
+    with server.client() as c:
+        writer = threading.Thread(target=lambda: outcome.update(summary=c.ingest(held_stream())))
+        writer.start()
+        try:
+            assert holding.wait(60)
+            _info_until(c, "refused")  # while the Ingest holds the only slot
+            release.set()
+            writer.join(60)
+            assert outcome["summary"].stored == 1
+            # The Ingest's response can reach the client before the server has freed its slot.
+            assert int(_info_until(c, "answered")["ecg_count"]) == 1  # serving again once the slot is free
+        finally:
+            release.set()
+            writer.join(60)
+            server.stop()
 
 
 def test_a_public_bind_without_tls_and_token_is_refused(tmp_path, tiny_checkpoint):

@@ -10,13 +10,17 @@ $ECG_ATLAS_WEB_SCREENSHOTS when it is set (e.g. runs/web-screenshots, git-ignore
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import select
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +57,21 @@ def client(atlas_server):
         yield c
 
 
+def assert_json_error(status: int, headers: dict, raw: bytes, expected_status: int, reason: str | None = None) -> dict:
+    """A refusal as every error is sent: JSON with a reason, and the headers a 200 carries."""
+    body = json.loads(raw)
+    assert status == expected_status, (status, body)
+    assert set(body) >= {"error", "code", "reason"} and body["error"] and body["reason"]
+    if reason is not None:
+        assert body["reason"] == reason, body
+    from ecg_atlas.web.app import SECURITY_HEADERS
+
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert all(lowered.get(k.decode()) == v.decode() for k, v in SECURITY_HEADERS), lowered
+    assert lowered["content-type"].startswith("application/json")
+    return body
+
+
 @dataclass
 class WebProcess:
     process: subprocess.Popen
@@ -71,8 +90,51 @@ class WebProcess:
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
 
+    def chunked(self, path: str, chunks, headers: dict):
+        """(status, headers, body, bytes sent) of a POST whose body goes out in HTTP chunks without a
+        Content-Length, sending until the atlas answers (or the chunks end)."""
+        parts = urllib.parse.urlsplit(self.url)
+        lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", "Transfer-Encoding: chunked",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        sent = 0
+        with socket.create_connection((parts.hostname, parts.port), timeout=60) as sock:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            try:
+                for chunk in chunks:
+                    if select.select([sock], [], [], 0)[0]:  # it answered: stop sending
+                        break
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+                else:
+                    sock.sendall(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it answered and closed while this was still sending
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            return response.status, dict(response.getheaders()), response.read(), sent
+
+    def declaring(self, path: str, length: int, headers: dict):
+        """(status, headers, body) of a POST that declares a Content-Length of `length` and sends
+        no body at all: the answer must not wait for one."""
+        parts = urllib.parse.urlsplit(self.url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            connection.putrequest("POST", path)
+            for key, value in {**headers, "Content-Length": str(length)}.items():
+                connection.putheader(key, value)
+            connection.endheaders()
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    @property
+    def origin(self) -> str:
+        """The page's own origin, as a browser on it sends it with a write."""
+        return self.url.rstrip("/")
+
     def json(self, path: str, body: dict | None = None, token: str | None = None):
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"Content-Type": "application/json", "Origin": self.origin} if body is not None else {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         status, _, raw = self.request(path, data=None if body is None else json.dumps(body).encode(), headers=headers)
@@ -106,6 +168,19 @@ def start_web(server_address: str, log_dir: Path, *extra: str) -> WebProcess:
 @pytest.fixture(scope="session")
 def web(atlas_server, tmp_path_factory):
     process = start_web(atlas_server.address, tmp_path_factory.mktemp("web-logs"))
+    yield process
+    process.process.terminate()
+    process.process.wait(30)
+
+
+ALLOWED_HOST = "atlas.example"
+
+
+@pytest.fixture(scope="session")
+def second_web(atlas_server, tmp_path_factory):
+    """A web process of its own (hostile uploads measure its memory; its log is theirs alone),
+    answering to --allowed-host ALLOWED_HOST too."""
+    process = start_web(atlas_server.address, tmp_path_factory.mktemp("web2-logs"), "--allowed-host", ALLOWED_HOST)
     yield process
     process.process.terminate()
     process.process.wait(30)

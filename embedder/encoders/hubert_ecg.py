@@ -1,4 +1,5 @@
-"""HuBERT-ECG through ``transformers``: its checkpoints, read safely, as a plain ``HubertModel``.
+"""HuBERT-ECG through ``transformers``: its checkpoints, read safely, as a plain ``HubertModel``
+(``HubertECGEncoder``; ``KIND`` is this family's entry in ``resolver.KINDS``).
 
 HuBERT-ECG (Coppola et al., 2024; github.com/Edoar-do/HuBERT-ECG; weights on the hub as
 ``Edoardo-BS/hubert-ecg-{small,base,large}``, **CC BY-NC 4.0: non-commercial**) is a standard
@@ -32,11 +33,13 @@ from typing import Any
 
 import torch
 
-from ecg_atlas.errors import CheckpointError
+from ecg_atlas.errors import AtlasError, CheckpointError
 
-from .contract import EncoderContract
-from .encoder import UNTRAINED_NOTICE, BaseEncoder, untrained_contract
-from .recording import STANDARD_LEADS
+from .. import hubert_ecg_preprocessing as prep
+from ..checkpoint import ResolvedCheckpoint, sha256_of
+from ..contract import EncoderContract
+from ..recording import STANDARD_LEADS
+from .base import UNTRAINED_NOTICE, BaseEncoder, EncoderKind, untrained_contract
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +188,6 @@ def fields_of_training_file(raw: dict) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def hubert_contract(config, *, size: str | None = None) -> EncoderContract:
-    from . import hubert_ecg_preprocessing as prep
-
     return EncoderContract(
         name="HuBERT-ECG",
         architecture=(f"HuBERT transformer (transformers HubertModel){' ' + size if size else ''}: "
@@ -252,9 +253,7 @@ class HubertECGEncoder(BaseEncoder):
 
     @property
     def preprocessing(self):
-        from .hubert_ecg_preprocessing import prepare
-
-        return prepare
+        return prep.prepare
 
     def _tokens(self, t: torch.Tensor) -> torch.Tensor:
         # (B, 12, L) → the reference's (B, 12·L) lead-major vector; no attention mask (as its evaluation)
@@ -263,8 +262,6 @@ class HubertECGEncoder(BaseEncoder):
     def classify(self, x):
         """(B, 12, 500) → (B, n_labels) sigmoid probabilities; fine-tuned files with a linear head only."""
         if self._head is None:
-            from ecg_atlas.errors import AtlasError
-
             raise AtlasError("this HuBERT-ECG file has no classifier head (a fine-tuned file holds one)")
         t, as_numpy = self._prepare(x)
         with torch.inference_mode(), self._autocast():
@@ -298,3 +295,28 @@ def random_hubert(config_or_size, *, seed: int = 0, contract: EncoderContract | 
     return HubertECGEncoder(model, model_id=f"random-init-hubert-ecg-{name}-seed{seed}", checkpoint_sha256="none",
                             contract=contract or untrained_contract(hubert_contract(config, size=size)),
                             notice=UNTRAINED_NOTICE, source=f"random:hubert-ecg-{name}", **kwargs)
+
+
+def load_folder(folder: Path, *, name: str, expected_sha256: str | None = None, **kwargs) -> HubertECGEncoder:
+    """A hub folder's encoder; its sha256 is the weights file's (checked against ``expected_sha256``)."""
+    fields, state, weights = read_folder(folder)
+    digest = sha256_of(weights)
+    if expected_sha256 and digest != expected_sha256.lower():
+        raise CheckpointError(f"{name}: weights file {weights.name} has sha256 {digest}, but {expected_sha256} "
+                              "was expected: not the configured weights (corrupt download or another revision)")
+    return load_hubert(fields, state, sha256=digest, source=name, flavour="pretrained", **kwargs)
+
+
+def _from_file(resolved: ResolvedCheckpoint, raw: dict, **kwargs) -> HubertECGEncoder:
+    fields, state = fields_of_training_file(raw)
+    flavour = "finetuned" if any(k.startswith("hubert_ecg.") for k in state) else "pretrained"
+    return load_hubert(fields, state, sha256=resolved.sha256, source=resolved.name, flavour=flavour, **kwargs)
+
+
+KIND = EncoderKind(
+    name="HuBERT-ECG", presets=tuple(f"hubert-ecg-{size}" for size in SIZES),
+    random=lambda preset, **kwargs: random_hubert(preset.removeprefix("hubert-ecg-"), **kwargs),
+    claims=lambda raw: isinstance(raw, dict) and "model_state_dict" in raw, from_file=_from_file,
+    file_layout="a HuBERT-ECG training file is a dict with 'model_config' and 'model_state_dict'",
+    claims_folder=lambda folder: (folder / "config.json").is_file(), from_folder=load_folder,
+    folder_layout="a HuBERT-ECG hub folder holds config.json and model.safetensors (or pytorch_model.bin)")

@@ -1,55 +1,55 @@
-"""The public encoders: a loaded network plus its identity and its input contract.
+"""What every encoder offers, and the inference code they share.
 
-``BaseEncoder`` is what every encoder offers (ECG-FM here; HuBERT-ECG in ``hubert_ecg``,
-ECGFounder in ``ecgfounder``): ``contract`` (an ``EncoderContract``), ``model_id``,
+``BaseEncoder`` is the interface of every encoder (ECG-FM in ``ecgfm``, HuBERT-ECG in
+``hubert_ecg``, ECGFounder in ``ecgfounder``): ``contract`` (an ``EncoderContract``), ``model_id``,
 ``checkpoint_sha256``, ``dim``, ``preprocess(rec)`` / ``prepare(rec)`` (the encoder's own pipeline),
 ``encode`` (last-layer outputs), ``embed`` (pooled vectors, as the reference pools them),
 ``describe()``, ``notice`` / ``licence_notice`` and ``random_twin(seed)``. Every method takes
 (B, 12, N) model-ready windows as a NumPy array or a torch tensor and answers in kind: NumPy in →
-NumPy out (float32), tensor in → tensor on the encoder's device. ``load_encoder`` (``resolver``)
-reads any supported checkpoint, ``bundled`` or ``random:PRESET[:SEED]``.
+NumPy out (float32), tensor in → tensor on the encoder's device.
+
+``EncoderKind`` is how an encoder family tells the resolver (``embedder/resolver.py``) which files
+and ``random:`` presets are its own: each encoder module ends with one ``KIND``, and
+``resolver.KINDS`` lists them. This module imports no encoder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
+import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ecg_atlas.errors import AtlasError
+from ecg_atlas.devices import parse_device, require_visible
+from ecg_atlas.errors import AtlasError, DeviceError
 
-from .contract import EncoderContract, ecgfm_contract
-from .model import ECGFM, ECGFMConfig, attention_saliency, init_weights, pool
-
-log = logging.getLogger(__name__)
+from ..contract import EncoderContract
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: torch.compile on a GPU runs at these batch sizes only (a batch is padded up to the next one):
 #: each compiles once, at warm-up, instead of once per batch size the queue happens to form.
 COMPILED_GPU_BATCHES = (64, 128, 256, 512)
-#: Opt-in faster CPU modes (benchmarks/encoder.py measures speed and cosine to fp32 for each).
-FAST_MODES = ("int8", "compile")
-ECGFM_WEIGHT_LICENCE = "MIT (bowang-lab/ECG-FM; the weights are released with the repository)"
 UNTRAINED_NOTICE = ("UNTRAINED random-init encoder: its vectors carry no learned ECG knowledge "
                     "(a baseline, not a model)")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` (a GPU when torch sees one), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if str(device) == "auto":
+    """``auto`` (a GPU when torch sees one), ``cpu``, ``cuda`` or ``cuda:N``, read by the project's
+    one device parser (``ecg_atlas.devices``) and checked against the GPUs torch sees."""
+    chosen = parse_device(device)
+    if chosen.type == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AtlasError(f"device {str(device)!r} was requested but torch sees no CUDA GPU; use --device cpu or auto")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        visible = torch.cuda.device_count()
-        raise AtlasError(f"device 'cuda:{dev.index}' was requested but torch sees {visible} GPU(s) "
-                         f"(cuda:0 to cuda:{visible - 1})")
-    return dev
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(chosen)!r} was requested but torch sees no CUDA GPU; "
+                              "use --device cpu or auto")
+        require_visible(chosen, torch.cuda.device_count())
+    return torch.device(chosen.type) if chosen.index is None else torch.device(chosen.type, chosen.index)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -67,8 +67,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
 
 def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 on every Linear layer, per-channel weights, packed for oneDNN when available."""
-    import warnings
-
     engines = torch.backends.quantized.supported_engines
     previous = torch.backends.quantized.engine
     try:
@@ -79,19 +77,6 @@ def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
             return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
     finally:
         torch.backends.quantized.engine = previous
-
-
-def _quantize_int8(model: ECGFM) -> ECGFM:
-    """ECG-FM's int8 mode: q/k/v fused into one projection, then dynamic int8 on every linear
-    layer (94 % of the FLOPs); conv, norms and attention stay float32.
-
-    Weights are packed for oneDNN when this torch has it: on AVX2 CPUs its int8 GEMM measured
-    ~4–7 % faster than FBGEMM's in this network (BENCHMARKS.md). Packed weights carry their
-    backend, so the process-wide engine is only switched while packing, then restored.
-    """
-    for layer in model.encoder.layers:
-        layer.self_attn.fuse_qkv()
-    return quantize_linear_int8(model)
 
 
 class BaseEncoder:
@@ -261,105 +246,6 @@ def untrained_contract(contract: EncoderContract) -> EncoderContract:
                                weight_licence="none (random weights)", commercial_use=True, source="")
 
 
-class Encoder(BaseEncoder):
-    """A ready-to-run ECG-FM(-architecture) encoder with its identity and contract."""
-
-    fast_modes = FAST_MODES
-
-    def __init__(self, model: ECGFM, *, model_id: str, checkpoint_sha256: str, label_names=(),
-                 device: str | torch.device = "cpu", dtype: str = "auto", source: str = "",
-                 fast: str | None = None, contract: EncoderContract | None = None, notice: str = ""):
-        self._cfg = model.cfg
-        if contract is None:
-            contract = default_ecgfm_contract(model.cfg)
-        super().__init__(model, contract=contract, model_id=model_id, checkpoint_sha256=checkpoint_sha256,
-                         device=device, dtype=dtype, source=source, fast=fast, notice=notice)
-        self.label_names = tuple(label_names)
-
-    def _ready(self, network: ECGFM) -> ECGFM:
-        network.prepare_for_inference()
-        # CPU: the positional conv through the FFT (~5 % faster end to end at fp32, within 1e-6 of
-        # the direct convolution; the parity tests run this path). GPUs and bf16 keep the direct conv.
-        network.conv_pos.use_fft = self.device.type == "cpu" and self.dtype == "float32"
-        return network
-
-    def _float32_modules(self) -> set[torch.nn.Module]:
-        # classify(): the head runs in float32 on the pooled float32 vector (bf16 logits were off
-        # by up to 0.044 in probability)
-        return {self.model.proj} if self.model.proj is not None else set()
-
-    def _cast_weights(self, dtype: torch.dtype) -> None:
-        super()._cast_weights(dtype)
-        conv_pos = self.model.conv_pos  # its folded weight g·v/‖v‖ (computed in float32) and bias
-        conv_pos._folded = conv_pos._folded.to(dtype)
-        conv_pos.bias.data = conv_pos.bias.data.to(dtype)
-
-    def _fast_runner(self, fast: str | None):
-        if fast == "int8":
-            self.model = _quantize_int8(self.model)
-            return self.model
-        return super()._fast_runner(fast)
-
-    # -- identity -------------------------------------------------------------------------------
-    @property
-    def config(self) -> ECGFMConfig:
-        return self._cfg
-
-    @property
-    def can_classify(self) -> bool:
-        return self.model.proj is not None
-
-    def describe(self) -> dict:
-        return {**super().describe(), "layers": self.config.encoder_layers, "heads": self.config.heads}
-
-    @property
-    def preprocessing(self):
-        from .preprocessing import prepare
-
-        return prepare
-
-    def random_twin(self, seed: int = 0) -> "Encoder":
-        cfg = dataclasses.replace(self.config, num_labels=0)
-        return Encoder(init_weights(ECGFM(cfg), seed=seed),
-                       model_id=f"random-init-{cfg.encoder_layers}x{cfg.embed_dim}-seed{seed}",
-                       checkpoint_sha256="none", device=self.device, source="random-init baseline",
-                       contract=untrained_contract(self.contract), notice=UNTRAINED_NOTICE)
-
-    # -- inference ------------------------------------------------------------------------------
-    def _min_samples(self) -> int:
-        return 2 * sum(k for _, k, _ in self.config.conv_layers)
-
-    def _tokens(self, t: torch.Tensor) -> torch.Tensor:
-        return self._run(t)["x"]
-
-    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """ECG-FM pooling: sum over time / count of non-zero values, float32."""
-        return pool(tokens.float())
-
-    def forward(self, x, *, need_weights: bool = False) -> dict[str, torch.Tensor]:
-        t, _ = self._prepare(x)
-        with torch.inference_mode(), self._autocast():
-            return self._run(t, need_weights=need_weights)
-
-    def saliency(self, x):
-        """(B, 12, N) → (B, T): last layer's head-averaged attention, max over keys (spec §11)."""
-        t, as_numpy = self._prepare(x)
-        with torch.inference_mode(), self._autocast():
-            attn = self._run(t, need_weights=True)["attn"]
-            return self._out(attention_saliency(attn[:, -1]).float(), as_numpy)
-
-    def classify(self, x):
-        """(B, 12, N) → (B, n_labels) sigmoid probabilities; finetuned checkpoints only."""
-        if not self.can_classify:
-            raise AtlasError("this encoder has no classifier head: classify() needs a finetuned "
-                             "ECG-FM checkpoint (ecg_transformer_classifier)")
-        t, as_numpy = self._prepare(x)
-        with torch.inference_mode():
-            with self._autocast():
-                pooled = pool(self._run(t)["x"].float())
-            return self._out(torch.sigmoid(self.model.proj(pooled)), as_numpy)  # float32 head
-
-
 class _Bucketed:
     """A compiled network run at fixed batch sizes: the batch is padded with zeros up to the next
     size and the outputs cut back (batches past the largest size run as they are)."""
@@ -375,52 +261,26 @@ class _Bucketed:
         return {name: value[:n] for name, value in self.run(t, **kwargs).items()}
 
 
-def default_ecgfm_contract(cfg: ECGFMConfig) -> EncoderContract:
-    """ECG-FM's contract for a network of shape ``cfg`` with ECG-FM's own weights."""
-    return ecgfm_contract(
-        architecture=(f"wav2vec 2.0-style transformer (ECG-FM network, plain PyTorch): {cfg.encoder_layers} "
-                      f"layers x {cfg.embed_dim}, {cfg.heads} heads, FFN {cfg.ffn_dim}"),
-        dim=cfg.embed_dim, weight_licence=ECGFM_WEIGHT_LICENCE, source="hf:wanglab/ecg-fm")
+@dataclasses.dataclass(frozen=True)
+class EncoderKind:
+    """One encoder family as the resolver sees it (``resolver.KINDS`` holds one per encoder).
 
+    ``file_layout`` / ``folder_layout`` say in a user's words what a file or folder of this family
+    holds; the resolver lists them when nothing claims a file or folder.
+    """
 
-def load_ecgfm(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "auto", *,
-               revision: str | None = None, expected_sha256: str | None = None,
-               fast: str | None = None, resolved=None, raw=None) -> Encoder:
-    """Load an ECG-FM checkpoint (fairseq-signals layout) as an :class:`Encoder`."""
-    from .checkpoint import FINETUNED, load_checkpoint
-
-    loaded = load_checkpoint(checkpoint, revision=revision, expected_sha256=expected_sha256,
-                             resolved=resolved, raw=raw)
-    del raw
-    cfg = loaded.model.cfg
-    flavour = "finetuned" if loaded.flavour == FINETUNED else "pretrained"
-    model_id = f"ecg-fm-{flavour}-{cfg.encoder_layers}x{cfg.embed_dim}"
-    return Encoder(loaded.model, model_id=model_id, checkpoint_sha256=loaded.sha256,
-                   label_names=loaded.label_names, device=device, dtype=dtype, source=loaded.name, fast=fast)
-
-
-def load_encoder(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = "auto", *,
-                 revision: str | None = None, expected_sha256: str | None = None,
-                 fast: str | None = None) -> BaseEncoder:
-    """Any encoder ECG Atlas knows, from one spec: ``bundled``, ``random:PRESET[:SEED]``, a local
-    file or folder (the kind detected from its contents), ``hf:OWNER/REPO[/FILE][@REVISION]``."""
-    from .resolver import load_encoder as resolve
-
-    return resolve(checkpoint, device=device, dtype=dtype, revision=revision, expected_sha256=expected_sha256,
-                   fast=fast)
-
-
-def random_encoder(preset: str = "base", *, seed: int = 0, device: str = "cpu", dtype: str = "auto",
-                   fast: str | None = None) -> BaseEncoder:
-    """An untrained encoder of a known shape (``resolver.RANDOM_PRESETS``): the probe baseline."""
-    from .resolver import random_encoder as make
-
-    return make(preset, seed=seed, device=device, dtype=dtype, fast=fast)
-
-
-def encoder_from_spec(spec: str, device: str = "auto", dtype: str = "auto", *,
-                      revision: str | None = None, expected_sha256: str | None = None,
-                      fast: str | None = None) -> BaseEncoder:
-    """``load_encoder`` with the service's default device (``auto``)."""
-    return load_encoder(spec, device=device, dtype=dtype, revision=revision, expected_sha256=expected_sha256,
-                        fast=fast)
+    name: str
+    #: the ``random:PRESET`` names this family builds
+    presets: tuple[str, ...]
+    #: ``(preset, *, seed, device, dtype, fast)`` → an untrained encoder of that shape
+    random: Callable[..., BaseEncoder]
+    #: is this checkpoint file's loaded object (``checkpoint.load_raw``) one of this family's?
+    claims: Callable[[Any], bool]
+    #: ``(resolved, raw, *, device, dtype, fast)`` → the encoder the file holds
+    from_file: Callable[..., BaseEncoder]
+    file_layout: str
+    #: families published as hub folders (config + weights): does this folder hold one, and
+    #: ``(folder, *, name, expected_sha256, device, dtype, fast)`` → its encoder
+    claims_folder: Callable[[Path], bool] | None = None
+    from_folder: Callable[..., BaseEncoder] | None = None
+    folder_layout: str = ""
