@@ -370,3 +370,24 @@ def edf_huge_records(folder: Path, n_records: int = 10**7, samples_per_record: i
     path.write_bytes(edf_bytes(labels=["ECG I"], n_records=n_records, samples_per_record=samples_per_record,
                                data=bytes(4096)))
     return path
+
+
+def status_kb(field: str) -> int:
+    """A figure of this process's /proc/self/status in kB (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def peak_growth_mb(action) -> float:
+    """Run ``action()`` and return how far this process's peak RSS rose above its RSS before, in MB.
+
+    The kernel's high-water mark is reset first (``/proc/self/clear_refs``), so what an earlier test
+    allocated does not hide the growth (``ru_maxrss`` never goes down)."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    before = status_kb("VmRSS")
+    try:
+        action()
+    finally:
+        growth = (status_kb("VmHWM") - before) / 1024
+    return growth
