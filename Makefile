@@ -11,32 +11,42 @@ PY := $(VENV)/bin/python
 # Where there is no NVIDIA GPU, pin the CPU build of torch that these machines hold locally;
 # elsewhere pass e.g. TORCH_PIP_ARGS="--index-url <your CPU wheel index>" to get a CPU build.
 # With an NVIDIA GPU, the same version as the CUDA build the driver runs (cu126 on R535/R550,
-# cu128 on R570, cu130 on R580+: ecg_atlas/setup_torch.py); TORCH_CUDA=cu126|cu128|cu130|cpu overrides.
+# cu128 on R570, cu130 on R580+: tools/setup_torch.py); TORCH_CUDA=cu126|cu128|cu130|cpu overrides.
 # Set-up fails if a GPU is present and the installed torch cannot use it.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 TORCH_CUDA ?=
 
-.PHONY: quickstart test setup clean proto bundled-encoder encoder-quality
+.PHONY: quickstart test test-fast lint setup clean proto bundled-encoder encoder-quality
 
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/ecg-atlas quickstart
 
 test: $(VENV)/.installed
+	$(MAKE) --no-print-directory lint
 	@$(PY) -c "import ray" 2>/dev/null || $(PY) -m pip install -q 'ray[data]>=2.9'
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(PY) -m pytest -q
+
+# The tests not marked slow (no real server, Ray cluster, browser or whole-corpus pass): under 2 minutes on 2 cores.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+# ruff (pyproject.toml [tool.ruff]) and the import graph: no circles, embedder and index apart.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) tools/check_imports.py
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@# the torch build the installed NVIDIA driver runs (ecg_atlas/setup_torch.py), else the CPU build
-	@args=$$($(PYTHON) ecg_atlas/setup_torch.py pip-args --spec '$(TORCH_SPEC)' --cuda '$(TORCH_CUDA)' \
+	@# the torch build the installed NVIDIA driver runs (tools/setup_torch.py), else the CPU build
+	@args=$$($(PYTHON) tools/setup_torch.py pip-args --spec '$(TORCH_SPEC)' --cuda '$(TORCH_CUDA)' \
 		--pip-args '$(TORCH_PIP_ARGS)') || exit 1; eval "$(PY) -m pip install -q $$args"
 	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) ecg_atlas/setup_torch.py check
+	$(PY) tools/setup_torch.py check
 	touch $@
 
 # Regenerate the gRPC stubs from proto/ecg_atlas/v1/*.proto (needs grpcio-tools: the dev extra).

@@ -30,6 +30,7 @@ coordinate for coordinate.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import time
 import warnings
@@ -39,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ecg_atlas.errors import AtlasError
+from ecg_atlas.index.vectors import normalised
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +115,11 @@ def embedding_set_hash(ecg_ids: Sequence[str], vectors: np.ndarray) -> str:
 
 def _cuml_available() -> bool:
     try:
-        import cuml  # noqa: F401
+        importlib.import_module("cuml")  # present and importable, or not available
         import torch
 
         return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - any failure to import means "not available"
+    except Exception:  # any failure to import means "not available"
         return False
 
 
@@ -159,12 +161,11 @@ def run_cohort(vectors: np.ndarray, params: CohortParams | None = None, *,
     n = len(vectors)
     if n < MIN_ECGS:
         raise AtlasError(f"a cohort run needs at least {MIN_ECGS} ECGs; this cohort has {n}")
-    if not np.isfinite(vectors).all():
-        raise AtlasError("the cohort's vectors contain NaN or infinity")
+    unit = normalised(vectors, "the cohort's vectors", error=AtlasError)  # refuses NaN, infinity, all zeros
     p = (params or CohortParams()).resolved(n)
     backend = resolve_backend(p.backend)
     stages = _Stages(progress)
-    x = stages.run("pca", lambda: _reduce(vectors, p))
+    x = stages.run("pca", lambda: _reduce(unit, p))
     if backend == "cuml":
         stages.run("neighbours", lambda: None)
         emb = stages.run("umap-cluster", lambda: _cuml_umap(x, p, p.cluster_dims, p.cluster_min_dist))
@@ -190,11 +191,8 @@ def run_cohort(vectors: np.ndarray, params: CohortParams | None = None, *,
                         emb.astype(np.float32), exemplars, outliers, params_out, stages.timings, backend, trust)
 
 
-def _reduce(vectors: np.ndarray, p: CohortParams) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise AtlasError("the cohort holds an all-zero vector; cosine distance is undefined for it")
-    x = vectors / norms
+def _reduce(x: np.ndarray, p: CohortParams) -> np.ndarray:
+    """Unit vectors reduced to `p.pca_dims` dimensions (when fewer than they have)."""
     if p.pca_dims and p.pca_dims < min(x.shape):
         from sklearn.decomposition import PCA
 

@@ -119,7 +119,8 @@ def _fmt(value: object) -> object:
 
 
 def enrichment(clusters: np.ndarray, label_matrix: np.ndarray, label_names: Sequence[str], *,
-               ages: Sequence[float | None] | None = None, sexes: Sequence[str | None] | None = None) -> EnrichmentTable:
+               ages: Sequence[float | None] | None = None,
+               sexes: Sequence[str | None] | None = None) -> EnrichmentTable:
     """Enrichment of each label in each cluster (noise, −1, included as its own group).
 
     label_matrix: (n, L) with 1 / 0 and NaN for unknown. ages: years or None; sexes: "F" / "M"

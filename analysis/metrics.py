@@ -181,7 +181,8 @@ def evaluate(y: np.ndarray, scores: np.ndarray, label_names: list[str], groups: 
     for j, name in enumerate(label_names):
         k = known[:, j]
         labels.append(LabelMetrics(name, int((y[k, j] > 0.5).sum()), int((y[k, j] <= 0.5).sum()),
-                                   interval(point[j, 0], draws[0, j], level), interval(point[j, 1], draws[1, j], level)))
+                                   interval(point[j, 0], draws[0, j], level),
+                                   interval(point[j, 1], draws[1, j], level)))
     idx = [label_names.index(m) for m in macro_labels]
     if idx:
         macro_point = point[idx].mean(axis=0)

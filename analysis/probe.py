@@ -362,7 +362,8 @@ class ProbeReport:
         for c in self.counts:
             m = by_label[c.label]
             note = f"  FLAGGED: {c.flag}" if c.flag else ""
-            lines.append(f"{c.label[:28]:<28} {c.train_positive:>5}/{c.train_negative:<5} {c.test_positive:>4}/{c.test_negative:<5}"
+            lines.append(f"{c.label[:28]:<28} {c.train_positive:>5}/{c.train_negative:<5} "
+                         f"{c.test_positive:>4}/{c.test_negative:<5}"
                          f"  {str(m.auroc):<22} {str(m.auprc):<22} {c.C:g}{note}")
         lines.append(f"{'macro (' + str(len(self.test.macro_labels)) + ' labels)':<28} {'':>11} {'':>10}  "
                      f"{str(self.test.macro_auroc):<22} {str(self.test.macro_auprc):<22}")
@@ -370,7 +371,8 @@ class ProbeReport:
             auroc = "n/a" if p.macro_auroc is None else f"{p.macro_auroc:.3f}"
             lines.append(f"  {p.fraction:>6.0%} of training patients ({p.train_patients}): macro AUROC {auroc}")
         if self.baseline is not None:
-            lines.append(f"random-init baseline ({self.baseline_model_id}): macro AUROC {self.baseline.test.macro_auroc}, "
+            lines.append(f"random-init baseline ({self.baseline_model_id}): "
+                         f"macro AUROC {self.baseline.test.macro_auroc}, "
                          f"AUPRC {self.baseline.test.macro_auprc}")
         return lines
 

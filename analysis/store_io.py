@@ -31,10 +31,12 @@ import pyarrow.parquet as pq
 
 from ecg_atlas.errors import AtlasError, EncoderMismatchError, NotFoundError
 from ecg_atlas.index.atomic import write_atomic
+from ecg_atlas.index.schema import MAX_RESULT_NAME_LENGTH, name_rule
+from ecg_atlas.jsonable import jsonable
 
 from .cohort import CohortResult, embedding_set_hash
-from .signals import SignalSource
 from .probe import LinearProbe
+from .signals import SignalSource
 from .splits import patient_groups
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ ANALYSIS_DIR = "analysis"
 PROBES = "probes"
 COHORTS = "cohorts"
 BASELINES = "baselines"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_NAME_RE = name_rule(MAX_RESULT_NAME_LENGTH)
 #: ECG-FM's notebook aggregates these labels over a record's segments by max, the rest by mean (spec §6).
 HEAD_MAX_LABELS = frozenset({
     "Poor data quality", "Premature ventricular contraction", "Ventricular tachycardia",
@@ -55,7 +57,7 @@ HEAD_PROBE_NAME = "ecgfm-head"
 def check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise AtlasError(f"{what} name {name!r} must be lowercase letters, digits and '_', starting with a letter, "
-                         f"at most 40 characters (it becomes part of file and column names)")
+                         f"at most {MAX_RESULT_NAME_LENGTH} characters (it becomes part of file and column names)")
     return name
 
 
@@ -216,19 +218,9 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 def _write_json(path: Path, obj: dict) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, default=_jsonable)
+            json.dump(jsonable(obj), f, indent=1)
 
     write_atomic(path, write)
-
-
-def _jsonable(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return None if np.isnan(x) else float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
 def save_probe(store, name: str, probe: LinearProbe, meta: dict, split_ids: dict[str, str] | None = None, *,
@@ -243,8 +235,9 @@ def save_probe(store, name: str, probe: LinearProbe, meta: dict, split_ids: dict
     if split_ids is not None:
         table = pa.table({"ecg_id": list(split_ids), "split": list(split_ids.values())})
         write_atomic(where / "split.parquet", lambda tmp: pq.write_table(table, tmp))
+    created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     record = {**meta, "name": name, "kind": probe.kind, "labels": probe.labels, "C": probe.C,
-              "trainable": probe.trainable, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "trainable": probe.trainable, "created_at": created_at}
     _write_json(where / "probe.json", record)
     log.info("probe saved (%d labels)", len(probe.labels))
     return where
@@ -318,7 +311,8 @@ class HeadProbe:
     @classmethod
     def from_encoder(cls, encoder) -> "HeadProbe":
         if not encoder.can_classify:
-            raise AtlasError("the built-in ecgfm-head probe needs a finetuned ECG-FM checkpoint (with a classifier head)")
+            raise AtlasError("the built-in ecgfm-head probe needs a finetuned ECG-FM checkpoint "
+                             "(with a classifier head)")
         proj = encoder.model.proj
         identity = {"model_id": encoder.model_id, "checkpoint_sha256": encoder.checkpoint_sha256,
                     "preprocessing_version": encoder.contract.preprocessing_version, "dim": encoder.dim}

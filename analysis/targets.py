@@ -45,7 +45,8 @@ def _split(spec: str) -> tuple[str, str | None, str | None]:
     return spec, None, None
 
 
-def build_targets(specs: Sequence[str], values: Mapping[str, Sequence[object]], column_types: Mapping[str, str]) -> Targets:
+def build_targets(specs: Sequence[str], values: Mapping[str, Sequence[object]],
+                  column_types: Mapping[str, str]) -> Targets:
     """Targets for the cohort whose metadata `values` (column -> one value per ECG) are given."""
     if not specs:
         raise AtlasError("name at least one target (e.g. label_groups:AF_AFL, sex=F, or a multi-class column)")
@@ -54,7 +55,8 @@ def build_targets(specs: Sequence[str], values: Mapping[str, Sequence[object]], 
     for spec in specs:
         column, op, value = _split(spec)
         if column not in column_types:
-            raise AtlasError(f"target {spec!r}: no column {column!r} in the store; columns: {', '.join(sorted(column_types))}")
+            raise AtlasError(f"target {spec!r}: no column {column!r} in the store; "
+                             f"columns: {', '.join(sorted(column_types))}")
         col_type = column_types[column]
         data = list(values[column])
         if col_type == LABELS_TYPE:

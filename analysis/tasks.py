@@ -20,13 +20,21 @@ import numpy as np
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.index.atomic import write_atomic
 
-from . import plots
+from . import ecg_paper, plots
 from .cohort import CohortParams, CohortResult, Progress, run_cohort
 from .enrichment import EnrichmentTable, enrichment
 from .metrics import evaluate
+from .probe import (
+    DEFAULT_CS,
+    DEFAULT_FRACTIONS,
+    DEFAULT_MIN_POSITIVES,
+    LinearProbe,
+    ProbeReport,
+    baseline_report,
+    cross_validate_probe,
+    train_probe,
+)
 from .signals import SignalSource
-from .probe import DEFAULT_CS, DEFAULT_FRACTIONS, DEFAULT_MIN_POSITIVES, LinearProbe, ProbeReport, baseline_report, \
-    cross_validate_probe, train_probe
 from .splits import TEST, ColumnSplit, check_patient_disjoint, kfold_by_patient, patient_groups, split_by_patient
 from .store_io import (
     Cohort,
@@ -79,7 +87,8 @@ class ProbeRun:
 
 
 def train_stored_probe(store, name: str | None, targets: Sequence[str], *, where: Sequence[str] = (),
-                       split: SplitSpec = SplitSpec(), class_weight: str | None = None, Cs: Sequence[float] = DEFAULT_CS,
+                       split: SplitSpec = SplitSpec(), class_weight: str | None = None,
+                       Cs: Sequence[float] = DEFAULT_CS,
                        n_bootstrap: int = 1000, seed: int = 0, min_positives: int = DEFAULT_MIN_POSITIVES,
                        fractions: Sequence[float] = DEFAULT_FRACTIONS, baseline_encoder=None,
                        ecg_paths: dict[str, str] | None = None, data_roots: Sequence[str] = (),
@@ -201,7 +210,8 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
     directory = save_cluster_run(store, run, cohort, result)
     write_atomic(directory / "enrichment.csv", lambda tmp: Path(tmp).write_text(table.to_csv()))
     write_atomic(directory / "enrichment.md", lambda tmp: Path(tmp).write_text(table.to_markdown()))
-    figures = {"map_cluster": plots.plot_map(result.map_2d, result.labels, directory / "map_cluster.png", kind="cluster",
+    figures = {"map_cluster": plots.plot_map(result.map_2d, result.labels, directory / "map_cluster.png",
+                                             kind="cluster",
                                              title=f"Cohort map '{run}': {len(cohort)} ECGs, {result.n_clusters} "
                                                    f"clusters (HDBSCAN), noise in grey")}
     for column in colour_by:
@@ -239,20 +249,21 @@ def _ecg_grids(signals: SignalSource, cohort: Cohort, result: CohortResult, dire
         return {}
 
     def traces(rows, caption):
-        return [plots.trace_from_recording(recs[i], caption(i)) for i in rows if recs.get(i) is not None]
+        return [ecg_paper.trace_from_recording(recs[i], caption(i)) for i in rows if recs.get(i) is not None]
 
     grid_rows = [(f"cluster {c}", traces(rows, lambda i: f"{cohort.ecg_ids[i]} (p={result.probabilities[i]:.2f})"))
                  for c, rows in result.exemplars.items()]
     out = {}
     grid_rows = [r for r in grid_rows if r[1]]
     if grid_rows:
-        out["exemplars"] = plots.plot_ecg_grid(grid_rows, directory / "exemplars.png",
-                                               title="Cluster exemplars (highest membership), lead II, first 5 s")
+        out["exemplars"] = ecg_paper.plot_ecg_grid(grid_rows, directory / "exemplars.png",
+                                                   title="Cluster exemplars (highest membership), lead II, first 5 s")
     outliers = traces(result.outliers[:8], lambda i: f"{cohort.ecg_ids[i]} (GLOSH {result.outlier_scores[i]:.2f})")
     if outliers:
-        rows = [(f"outliers {k + 1}–{k + len(outliers[k:k + 4])}", outliers[k:k + 4]) for k in range(0, len(outliers), 4)]
-        out["outliers"] = plots.plot_ecg_grid(rows, directory / "outliers.png",
-                                              title="Top outliers (highest GLOSH score), lead II, first 5 s")
+        rows = [(f"outliers {k + 1}–{k + len(outliers[k:k + 4])}", outliers[k:k + 4])
+                for k in range(0, len(outliers), 4)]
+        out["outliers"] = ecg_paper.plot_ecg_grid(rows, directory / "outliers.png",
+                                                  title="Top outliers (highest GLOSH score), lead II, first 5 s")
     return out
 
 
@@ -270,13 +281,14 @@ def explain_ecg(encoder, recording, out: str | Path, *, lead: str = "II", title:
 
     if token_saliency is None:
         token_saliency = encoder.saliency(preprocess(recording))
-    saliency = plots.saliency_to_samples(token_saliency)
-    trace = plots.trace_from_recording(recording, title or f"ECG-FM attention saliency ({encoder.model_id})", saliency)
+    saliency = ecg_paper.saliency_to_samples(token_saliency)
+    trace = ecg_paper.trace_from_recording(recording, title or f"ECG-FM attention saliency ({encoder.model_id})",
+                                           saliency)
     if page:
-        return plots.plot_ecg(trace, out, rhythm_lead=lead)
-    index = plots.STANDARD_LEADS.index(lead)
+        return ecg_paper.plot_ecg(trace, out, rhythm_lead=lead)
+    index = ecg_paper.STANDARD_LEADS.index(lead)
     n = len(saliency)
-    return plots.plot_saliency_lead(trace.signal[index, :n], saliency, out, lead=lead, title=trace.title)
+    return ecg_paper.plot_saliency_lead(trace.signal[index, :n], saliency, out, lead=lead, title=trace.title)
 
 
 __all__ = [

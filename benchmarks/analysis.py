@@ -53,7 +53,8 @@ def real_vectors(encoder_spec: str, n_records: int, seed: int) -> tuple[np.ndarr
     encoder = load_encoder(encoder_spec, device="cpu")
     t0 = time.perf_counter()
     vectors = np.concatenate([encoder.embed(np.stack(segments[k:k + 8])) for k in range(0, len(segments), 8)])
-    print(f"embedded {len(kept)} real ECGs with {encoder.model_id} ({encoder.dim}-d) in {time.perf_counter() - t0:.1f} s")
+    print(f"embedded {len(kept)} real ECGs with {encoder.model_id} ({encoder.dim}-d) "
+          f"in {time.perf_counter() - t0:.1f} s")
     return vectors, kept
 
 
@@ -63,7 +64,8 @@ def augment(base: np.ndarray, rows: list[dict], n: int, seed: int):
     b = rng.integers(0, len(base), n)
     alpha = rng.uniform(0, 0.3, (n, 1)).astype(np.float32)
     spread = base.std(axis=0, keepdims=True)
-    vectors = (1 - alpha) * base[a] + alpha * base[b] + 0.1 * spread * rng.standard_normal((n, base.shape[1])).astype(np.float32)
+    noise = rng.standard_normal((n, base.shape[1])).astype(np.float32)
+    vectors = (1 - alpha) * base[a] + alpha * base[b] + 0.1 * spread * noise
     labels = np.array([[
         float(bool(r["age"]) and float(r["age"]) >= 60), float(r["sex"] == "M"), float(r["dataset"] == "code15"),
         float(bool(r["label_groups"])), float("RHYTHM_OTHER" in r["label_groups"].split(";")),
@@ -94,11 +96,12 @@ def bench_probe(vectors, labels, groups, repeats: int) -> None:
     train = split == "train"
     x = vectors[train].astype(np.float64)
     x = (x - x.mean(0)) / x.std(0)
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         iters = [int(LogisticRegression().fit(x, labels[train, j]).n_iter_[0]) for j in range(len(names))]
         sk.append(time.perf_counter() - t0)
-    print(f"probe, {len(vectors)} × {vectors.shape[1]}, 5 labels, split {int(train.sum())}/{int((split == 'val').sum())}/"
+    print(f"probe, {len(vectors)} × {vectors.shape[1]}, 5 labels, "
+          f"split {int(train.sum())}/{int((split == 'val').sum())}/"
           f"{int((split == 'test').sum())} ECGs:")
     print(f"  train_probe (6 Cs picked on val, 1000-resample bootstrap CIs, 1/10/100 % curve): "
           f"median {statistics.median(full):.1f} s  (runs: {', '.join(f'{t:.1f}' for t in full)})  target ≤ 60 s")
@@ -112,7 +115,7 @@ def bench_cohort(vectors, repeats: int) -> None:
     from ecg_atlas.analysis.cohort import CohortParams, run_cohort
 
     totals, results = [], []
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         results.append(run_cohort(vectors, CohortParams()))
         totals.append(time.perf_counter() - t0)

@@ -69,14 +69,16 @@ def main() -> None:
     for batch in args.batches:
         x = np.random.default_rng(batch).standard_normal((batch, 12, 2500)).astype(np.float32)
         ref = fp32.embed(x)
-        base = rate(lambda: fp32.embed(x), batch, args.seconds)
-        row = {"torch fp32": (base, 1.0), "torch int8": (rate(lambda: int8.embed(x), batch, args.seconds), None)}
+        base = rate(lambda x=x: fp32.embed(x), batch, args.seconds)
+        int8_rate = rate(lambda x=x: int8.embed(x), batch, args.seconds)
+        row = {"torch fp32": (base, 1.0), "torch int8": (int8_rate, None)}
         for name, session in sessions.items():
             out = session.run(None, {"x": x})[0]
             cos = float(((out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)).min())
-            row[name] = (rate(lambda: session.run(None, {"x": x}), batch, args.seconds), cos)
+            row[name] = (rate(lambda session=session, x=x: session.run(None, {"x": x}), batch, args.seconds), cos)
         print(f"batch {batch}: " + "; ".join(
-            f"{n} {r:.2f} ({r / base:.2f}× torch fp32{'' if c is None else f', cos {c:.5f}'})" for n, (r, c) in row.items()))
+            f"{n} {r:.2f} ({r / base:.2f}× torch fp32{'' if c is None else f', cos {c:.5f}'})"
+            for n, (r, c) in row.items()))
 
 
 if __name__ == "__main__":

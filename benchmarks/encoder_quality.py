@@ -273,7 +273,8 @@ def main() -> None:
         print(f"  secondary: 5-fold-by-patient CV over all {len(cohort.ecg_ids)} ECGs, macro AUROC "
               f"{fmt(cv['macro']['auroc'])}; " + ", ".join(f"{lab['label']} {lab['auroc']['value']:.3f}"
                                                        for lab in cv["labels"]))
-        print(f"  retrieval precision@5 macro {ret['macro']['precision_at_5']:.3f} (chance {ret['macro']['chance']:.3f})")
+        print(f"  retrieval precision@5 macro {ret['macro']['precision_at_5']:.3f} "
+              f"(chance {ret['macro']['chance']:.3f})")
         for name in LABELS:
             r = ret[name]
             print(f"    {name:<24} {r['precision_at_5']:.3f} (chance {r['chance']:.3f}, {r['queries']} queries)")

@@ -112,9 +112,9 @@ def measure(name: str, records, batch: int, rounds: int) -> dict:
         run(x)  # warm-up
     for _ in range(rounds):
         for key, run in runners.items():
-            batch_s[key].append(_timed(lambda: run(x)))
+            batch_s[key].append(_timed(lambda run=run: run(x)))
             for i, rec in enumerate(records):  # the encoder's own preprocessing included; reading is not
-                ecg_s[key][i].append(_timed(lambda: run(ours.preprocess(rec))))
+                ecg_s[key][i].append(_timed(lambda run=run, rec=rec: run(ours.preprocess(rec))))
     result = {"encoder": name, "spec": RANDOM_SPEC[name], "model_id": ours.model_id, "dim": ours.dim,
               "parameters": sum(p.numel() for p in ours.model.parameters()),
               "window": list(x.shape[1:]), "batch": batch, "reference": ref_name}

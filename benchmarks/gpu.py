@@ -55,8 +55,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ECG_ATLAS_SHARED_DATA", REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(REPO))  # tools/: the set-up scripts beside the package
 
-from encoder import H100_BF16_DENSE_TFLOPS, cosine, real_segments  # noqa: E402
+from encoder import H100_BF16_DENSE_TFLOPS, cosine, real_segments
 
 STEPS = ("setup", "accuracy", "dispatch", "throughput", "ingest", "ingest_processes", "search", "pretrain")
 
@@ -154,7 +155,7 @@ def _gflop(preset: str) -> float:
 def step_setup(plan: Plan, out: Results, ceiling: dict) -> None:
     import faiss
 
-    from ecg_atlas.setup_torch import parse_nvidia_smi, run_nvidia_smi
+    from tools.setup_torch import parse_nvidia_smi, run_nvidia_smi
 
     driver = parse_nvidia_smi(run_nvidia_smi())
     cuda = plan.device.startswith("cuda")
@@ -168,7 +169,8 @@ def step_setup(plan: Plan, out: Results, ceiling: dict) -> None:
     }
     if cuda:
         props = torch.cuda.get_device_properties(0)
-        fields.update(gpu=props.name, capability=f"{props.major}.{props.minor}", gpu_memory_gb=round(props.total_memory / 1e9, 1),
+        fields.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
+                      gpu_memory_gb=round(props.total_memory / 1e9, 1),
                       tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
                       matmul_precision=torch.get_float32_matmul_precision(),
                       sdpa_flash=torch.backends.cuda.flash_sdp_enabled(),
@@ -404,8 +406,8 @@ def step_ingest_processes(plan: Plan, out: Results, ceiling: dict) -> None:
     """Ingest from ECG messages (decode + preprocess, as the server gets them) on preprocessing
     threads, then on the preprocessing processes, each against the bare encoder on the same ECGs."""
     from ecg_atlas.client import IngestItem, ingest_request
-    from ecg_atlas.config import ServerConfig, default_preprocess_processes
-    from ecg_atlas.prepare_pool import PreparePool, Preprocessing
+    from ecg_atlas.service.config import ServerConfig, default_preprocess_processes
+    from ecg_atlas.service.prepare_pool import PreparePool, Preprocessing
 
     processes = plan.preprocess_processes or default_preprocess_processes("cuda", os.cpu_count() or 1)
     feeders = max(plan.preprocess_workers, 2 * processes)  # as the server: two threads per process
@@ -441,8 +443,8 @@ def step_ingest_processes(plan: Plan, out: Results, ceiling: dict) -> None:
 def _served_encoder(plan: Plan):
     """(encoder, batch segments, encoder workers) as the server runs them: on a CPU the cores
     shared between the workers (torch threads restored after)."""
-    from ecg_atlas.config import default_batch_segments, default_encoder_workers
     from ecg_atlas.embedder import load_encoder
+    from ecg_atlas.service.config import default_batch_segments, default_encoder_workers
 
     encoder = load_encoder("random:" + plan.preset, device=plan.device)
     device_type = torch.device(plan.device).type
@@ -598,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             STEP_FUNCTIONS[step](plan, out, ceiling)
-        except Exception as exc:  # noqa: BLE001 - recorded; the next steps still run
+        except Exception as exc:  # recorded; the next steps still run
             failed += 1
             out.write(step, error=f"{type(exc).__name__}: {exc}")
         out.peak(step)

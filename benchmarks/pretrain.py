@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("ECG_ATLAS_SHARED_DATA", REPO.parent / "shared" / "data")) / "ecg"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from encoder import H100_BF16_DENSE_TFLOPS, gemm_gflops  # noqa: E402  (the encoder benchmark's ceiling)
+from encoder import H100_BF16_DENSE_TFLOPS, gemm_gflops  # the encoder benchmark's ceiling
 
 
 def main() -> None:

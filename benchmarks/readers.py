@@ -41,7 +41,7 @@ def _read(path: Path) -> float:
         rec = read_ecg(path)
     except InvalidECGError:
         return 0.0
-    rec.signal  # noqa: B018 - materialise the float32 signal for every reader alike
+    _ = rec.signal  # materialise the float32 signal for every reader alike
     return rec.duration_s
 
 

@@ -210,7 +210,8 @@ def import_part(workdir: Path, rows: int, segments: int, dim: int = 768) -> dict
     for shard, start in enumerate(range(0, rows, shard_size)):
         n = min(shard_size, rows - start)
         segment_vectors = rng.standard_normal((n, max(segments, 1), dim), dtype=np.float32)
-        items = [ShardItem(ecg_id=f"ecg-{start + i:08d}", source=f"/archive/{start + i}.hea", patient_id=f"p{(start + i) // 3}",
+        items = [ShardItem(ecg_id=f"ecg-{start + i:08d}", source=f"/archive/{start + i}.hea",
+                           patient_id=f"p{(start + i) // 3}",
                            metadata={"age": int(20 + (start + i) % 70), "sex": "MF"[(start + i) % 2]},
                            fs=500.0, lead_names=["I", "II"], duration_s=10.0,
                            record_vector=segment_vectors[i].mean(axis=0),
@@ -220,7 +221,8 @@ def import_part(workdir: Path, rows: int, segments: int, dim: int = 768) -> dict
     size = sum(f.stat().st_size for f in folder.iterdir())
     files = sorted(folder.iterdir())
     store_identity = EncoderIdentity("bench-768", "0" * 64, "ecgfm-v1", dim)
-    with Store.open(workdir / f"import_store_{segments}", identity=store_identity, device="cpu", memory_limit="4GB") as store:
+    with Store.open(workdir / f"import_store_{segments}", identity=store_identity, device="cpu",
+                    memory_limit="4GB") as store:
         t = time.perf_counter()
         store_rebuild = store._new_derived_index  # the build is timed apart from the insert
         timings = {}
@@ -259,8 +261,8 @@ def import_ceiling(folder: Path, files: list[Path], dim: int) -> dict:
     import pyarrow as pa
 
     from ecg_atlas.index import schema
+    from ecg_atlas.index.database import FLOAT_CODECS_OFF
     from ecg_atlas.index.shard_rows import ShardRows
-    from ecg_atlas.index.store import FLOAT_CODECS_OFF
 
     def rows(keep_vectors: bool) -> ShardRows:
         return ShardRows([str(f) for f in files], dim, {}, pa.array([], pa.string()), 1, keep_vectors=keep_vectors)

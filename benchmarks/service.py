@@ -89,12 +89,12 @@ def _bare_side_by_side(encoder, records, batch: int, workers: int) -> float:
 
 
 def bench_ingest(args) -> dict:
-    from ecg_atlas.cli.ingest import ingest_files
     from ecg_atlas.client import Client
     from ecg_atlas.embedder import load_encoder
     from ecg_atlas.embedder.discover import find_ecgs, read_source
     from ecg_atlas.embedder.engine import EmbeddingEngine
     from ecg_atlas.embedder.preprocessing import prepare
+    from ecg_atlas.ingest.stream import ingest_files
 
     ecg_dir = SHARED / "ecg"
     records, files = [], []
@@ -193,7 +193,9 @@ def bench_search(args) -> dict:
                     t = time.perf_counter()
                     store.search(q, k=10, columns=columns)
                     bare.append(time.perf_counter() - t)
-    ms = lambda xs, p: round(1000 * float(np.percentile(xs, p)), 2)  # noqa: E731
+    def ms(xs, p):
+        return round(1000 * float(np.percentile(xs, p)), 2)
+
     return {"stored": args.stored, "dim": encoder.dim, "k": 10, "queries": args.queries,
             "bare_p50_ms": ms(bare, 50), "bare_p99_ms": ms(bare, 99),
             "service_p50_ms": ms(served, 50), "service_p99_ms": ms(served, 99),
@@ -255,7 +257,8 @@ def bench_concurrency(args) -> dict:
             "server_rss_mb_first_third": round(float(np.median(samples[: max(1, len(samples) // 3)])), 1),
             "server_rss_mb_last_third": round(float(np.median(samples[-max(1, len(samples) // 3):])), 1),
             # one sample a second: the median of each minute shows a plateau or a climb
-            "server_rss_mb_by_minute": [round(float(np.median(samples[i:i + 60])), 1) for i in range(0, len(samples), 60)],
+            "server_rss_mb_by_minute": [round(float(np.median(samples[i:i + 60])), 1)
+                                        for i in range(0, len(samples), 60)],
             "server_rss_mb_max": round(float(max(samples)), 1)}
 
 
@@ -294,7 +297,7 @@ def bench_preprocess(args) -> dict:
     from ecg_atlas.client import Client, IngestItem, ingest_request
     from ecg_atlas.embedder.discover import find_ecgs, read_source
     from ecg_atlas.embedder.preprocessing import prepare
-    from ecg_atlas.prepare_pool import PreparePool, Preprocessing
+    from ecg_atlas.service.prepare_pool import PreparePool, Preprocessing
 
     items = []
     for source in find_ecgs([SHARED / "ecg"]):
@@ -353,7 +356,9 @@ def bench_preprocess(args) -> dict:
                                               1000 * (_cpu_s(helpers) - others) / stored))
                 finally:
                     server.stop()
-    med = lambda runs, i: round(float(np.median([r[i] for r in runs])), 3)  # noqa: E731
+    def med(runs, i):
+        return round(float(np.median([r[i] for r in runs])), 3)
+
     return {
         "ecgs": len(messages), "repeats": args.repeats, "load_average": os.getloadavg(),
         "in_process": {

@@ -134,7 +134,8 @@ def bench_search(args: argparse.Namespace) -> dict:
         for _ in range(args.repeats):  # interleaved, so drift from other load hits all alike
             sample["bare"].append(timed(lambda: [bare.search(q, 10) for q in one], 1) / len(one))
             sample["store"].append(timed(lambda: [store.search(q, k=10) for q in one], 1) / len(one))
-            sample["store_filtered"].append(timed(lambda: [store.search(q, k=10, filter=where) for q in one], 1) / len(one))
+            sample["store_filtered"].append(
+                timed(lambda: [store.search(q, k=10, filter=where) for q in one], 1) / len(one))
             sample["bare256"].append(timed(lambda: bare.search(queries, 10), 1))
             sample["store256"].append(timed(lambda: store.search(queries, k=10), 1))
             sample["store256_filtered"].append(timed(lambda: store.search(queries, k=10, filter=where), 1))
@@ -244,7 +245,8 @@ def main() -> None:
                         help="augmentation noise: norm relative to a unit vector (real vectors), query perturbation")
     parser.add_argument("--mix", type=float, default=0.3,
                         help="real vectors past the originals: weight of the random real partner mixed in")
-    parser.add_argument("--query-vectors", help="ivf: (q, dim) .npy of held-out query vectors (default: perturbed stored ones)")
+    parser.add_argument("--query-vectors",
+                        help="ivf: (q, dim) .npy of held-out query vectors (default: perturbed stored ones)")
     parser.add_argument("--tmp", default=None, help="where to put the temporary stores")
     args = parser.parse_args()
     if args.real_vectors:

@@ -37,8 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.service.conftest import WRITE_TOKEN, cli_json, start_server  # noqa: E402
-from tests.web.conftest import CHROMEDRIVER, chromium_options, start_web  # noqa: E402
+from tests.service.conftest import WRITE_TOKEN, cli_json, start_server
+from tests.web.conftest import CHROMEDRIVER, chromium_options, start_web
 
 RUN = "bench_map"
 
@@ -79,9 +79,11 @@ def add_synthetic(store_dir: Path, real: np.ndarray, n_new: int, real_ids: list[
         stop = min(n_new, start + 5000)
         a, b = rng.integers(0, len(real), (2, stop - start))
         w = rng.uniform(0.6, 0.9, (stop - start, 1)).astype(np.float32)
-        x = w * real[a] + (1 - w) * real[b] + 0.02 * rng.standard_normal((stop - start, real.shape[1]), dtype=np.float32)
+        noise = rng.standard_normal((stop - start, real.shape[1]), dtype=np.float32)
+        x = w * real[a] + (1 - w) * real[b] + 0.02 * noise
         batch = [f"synthetic/{i:06d}" for i in range(start, stop)]
-        store.upsert(batch, x, identity=identity, patient_ids=[f"synthetic-patient-{i // 3}" for i in range(start, stop)],
+        store.upsert(batch, x, identity=identity,
+                     patient_ids=[f"synthetic-patient-{i // 3}" for i in range(start, stop)],
                      metadata=[{"age": int(20 + i % 70), "sex": "F" if i % 2 else "M"} for i in range(start, stop)])
         ids += batch
     every = real_ids + ids

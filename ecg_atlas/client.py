@@ -21,8 +21,8 @@ import grpc
 import numpy as np
 
 from ecg_atlas import wire
-from ecg_atlas.config import MiB
 from ecg_atlas.index.filters import Filter, parse_filter
+from ecg_atlas.limits import DEFAULT_K, DEFAULT_SUGGESTED_IDS, MAX_MESSAGE_BYTES
 from ecg_atlas.v1 import atlas_pb2 as pb
 from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
 
@@ -93,7 +93,8 @@ def _stored(message: pb.StoredECG) -> StoredECG:
         ecg_id=message.ecg_id, patient_id=message.patient_id or None,
         metadata=wire.metadata_from_proto(message.metadata),
         record_vector=wire.vector_from_proto(message.record_vector) if message.HasField("record_vector") else None,
-        segment_vectors=wire.matrix_from_proto(message.segment_vectors) if message.HasField("segment_vectors") else None)
+        segment_vectors=(wire.matrix_from_proto(message.segment_vectors)
+                         if message.HasField("segment_vectors") else None))
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Client:
 
     def __init__(self, target: str, *, token: str | None = None, tls_ca: str | Path | None = None,
                  client_cert: str | Path | None = None, client_key: str | Path | None = None,
-                 timeout: float | None = 60.0, max_message_bytes: int = 64 * MiB,
+                 timeout: float | None = 60.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
                  server_name: str | None = None):
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
@@ -224,7 +225,8 @@ class Client:
             report=MessageToDict(response.report, preserving_proto_field_name=True),
             timing=timing_dict(response.timing))
 
-    def ingest(self, items: Iterable[IngestItem | pb.IngestRequest], *, timeout: float | None = None) -> pb.IngestResponse:
+    def ingest(self, items: Iterable[IngestItem | pb.IngestRequest], *,
+               timeout: float | None = None) -> pb.IngestResponse:
         """Stream items to the server; returns the summary (counts, per-item errors, timing).
 
         Every ECG the summary counts as stored is durable. Items may be ``IngestItem`` or ready
@@ -237,7 +239,7 @@ class Client:
         return self.stub.Ingest(requests(), timeout=timeout, metadata=self._metadata)
 
     def search(self, *, ecg_id: str | None = None, signal=None, fs: float | None = None,
-               lead_names: Sequence[str] | None = None, vector=None, k: int = 10,
+               lead_names: Sequence[str] | None = None, vector=None, k: int = DEFAULT_K,
                where: str | Sequence[str] | Filter | None = None, exclude_same_patient: bool = False,
                patient_id: str | None = None, exclude_self: bool = False, include_vectors: bool = False,
                timeout: float | None = None) -> SearchResult:
@@ -379,8 +381,10 @@ class Client:
         for message in self.stub.Export(request, timeout=timeout, metadata=self._metadata):
             yield from pa.ipc.open_stream(message.arrow_ipc)
 
-    def suggest_ids(self, prefix: str = "", *, limit: int = 20, timeout: float | None = None) -> list[str]:
-        """Stored ecg_ids starting with ``prefix``, sorted, at most ``limit`` (1–200)."""
+    def suggest_ids(self, prefix: str = "", *, limit: int = DEFAULT_SUGGESTED_IDS,
+                    timeout: float | None = None) -> list[str]:
+        """Stored ecg_ids starting with ``prefix``, sorted, at most ``limit`` (1 to
+        ``limits.MAX_SUGGESTED_IDS``, 200)."""
         return list(self._call(self.stub.SuggestIds, pb.SuggestIdsRequest(prefix=prefix, limit=limit),
                                timeout).ecg_ids)
 

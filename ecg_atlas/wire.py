@@ -45,10 +45,12 @@ def ecg_to_proto(signal, fs: float, lead_names: Sequence[str], *, gain: float | 
 def ecg_from_proto(ecg: pb.ECG, *, max_duration_s: float | None = None) -> Recording:
     """Validate and unpack an ECG message; every problem is an InvalidECGError saying what to fix."""
     if ecg.sample_format not in _ITEMSIZE:
-        raise InvalidECGError(
-            f"sample_format must be SAMPLE_FORMAT_FLOAT32_LE or SAMPLE_FORMAT_INT16_LE, got {pb.SampleFormat.Name(ecg.sample_format)}"
+        message = (
+            "sample_format must be SAMPLE_FORMAT_FLOAT32_LE or SAMPLE_FORMAT_INT16_LE, "
+            f"got {pb.SampleFormat.Name(ecg.sample_format)}"
             if ecg.sample_format in pb.SampleFormat.values() else
-            f"sample_format {ecg.sample_format} is unknown; use SAMPLE_FORMAT_FLOAT32_LE or SAMPLE_FORMAT_INT16_LE", reason="bad_signal")
+            f"sample_format {ecg.sample_format} is unknown; use SAMPLE_FORMAT_FLOAT32_LE or SAMPLE_FORMAT_INT16_LE")
+        raise InvalidECGError(message, reason="bad_signal")
     n_leads, n_samples = ecg.n_leads, ecg.n_samples
     if n_leads == 0 or n_samples == 0:
         raise InvalidECGError(f"ECG shape must be stated: n_leads={n_leads}, n_samples={n_samples}",

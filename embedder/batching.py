@@ -117,10 +117,6 @@ class BatchingEncoder:
             if thread.is_alive():
                 thread.join(timeout)
 
-    @property
-    def queued_segments(self) -> int:
-        return self._queued
-
     # -- submitting -----------------------------------------------------------------------------
     def submit(self, segments: np.ndarray, deadline: float | None = None) -> Future:
         """Queue (n, 12, 2500) segments; the Future gives ((n, D) float32 vectors, EncodeTiming).
@@ -227,7 +223,7 @@ class BatchingEncoder:
         started = time.monotonic()
         try:
             vectors = self._embed(parts)
-        except Exception as exc:  # noqa: BLE001 - handed to every caller in the batch
+        except Exception as exc:  # handed to every caller in the batch
             log.exception("encoder failed on a batch of %d segments", n_segments)
             failed = {id(job): job for job, _, _ in batch}
             with self._cond:

@@ -84,7 +84,7 @@ def _hdf5_row_names(path: Path) -> list[str] | None:
             if exam_ids is None:
                 return [str(i) for i in range(tracings.shape[0])]
             return [str(v) for v in exam_ids[()].tolist()]
-    except Exception:  # noqa: BLE001 - the read of this source reports it
+    except Exception:  # the read of this source reports it
         return None
 
 

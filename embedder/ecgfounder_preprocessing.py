@@ -33,7 +33,6 @@ from scipy import ndimage
 from scipy import signal as sps
 from scipy.interpolate import interp1d
 
-
 from .preprocessing import (
     DEFAULT_MAX_DURATION_S,
     DEFAULT_MIN_LEADS,

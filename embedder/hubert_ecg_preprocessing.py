@@ -36,7 +36,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal as sps
 
-
 from .preprocessing import (
     DEFAULT_MAX_DURATION_S,
     DEFAULT_MIN_LEADS,

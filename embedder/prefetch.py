@@ -25,7 +25,7 @@ def prefetch(items: Iterable[T], work: Callable[[T], R], *, workers: int = 2,
     def guarded(item: T) -> R | Exception:
         try:
             return work(item)
-        except Exception as exc:  # noqa: BLE001 - handed back to the caller, per item
+        except Exception as exc:  # handed back to the caller, per item
             return exc
 
     window: deque[tuple[T, Future]] = deque()

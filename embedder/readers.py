@@ -255,7 +255,8 @@ def _read_wfdb(base: Path) -> Recording:
     try:
         record = wfdb.rdrecord(str(base), physical=True)
     except FileNotFoundError as error:
-        raise InvalidECGError(f"signal file of WFDB record {base} not found: {error.filename}", reason="not_found") from error
+        raise InvalidECGError(f"signal file of WFDB record {base} not found: {error.filename}",
+                              reason="not_found") from error
     except Exception as error:
         raise InvalidECGError(
             f"could not read the signal file of WFDB record {base}; it may be truncated or not match "
@@ -392,9 +393,11 @@ def _row_index(tracings, record_index: int | None, path: Path) -> int:
     if record_index is None:
         if n_rows == 1:
             return 0
-        raise InvalidECGError(f"HDF5 file {path} holds {n_rows} ECGs; pass record_index to pick one", reason="bad_argument")
+        raise InvalidECGError(f"HDF5 file {path} holds {n_rows} ECGs; pass record_index to pick one",
+                              reason="bad_argument")
     if not 0 <= record_index < n_rows:
-        raise InvalidECGError(f"record_index {record_index} is out of range: {path} holds {n_rows} ECGs", reason="bad_argument")
+        raise InvalidECGError(f"record_index {record_index} is out of range: {path} holds {n_rows} ECGs",
+                              reason="bad_argument")
     return record_index
 
 

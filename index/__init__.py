@@ -1,6 +1,12 @@
 """Vectors and metadata at rest: DuckDB store, FAISS index, structured filters.
 
-Modules: ``store`` (the DuckDB side and the public `Store`), ``derived_index`` (the search index's
+Modules: ``store`` (the public `Store`), and behind it one module per job: ``types`` (the value
+types), ``locking`` (the reader / writer lock), ``database`` (the DuckDB file: connections,
+checkpoints, reopening, compaction's rewrite), ``store_meta`` (the store's own facts),
+``storage_errors`` (what a refused write means), ``vectors`` (the vector rules and L2
+normalisation), ``upsert_batch``, ``metadata`` (metadata typing and schema change), ``importer``
+with ``shard_rows`` and ``shard_layout`` (bulk import of embedding shards, and their format),
+``reads`` (reads and a search's plumbing), ``index_rows`` and ``derived_index`` (the search index's
 life: load and check, build, catch up, save; fed rows through callables), ``backends`` (FAISS /
 torch indexes, each tuning itself), ``atomic`` (the one atomic, fsynced file write), ``filters``,
 ``schema``, ``signal_copy``.
@@ -32,7 +38,7 @@ import importlib
 _EXPORTS = {
     "All": "filters", "Any": "filters", "Filter": "filters", "OPERATORS": "filters", "Term": "filters",
     "compile_filter": "filters", "parse_filter": "filters",
-    "EncoderIdentity": "store", "Hit": "store", "Store": "store", "StoreInfo": "store", "UpsertResult": "store",
+    "EncoderIdentity": "types", "Hit": "types", "Store": "store", "StoreInfo": "types", "UpsertResult": "types",
 }
 
 __all__ = sorted(_EXPORTS)

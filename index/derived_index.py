@@ -46,7 +46,7 @@ from .atomic import sha256_file, write_atomic
 from .backends import TRAINED_KINDS, VectorIndex, exact_top_k, load_index, new_index, training_sample_size
 
 if TYPE_CHECKING:
-    from .store import EncoderIdentity
+    from .types import EncoderIdentity
 
 # The store's logger: an operator follows a store's life, its index included, under one name.
 log = logging.getLogger("ecg_atlas.index.store")
@@ -147,7 +147,7 @@ class DerivedIndex:
         elif meta is not None:
             try:
                 index = self._load(meta, high_water_seq)
-            except Exception as exc:  # noqa: BLE001 - any unreadable index is rebuilt from the rows
+            except Exception as exc:  # any unreadable index is rebuilt from the rows
                 log.warning("index file not usable (%s); rebuilding from DuckDB", without_paths(str(exc)))
         if index is None:
             self.rebuild()

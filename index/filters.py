@@ -106,7 +106,8 @@ def _compile(node: Filter, columns: Mapping[str, Column], params: list[object], 
             return f"contains({ident}, ?)"
         raise FilterError(f"'contains' applies to label lists and text; {column.name!r} is {column.type}")
     if column.type == TYPE_LABELS:
-        raise FilterError(f"{column.name!r} is a label list; filter it with 'contains' (e.g. {column.name} contains AF)")
+        raise FilterError(f"{column.name!r} is a label list; filter it with 'contains' "
+                          f"(e.g. {column.name} contains AF)")
     if op in ("in", "not in"):
         values = node.value
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, set, frozenset)):

@@ -56,7 +56,21 @@ VECTOR_COLUMNS = ("record_vector", "segment_vectors")
 INTERNAL_COLUMNS = ("seq",)
 RESERVED_NAMES = frozenset(BASE_COLUMNS) | frozenset(VECTOR_COLUMNS) | frozenset(INTERNAL_COLUMNS)
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+#: Longest user-metadata column name.
+MAX_NAME_LENGTH = 63
+#: Longest name of a stored analysis result (a probe, a cluster run, a web-atlas cohort): it becomes
+#: part of file names and of column names (``cluster_<run>_outlier``, ``cohort_<name>``) that must
+#: stay within MAX_NAME_LENGTH.
+MAX_RESULT_NAME_LENGTH = 40
+
+
+def name_rule(max_length: int = MAX_NAME_LENGTH) -> re.Pattern[str]:
+    """The one rule for a name that becomes a column name or part of one: a lowercase letter, then
+    lowercase letters, digits or '_', at most `max_length` characters in all."""
+    return re.compile(rf"^[a-z][a-z0-9_]{{0,{max_length - 1}}}$")
+
+
+_NAME_RE = name_rule()
 
 #: Metadata keys one ECG may carry (module docstring).
 MAX_METADATA_KEYS = 64
@@ -91,7 +105,7 @@ def check_metadata_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise MetadataError(
             f"metadata key {name!r} is not usable as a column name: use lowercase letters, digits "
-            f"and '_', starting with a letter, at most 63 characters (e.g. 'age', 'labels_scp')"
+            f"and '_', starting with a letter, at most {MAX_NAME_LENGTH} characters (e.g. 'age', 'labels_scp')"
         )
     if name in RESERVED_NAMES:
         raise MetadataError(
@@ -234,44 +248,9 @@ def _canonical_type(typ: str) -> str:
     return typ.upper()
 
 
-#: How booleans are written in text (CSV files, command lines): the one rule for both.
+#: How booleans are written in text (metadata CSVs, command lines): the one rule for both (the
+#: CSV side: ecg_atlas/ingest/manifest.py).
 BOOL_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
-#: What separates the labels of a label-list value in text ("AF;RBBB").
-LABEL_SEPARATOR = ";"
-
-
-def text_column_parser(values: Sequence[str], *, labels: bool | None = None):
-    """How to read one text column (a CSV column) into typed metadata values: the function to
-    apply to each non-empty value.
-
-    labels: True reads label lists, False never does, None decides from the values: a column is
-    a label list when some value holds ``;`` and every item of every value is one token without
-    spaces (codes such as ``AF_AFL;STACH`` or ``NORM:100;SR:0``), so prose that happens to hold a
-    ``;`` stays text. Otherwise the first of integer, float, boolean (``BOOL_TEXT``) and text that
-    reads every value.
-    """
-    present = [v for v in values if v != ""]
-    if labels is None:
-        items = [x.strip() for v in present for x in v.split(LABEL_SEPARATOR)]
-        labels = any(LABEL_SEPARATOR in v for v in present) and all(x and not any(c.isspace() for c in x)
-                                                                     for x in items if x)
-    if labels:
-        return lambda v: [x.strip() for x in v.split(LABEL_SEPARATOR) if x.strip()]
-    for parse in (int, float, _text_bool):
-        try:
-            for v in present:
-                parse(v)
-            return parse
-        except ValueError:
-            continue
-    return str
-
-
-def _text_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered not in BOOL_TEXT or lowered in ("1", "0"):  # 1 / 0 alone read as integers
-        raise ValueError(value)
-    return BOOL_TEXT[lowered]
 
 
 def metadata_types(rows: Sequence[Mapping[str, object]]) -> dict[str, object]:

@@ -1,5 +1,5 @@
 """The rows one `Store.import_shards` stores, read from embedding shards (the Parquet layout of
-``ecg_atlas/bulk/shards.py``) as Arrow batches in the ``ecg`` table's layout, and the rows it
+`shard_layout`) as Arrow batches in the ``ecg`` table's layout, and the rows it
 refuses with their reasons.
 
 Every page is read with its Parquet page checksum verified (shards are written with them; a
@@ -12,7 +12,10 @@ keeps nothing of it. Rows are refused one by one, counted per reason code:
 * ``vector_not_finite``: its record vector or a segment vector holds NaN or infinity;
 * ``vector_all_zeros``: its record vector or a segment vector is all zeros (cosine is undefined);
 * ``vector_norm_out_of_range``: its record vector or a segment vector has a Euclidean norm outside
-  [`VECTOR_NORM_MIN`, `VECTOR_NORM_MAX`], which no encoder produces (a damaged or foreign file).
+  [`vectors.VECTOR_NORM_MIN`, `vectors.VECTOR_NORM_MAX`], which no encoder produces (a damaged or
+  foreign file).
+
+The vector rules are `vectors`' (the store's own), the columns `shard_layout`'s.
 """
 
 from __future__ import annotations
@@ -30,26 +33,20 @@ import pyarrow.parquet as pq
 
 from ecg_atlas.errors import ShardError, StoreError, without_paths
 
+from . import vectors as vector_rules
 from .schema import arrow_type
+from .shard_layout import EMBEDDED, OUTCOME_COLUMNS, REFUSED, STORED_FIELDS, segments_type, vector_type
+from .vectors import VECTOR_ALL_ZEROS, VECTOR_NORM_OUT_OF_RANGE, VECTOR_NOT_FINITE
 
-EMBEDDED, REFUSED = "embedded", "refused"
 #: Why import refuses a row (module docstring).
-VECTOR_NOT_FINITE, VECTOR_ALL_ZEROS = "vector_not_finite", "vector_all_zeros"
-VECTOR_NORM_OUT_OF_RANGE = "vector_norm_out_of_range"
 MISSING_ECG_ID, UNKNOWN_STATUS = "missing_ecg_id", "unknown_status"
 #: The reasons import itself gives (the others are the shards' own: ``too_short`` ...).
 IMPORT_REFUSALS = frozenset({VECTOR_NOT_FINITE, VECTOR_ALL_ZEROS, VECTOR_NORM_OUT_OF_RANGE, MISSING_ECG_ID,
                              UNKNOWN_STATUS})
-#: The Euclidean norms import accepts for a record vector and each segment vector (raw, as the
-#: shards hold them: the store normalises). Measured on the 367 real ECGs of shared/data/ecg, the
-#: encoders ECG Atlas runs give 1.6 to 19.6 (bundled 5.4-14.1; ECG-FM, HuBERT-ECG and ECGFounder
-#: parity checkpoints 1.6-7.7; random-init ECG-FM base 18-20, HuBERT-ECG small 13-15, ECGFounder
-#: 7.6-12); unit vectors are 1. The bounds leave two orders of magnitude or more either side.
-VECTOR_NORM_MIN, VECTOR_NORM_MAX = 1e-2, 1e4
 #: Why import refuses a whole shard (`ShardError.reason`).
 SHARD_CHECKSUM_MISMATCH, SHARD_UNREADABLE, NOT_A_SHARD = "shard_checksum_mismatch", "shard_unreadable", "not_a_shard"
 #: The columns `census` reads: what it counts, and the refusals' messages (so their pages are verified too).
-_CENSUS_COLUMNS = ("ecg_id", "status", "reason", "message")
+_CENSUS_COLUMNS = OUTCOME_COLUMNS
 
 
 def shard_label(file: str | Path) -> str:
@@ -152,19 +149,17 @@ class ShardRows:
 
     def __init__(self, files: Sequence[str], dim: int, metadata: Mapping[str, tuple[str, str]], stored: pa.Array,
                  first_seq: int, keep_vectors: bool) -> None:
-        """metadata: store column -> (shard column, store type), from `Store._import_columns`.
+        """metadata: store column -> (shard column, store type), from `metadata.shard_columns`.
         stored: the shards' ecg_ids the store holds already."""
         self.files = files
         self.dim = dim
         self.metadata = metadata
         self.stored = stored if len(stored) else None
         self.next_seq = first_seq
-        self.vector_type = pa.list_(pa.float32(), dim)
-        self.segments_type = pa.list_(self.vector_type)
-        fixed = [pa.field("ecg_id", pa.string()), pa.field("patient_id", pa.string()), pa.field("source", pa.string()),
-                 pa.field("fs", pa.float64()), pa.field("lead_names", pa.list_(pa.string())),
-                 pa.field("duration_s", pa.float64()), pa.field("n_segments", pa.int32())]
-        self.schema = pa.schema([pa.field("seq", pa.int64()), *fixed, pa.field("record_vector", self.vector_type),
+        self.vector_type = vector_type(dim)
+        self.segments_type = segments_type(dim)
+        self.schema = pa.schema([pa.field("seq", pa.int64()), *STORED_FIELDS,
+                                 pa.field("record_vector", self.vector_type),
                                  pa.field("segment_vectors", self.segments_type)]
                                 + [pa.field(key, arrow_type(store_type)) for key, (_, store_type) in metadata.items()])
         self.inserted = 0
@@ -221,8 +216,8 @@ class ShardRows:
             segments = self._vectors(table, "segment_vectors", self.segments_type)
         else:
             segments = pa.chunked_array([pa.nulls(table.num_rows, self.segments_type)])
-        norms = _norms(record, exact=True)
-        problems = _problems(record, norms)
+        norms = vector_rules.norms(record, exact=True)
+        problems = vector_rules.problems(record, norms)
         problems = np.where(problems == 0, _segment_problems(segments, self.dim), problems)  # the record's first
         usable = problems == 0
         if not usable.all():
@@ -234,15 +229,13 @@ class ShardRows:
         self.next_seq += table.num_rows
         self.inserted += table.num_rows
         if self.vectors is not None and table.num_rows:
-            # what `_normalised` makes of the same float32 rows, read back from DuckDB
-            self.vectors.append((seqs, np.ascontiguousarray(record / norms[:, None], dtype=np.float32)))
-        columns = [pa.array(seqs)]
-        for field_ in self.schema:
-            if field_.name in ("seq", "record_vector", "segment_vectors"):
-                continue
-            name = self.metadata[field_.name][0] if field_.name in self.metadata else field_.name
-            columns.append(self._column(table, name, field_.type))
-        columns[8:8] = [record_column, segments]
+            # what `vectors.normalised` makes of the same float32 rows, read back from DuckDB
+            self.vectors.append((seqs, vector_rules.unit_rows(record, norms)))
+        made = {"seq": pa.array(seqs), "record_vector": record_column, "segment_vectors": segments}
+        columns = [made[field_.name] if field_.name in made else
+                   self._column(table, self.metadata[field_.name][0] if field_.name in self.metadata else field_.name,
+                                field_.type)
+                   for field_ in self.schema]
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def _vectors(self, table: pa.Table, name: str, wanted: pa.DataType) -> pa.ChunkedArray:
@@ -268,38 +261,18 @@ class ShardRows:
 
     def _refuse(self, ecg_ids: pa.ChunkedArray, problems: np.ndarray, refused: np.ndarray) -> None:
         for code, count in zip(*np.unique(problems, return_counts=True)):
-            self.refusals[_PROBLEMS[code]] = self.refusals.get(_PROBLEMS[code], 0) + int(count)
+            reason = vector_rules.PROBLEMS[code]
+            self.refusals[reason] = self.refusals.get(reason, 0) + int(count)
         if len(self.refused_ids) < 5:
             self.refused_ids += ecg_ids.filter(pa.array(refused)).to_pylist()[:5 - len(self.refused_ids)]
 
 
-#: `_problems` codes: index into this tuple (0: none).
-_PROBLEMS = ("", VECTOR_NOT_FINITE, VECTOR_ALL_ZEROS, VECTOR_NORM_OUT_OF_RANGE)
-
-
-def _problems(vectors: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """Per (dim,) float32 row of `vectors`, given its norm: why import refuses it (a `_PROBLEMS` code)."""
-    codes = np.zeros(len(vectors), np.int8)
-    odd = ~((norms >= VECTOR_NORM_MIN) & (norms <= VECTOR_NORM_MAX))  # NaN norms too
-    if odd.any():  # float32 squares overflow above ~1e19 and vanish below ~1e-23: look at the values
-        rows = vectors[odd]
-        codes[odd] = np.where(~np.isfinite(rows).all(axis=1), 1, np.where((rows == 0).all(axis=1), 2, 3))
-    return codes
-
-
-def _norms(vectors: np.ndarray, exact: bool = False) -> np.ndarray:
-    """Euclidean norms of float32 rows: `np.linalg.norm`'s (what the store normalises by) when
-    `exact`, else one einsum pass, 3.6x faster (relative difference ~1e-7)."""
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # inf and NaN norms are refused
-        return np.linalg.norm(vectors, axis=1) if exact else np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-
-
 def _segment_problems(segments: pa.ChunkedArray, dim: int) -> np.ndarray:
-    """Per row: the `_PROBLEMS` code of its first refused segment vector (0: none; rows without any pass)."""
+    """Per row: the `vectors.PROBLEMS` code of its first refused segment vector (0: none; rows without any pass)."""
     segments = segments.combine_chunks()
     codes = np.zeros(len(segments), np.int8)
     values = segments.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-    problems = _problems(values, _norms(values))
+    problems = vector_rules.problems(values, vector_rules.norms(values))
     bad = np.flatnonzero(problems)
     if len(bad):
         rows, first = np.unique(pc.list_parent_indices(segments).to_numpy()[bad], return_index=True)

@@ -1,4 +1,5 @@
-"""benchmarks/gpu.py cannot rot: its dry run goes through every step on the CPU (its speed is not a test: BENCHMARKS.md)."""
+"""benchmarks/gpu.py cannot rot: its dry run goes through every step on the CPU
+(its speed is not a test: BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_dry_run_runs_every_step_on_the_cpu(tmp_path, shared_data):
     out = tmp_path / "gpu.jsonl"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--dry-run", "--out", str(out)],

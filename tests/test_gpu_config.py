@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecg_atlas.config import ConfigError, ServerConfig, default_batch_segments, default_encoder_workers
+from ecg_atlas.service.config import ConfigError, ServerConfig, default_batch_segments, default_encoder_workers
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3"])

@@ -15,13 +15,16 @@ exists. Ray restarts a killed encoder actor and retries the batch it held; the d
 first result for each input position and drops any repeat, so a killed worker's work is done
 again and lands once.
 
-**Patient ids in files are pseudonymised** as `ecg-atlas ingest` does it (ecg_atlas/pseudonym.py):
+**Patient ids in files are pseudonymised** as `ecg-atlas ingest` does it (ecg_atlas/ingest/pseudonym.py):
 with the operator's key (``--patient-key-file`` or $ECG_ATLAS_PATIENT_KEY) the task that reads a
 file turns the patient id it names into its keyed pseudonym, and only the pseudonym leaves that
 task; without a key no patient id is taken from files. A manifest's patient column wins, as a
 metadata CSV's does for ingest. The key reaches the workers inside the pickled pseudonymiser
 (never in an environment variable or a log; its repr hides it), and the job's fingerprint
 includes a digest of it: resuming with another key, or none, is refused.
+
+**A manifest is typed as `ecg-atlas ingest` types a metadata CSV** (ecg_atlas/ingest/manifest.py):
+the same file gives the same metadata types and values on both paths.
 
 With GPU actors, reading runs in CPU tasks apart from the actors; on CPU-only clusters each
 encoder actor reads its own batches (its CPUs are the cluster's; nothing would be left to
@@ -35,7 +38,6 @@ import json
 import math
 import os
 import pickle
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,11 +49,11 @@ import numpy as np
 
 from ecg_atlas.embedder.prefetch import prefetch
 from ecg_atlas.errors import AtlasError
-from ecg_atlas.pseudonym import PatientPseudonymiser, load_pseudonymiser, pseudonym_in_file
+from ecg_atlas.ingest.pseudonym import PatientPseudonymiser, pseudonym_in_file
+from ecg_atlas.ingest.sources import header_metadata, source_uri
 from ecg_atlas.refusal import read_refusal
 
 from .shards import SHARD_PATTERN, ShardItem, encoder_identity, shard_table, write_shard
-
 
 JOB_FILE = "job.json"
 #: Records per read/preprocess task call.
@@ -130,61 +132,53 @@ def inputs_from_manifest(manifest: Path, *, path_column: str = "path", id_column
     """The ECGs a CSV or Parquet manifest lists, one row each: `path_column` (relative to the
     manifest's folder; a WFDB record may be named without ``.hea``), optionally `id_column`
     (default: the path without its extension) and `patient_column` (default: ``patient_id``
-    when present); every other column is stored as metadata under its own (lower-cased) name.
-    An HDF5 file's rows are each an ECG."""
+    when present); every other column is stored as metadata under its own (lower-cased) name,
+    typed as `ecg-atlas ingest` types a metadata CSV (ecg_atlas/ingest/manifest.py). An HDF5
+    file's rows are each an ECG."""
     from ecg_atlas.embedder.discover import default_ecg_id, find_ecgs
     from ecg_atlas.index.schema import RESERVED_NAMES, check_metadata_name
+    from ecg_atlas.ingest.manifest import read_manifest
 
-    table = _read_table(manifest)
-    if path_column not in table.column_names:
+    manifest = Path(manifest)
+    table = read_manifest(manifest)
+    if path_column not in table.columns:
         raise AtlasError(f"manifest {manifest} has no column {path_column!r} (columns: "
-                         f"{', '.join(table.column_names)}); pass --path-column")
-    if patient_column is None and "patient_id" in table.column_names:
+                         f"{', '.join(table.columns)}); pass --path-column")
+    if patient_column is None and "patient_id" in table.columns:
         patient_column = "patient_id"
     for given in (id_column, patient_column):
-        if given is not None and given not in table.column_names:
+        if given is not None and given not in table.columns:
             raise AtlasError(f"manifest {manifest} has no column {given!r}")
     skipped = {path_column, id_column, patient_column}
-    meta_columns = [c for c in table.column_names if c not in skipped and c.lower() not in RESERVED_NAMES]
+    meta_columns = [c for c in table.columns if c not in skipped and c.lower() not in RESERVED_NAMES]
     for name in meta_columns:
         check_metadata_name(name.lower())
+    paths = table.raw(path_column)
+    ids = table.raw(id_column) if id_column else [None] * len(paths)
+    patients = table.raw(patient_column) if patient_column else [None] * len(paths)
+    metadata_rows = table.metadata_rows({c: c.lower() for c in meta_columns})
     root = manifest.parent
     out = []
-    for row in table.to_pylist():
-        path = root / str(row[path_column])
+    for number, (given, ecg_id, patient, metadata) in enumerate(zip(paths, ids, patients, metadata_rows), 1):
+        if given is None:
+            raise AtlasError(f"manifest {manifest}: row {number} has no {path_column!r}")
+        path = root / given
         if not path.exists() and path.with_suffix(path.suffix + ".hea").exists():
             path = path.with_suffix(path.suffix + ".hea")
         if not path.exists():
-            raise AtlasError(f"manifest {manifest} lists {row[path_column]!r}, which is not there ({path})")
-        metadata = {c.lower(): row[c] for c in meta_columns if row[c] not in (None, "")}
-        patient = str(row[patient_column]) if patient_column and row[patient_column] not in (None, "") else None
-        base_id = str(row[id_column]) if id_column else default_ecg_id(path, root)
+            raise AtlasError(f"manifest {manifest} lists {given!r}, which is not there ({path})")
+        if id_column and ecg_id is None:
+            raise AtlasError(f"manifest {manifest}: row {number} has no {id_column!r}")
+        base_id = ecg_id if id_column else default_ecg_id(path, root)
         sources = list(find_ecgs([path]))
         for source in sources:
-            ecg_id = base_id if len(sources) == 1 else f"{base_id}/{source.ecg_id.rsplit('/', 1)[-1]}"
-            out.append(InputECG(ecg_id, os.path.abspath(source.path), source.row, patient, metadata))
+            item_id = base_id if len(sources) == 1 else f"{base_id}/{source.ecg_id.rsplit('/', 1)[-1]}"
+            out.append(InputECG(item_id, os.path.abspath(source.path), source.row, patient, metadata))
     return out
-
-
-def _read_table(manifest: Path):
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    try:
-        if manifest.suffix.lower() == ".parquet":
-            return pq.read_table(manifest)
-        # Text columns stay text unless every value parses: ids like "00123" keep their zeros.
-        return pacsv.read_csv(manifest, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    except (OSError, ValueError) as exc:
-        raise AtlasError(f"cannot read manifest {manifest}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
 # The two steps that run on the cluster
-
-
-def _source_uri(path: str, row: int | None) -> str:
-    return path if row is None else f"{path}#{row}"
 
 
 def read_and_prepare(batch: dict, *, prepare: Callable, min_leads: int | None,
@@ -215,7 +209,6 @@ class _Read:
 
 def _read_row(batch: dict, i: int, prepare: Callable, min_leads: int | None,
               pseudonymiser: PatientPseudonymiser | None) -> _Read:
-    from ecg_atlas.cli.ingest import HEADER_FIELDS
     from ecg_atlas.embedder.discover import ECGSource, read_source
 
     row = None if batch["row"][i] < 0 else int(batch["row"][i])
@@ -223,12 +216,12 @@ def _read_row(batch: dict, i: int, prepare: Callable, min_leads: int | None,
     try:
         rec = read_source(source)
         patient = pseudonym_in_file(rec, pseudonymiser) or ""
-        extra = {k: rec.metadata[k] for k in HEADER_FIELDS if rec.metadata.get(k) not in (None, [], "")}
+        extra = header_metadata(rec)
         kwargs = {} if min_leads is None else {"min_leads": min_leads}
         windows = np.ascontiguousarray(prepare(rec, **kwargs).segments, dtype=np.float32)
         return _Read(windows, fs=rec.fs, lead_names=list(rec.lead_names), duration_s=rec.duration_s,
                      file_metadata=extra, file_patient=patient)
-    except Exception as exc:  # noqa: BLE001 - one bad file is a refusal, never a failed job
+    except Exception as exc:  # one bad file is a refusal, never a failed job
         error = read_refusal(exc, source.ecg_id)
         return _Read(np.zeros((0, 1, 1), np.float32), reason=error.reason, message=str(error))
 
@@ -347,9 +340,12 @@ def _cluster_gpus(device: str) -> int:
 
 
 def run_job(inputs: Sequence[InputECG], out: Path, options: JobOptions, *, address: str | None = None,
-            progress: bool = True) -> JobSummary:
+            progress: Callable[[int, int], None] | None = None) -> JobSummary:
     """Embed `inputs` into shards under `out` (module docstring). Connects to the Ray cluster at
-    `address` (None: the one this process is attached to, else a new local one)."""
+    `address` (None: the one this process is attached to, else a new local one).
+
+    progress: called on the driver as ``progress(done, total)`` while ECGs come back (``total``:
+    the ECGs of the shards still to write); None (or False) reports nothing. Nothing is printed."""
     try:
         import ray
         import ray.data
@@ -397,7 +393,8 @@ def run_job(inputs: Sequence[InputECG], out: Path, options: JobOptions, *, addre
                              model_id=identity["model_id"], checkpoint_sha256=identity["checkpoint_sha256"], dim=dim)
         if todo:
             _embed_shards(inputs, todo, out, options, summary, identity=identity, fingerprint=fingerprint,
-                          prepare=prepare, per_actor=per_actor, threads=threads, progress=progress)
+                          prepare=prepare, per_actor=per_actor, threads=threads,
+                          progress=progress if callable(progress) else None)
         return summary
     finally:
         if started_here:
@@ -407,7 +404,6 @@ def run_job(inputs: Sequence[InputECG], out: Path, options: JobOptions, *, addre
 def _embed_shards(inputs, todo, out, options, summary, *, identity, fingerprint, prepare, per_actor,
                   threads, progress) -> None:
     import ray.data
-    from tqdm import tqdm
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # shards complete one after another: bounded memory
@@ -436,24 +432,23 @@ def _embed_shards(inputs, todo, out, options, summary, *, identity, fingerprint,
         compute=ray.data.ActorPoolStrategy(size=actors), **per_actor)
     pending: dict[int, dict[int, ShardItem]] = {}
     started = time.perf_counter()
-    with tqdm(total=len(rows), unit="ECG", desc="embedding (ray)", disable=not progress or None,
-              file=sys.stderr) as bar:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for i, position in enumerate(batch["position"].tolist()):
-                shard = position // size
-                items = pending.setdefault(shard, {})
-                if position in items:
-                    summary.duplicates_dropped += 1
-                    continue
-                items[position] = _item(inputs[position], batch, i)
-                bar.update(1)
-                if len(items) == min(size, len(inputs) - shard * size):
-                    _finish_shard(out, shard, pending.pop(shard), summary, identity, fingerprint)
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(ecgs_per_s=f"{bar.n / elapsed:.1f}" if elapsed else "-")
+    done = 0
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, position in enumerate(batch["position"].tolist()):
+            shard = position // size
+            items = pending.setdefault(shard, {})
+            if position in items:
+                summary.duplicates_dropped += 1
+                continue
+            items[position] = _item(inputs[position], batch, i)
+            done += 1
+            if len(items) == min(size, len(inputs) - shard * size):
+                _finish_shard(out, shard, pending.pop(shard), summary, identity, fingerprint)
+        if progress is not None:
+            progress(done, len(rows))
     summary.seconds = round(time.perf_counter() - started, 2)
-    done = summary.embedded + summary.refused
-    summary.ecgs_per_s = round(done / summary.seconds, 2) if summary.seconds else None
+    written = summary.embedded + summary.refused
+    summary.ecgs_per_s = round(written / summary.seconds, 2) if summary.seconds else None
     if pending:
         missing = sum(min(size, len(inputs) - s * size) - len(items) for s, items in pending.items())
         raise AtlasError(f"Ray returned no result for {missing} ECGs; re-run the same command to finish "
@@ -464,7 +459,7 @@ def _item(source: InputECG, batch: dict, i: int) -> ShardItem:
     reason = batch["reason"][i] or None
     file_metadata = pickle.loads(batch["file_metadata"][i])
     patient_id = source.patient_id if source.patient_id is not None else batch["file_patient"][i] or None
-    item = ShardItem(ecg_id=source.ecg_id, source=_source_uri(source.path, source.row),
+    item = ShardItem(ecg_id=source.ecg_id, source=source_uri(source.path, source.row),
                      patient_id=patient_id, metadata={**file_metadata, **source.metadata})
     if reason:
         item.reason, item.message = reason, batch["message"][i]
@@ -490,35 +485,3 @@ def _finish_shard(out: Path, shard: int, items: dict[int, ShardItem], summary: J
 
 def summary_dict(summary: JobSummary) -> dict:
     return asdict(summary)
-
-
-def run_from_args(args) -> int:
-    """``ecg-atlas embed … --engine ray``: `args` as ecg_atlas/cli/embed.py parses them."""
-    if args.manifest is not None and args.paths:
-        raise AtlasError("give ECG paths or --manifest, not both")
-    if args.manifest is not None:
-        inputs = inputs_from_manifest(args.manifest, path_column=args.path_column, id_column=args.id_column,
-                                      patient_column=args.patient_column)
-    elif args.paths:
-        inputs = inputs_from_paths(args.paths)
-    else:
-        raise AtlasError("name ECG files or directories, or --manifest FILE")
-    if args.out.suffix.lower() in {".parquet", ".npz"}:
-        raise AtlasError(f"--engine ray writes a folder of shards; --out {args.out} names a file")
-    if args.device not in ("auto", "cpu"):
-        raise AtlasError("--engine ray places encoders itself: GPU actors where the cluster has GPUs "
-                         "(--device auto), CPU actors with --device cpu")
-    options = JobOptions(checkpoint=args.checkpoint, revision=args.revision, checkpoint_sha256=args.checkpoint_sha256,
-                         dtype=None if args.dtype == "auto" else args.dtype, batch_size=args.batch_size, concurrency=args.concurrency,
-                         cpus_per_actor=args.cpus_per_actor, shard_size=args.shard_size, min_leads=args.min_leads,
-                         device=args.device, pseudonymiser=load_pseudonymiser(args.patient_key_file))
-    summary = run_job(inputs, args.out, options, address=args.address, progress=not args.json)
-    if args.json:
-        print(json.dumps(summary_dict(summary), indent=2))
-    else:
-        print(f"{summary.embedded} embedded, {summary.refused} refused into {summary.shards - summary.shards_skipped} "
-              f"shards under {args.out} ({summary.shards_skipped} finished before) at {summary.ecgs_per_s} ECGs/s "
-              f"on {summary.actors} {summary.actor_device} actor(s), {summary.dtype}")
-        for reason, count in sorted(summary.refusal_reasons.items()):
-            print(f"  refused {count}: {reason.replace('_', ' ')} (the shards hold each ECG's reason and message)")
-    return 0

@@ -1,21 +1,8 @@
 """Embedding shards: the Parquet files a bulk embedding job writes and a store imports.
 
 One shard holds one fixed slice of the job's input (items ``shard * size`` up to the next
-shard's first), one row per input ECG in input order:
-
-==================  =======================================================================
-ecg_id              the id the ECG is stored under
-status              ``embedded`` or ``refused``
-reason, message     a refusal's reason code (``too_short``, ``unreadable`` ...) and its text
-source              the file it was read from (``path#row`` for an HDF5 row), as Ingest stores it
-patient_id          from the manifest, else null
-fs, lead_names,     the recording as read (before preprocessing), as Ingest stores them
-duration_s
-n_segments          windows the encoder saw
-record_vector       FLOAT[dim]: the mean of the segment vectors (``engine.record_vector``)
-segment_vectors     FLOAT[dim][]
-metadata.<key>      user metadata, typed by the store's rules (``index.schema``), one column a key
-==================  =======================================================================
+shard's first), one row per input ECG in input order, in the columns ``index.shard_layout``
+describes (the store that imports the shards holds the format).
 
 The Parquet schema metadata names the encoder (``ecg_atlas.model_id``, ``checkpoint_sha256``,
 ``preprocessing_version``, ``dim``, ``contract``: the keys ``ecg-atlas embed --out x.parquet``
@@ -40,17 +27,10 @@ import pyarrow.parquet as pq
 from ecg_atlas.errors import AtlasError, ShardError, without_paths
 from ecg_atlas.index import schema
 from ecg_atlas.index.atomic import write_atomic
+from ecg_atlas.index.shard_layout import EMBEDDED, IDENTITY_KEYS, METADATA_PREFIX, REFUSED, shard_schema
 from ecg_atlas.index.shard_rows import NOT_A_SHARD, SHARD_UNREADABLE, shard_label
 
 SHARD_PATTERN = "shard-{:06d}.parquet"
-METADATA_PREFIX = "metadata."
-EMBEDDED, REFUSED = "embedded", "refused"
-#: Schema-metadata keys naming the encoder (the same keys `ecg-atlas embed` writes).
-IDENTITY_KEYS = ("model_id", "checkpoint_sha256", "preprocessing_version", "dim")
-
-_ARROW_TYPES = {schema.TYPE_BIGINT: pa.int64(), schema.TYPE_DOUBLE: pa.float64(), schema.TYPE_TEXT: pa.string(),
-                schema.TYPE_BOOL: pa.bool_(), schema.TYPE_TIME: pa.timestamp("us"),
-                schema.TYPE_LABELS: pa.list_(pa.string())}
 
 
 @dataclass
@@ -81,7 +61,8 @@ def shard_table(items: Sequence[ShardItem], dim: int, identity: Mapping[str, str
                 job: str) -> pa.Table:
     """The Arrow table of one shard (module docstring)."""
     embedded = [it.reason is None for it in items]
-    vector_type = pa.list_(pa.float32(), dim)
+    layout = shard_schema(dim)
+    vector_type = layout.field("record_vector").type
     records = np.zeros((len(items), dim), np.float32)
     offsets, flat = [0], []
     for i, it in enumerate(items):
@@ -93,18 +74,20 @@ def shard_table(items: Sequence[ShardItem], dim: int, identity: Mapping[str, str
             offsets.append(offsets[-1])
     values = pa.array(np.concatenate(flat) if flat else np.empty(0, np.float32), pa.float32())
     nulls = pa.array([not e for e in embedded])
+    values_of = {
+        "ecg_id": [it.ecg_id for it in items],
+        "status": [EMBEDDED if e else REFUSED for e in embedded],
+        "reason": [it.reason for it in items],
+        "message": [it.message for it in items],
+        "source": [it.source for it in items],
+        "patient_id": [it.patient_id for it in items],
+        "fs": [it.fs for it in items],
+        "lead_names": [list(it.lead_names) if it.lead_names is not None else None for it in items],
+        "duration_s": [it.duration_s for it in items],
+        "n_segments": [len(it.segment_vectors) if it.reason is None else None for it in items],
+    }
     columns: dict[str, pa.Array] = {
-        "ecg_id": pa.array([it.ecg_id for it in items], pa.string()),
-        "status": pa.array([EMBEDDED if e else REFUSED for e in embedded], pa.string()),
-        "reason": pa.array([it.reason for it in items], pa.string()),
-        "message": pa.array([it.message for it in items], pa.string()),
-        "source": pa.array([it.source for it in items], pa.string()),
-        "patient_id": pa.array([it.patient_id for it in items], pa.string()),
-        "fs": pa.array([it.fs for it in items], pa.float64()),
-        "lead_names": pa.array([list(it.lead_names) if it.lead_names is not None else None for it in items],
-                               pa.list_(pa.string())),
-        "duration_s": pa.array([it.duration_s for it in items], pa.float64()),
-        "n_segments": pa.array([len(it.segment_vectors) if it.reason is None else None for it in items], pa.int32()),
+        **{field.name: pa.array(values_of[field.name], field.type) for field in layout if field.name in values_of},
         "record_vector": pa.FixedSizeListArray.from_arrays(pa.array(records.ravel(), pa.float32()), type=vector_type,
                                                            mask=nulls),
         "segment_vectors": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
@@ -118,7 +101,7 @@ def shard_table(items: Sequence[ShardItem], dim: int, identity: Mapping[str, str
             continue
         column = schema.Column(key, schema.infer_type(key, first), user=True)
         columns[METADATA_PREFIX + key] = pa.array([schema.coerce(column, r.get(key)) for r in rows],
-                                                  _ARROW_TYPES[column.type])
+                                                  schema.arrow_type(column.type))
     extra = {f"ecg_atlas.{k}": v for k, v in identity.items()}
     extra.update({"ecg_atlas.shard": str(shard), "ecg_atlas.job": job})
     return pa.table(columns).replace_schema_metadata(extra)
@@ -211,7 +194,7 @@ def _under_a_root(name: str, roots: Sequence[tuple[Path, Path]], shown: str) -> 
 
 def identity_of(files: Sequence[Path]):
     """The one `EncoderIdentity` the shard `files` share (refused when they differ)."""
-    from ecg_atlas.index.store import EncoderIdentity
+    from ecg_atlas.index.types import EncoderIdentity
 
     seen: dict[EncoderIdentity, Path] = {}
     for file in files:

@@ -8,7 +8,8 @@ import logging
 import sys
 
 # Each module defines register(subparsers) -> None and sets `func` on its parser.
-COMMAND_MODULES = ("embed", "pretrain", "serve", "ingest", "search", "get", "delete", "info", "export", "quickstart", "probe", "cluster", "explain", "web", "bulk_import")
+COMMAND_MODULES = ("embed", "pretrain", "serve", "ingest", "search", "get", "delete", "info", "export", "quickstart",
+                   "probe", "cluster", "explain", "web", "bulk_import")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,19 +65,7 @@ def rpc_errors(run):
 
 
 def print_json(value) -> None:
-    json.dump(value, sys.stdout, indent=2, default=_jsonable)
+    from ecg_atlas.jsonable import jsonable
+
+    json.dump(jsonable(value), sys.stdout, indent=2)
     print()
-
-
-def _jsonable(value):
-    import datetime as dt
-
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -12,7 +12,6 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from ecg_atlas.cli._client import connect
 from ecg_atlas.errors import AtlasError
 
 
@@ -46,7 +45,3 @@ def access(args: argparse.Namespace) -> Access:
             chosen = Access("server", info["address"])
     print(f"ecg-atlas {args.command}: {chosen.describe()}", file=sys.stderr, flush=True)
     return chosen
-
-
-def client_for(args: argparse.Namespace):
-    return connect(args)

@@ -76,7 +76,8 @@ def _through_server(args: argparse.Namespace, progress) -> dict:
     out = args.out or Path(f"cluster-{args.run}")
     out.mkdir(parents=True, exist_ok=True)
     files = {f"{name}.png": png for name, png in result.figures.items()}
-    files.update({"enrichment.csv": result.enrichment_csv.encode(), "enrichment.md": result.enrichment_markdown.encode(),
+    files.update({"enrichment.csv": result.enrichment_csv.encode(),
+                  "enrichment.md": result.enrichment_markdown.encode(),
                   "run.json": result.run_json.encode()})
     for name, body in files.items():
         (out / name).write_bytes(body)

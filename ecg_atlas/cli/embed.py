@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
-        from ecg_atlas.bulk.ray_job import run_from_args
+        from ecg_atlas.cli.embed_ray import run_from_args
 
         return run_from_args(args)
     if args.patient_key_file is not None:

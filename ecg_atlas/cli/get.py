@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
             for key, value in sorted(e.metadata.items()):
                 print(f"  {key}: {value}")
             if args.vectors:
-                print(f"  record_vector: {len(e.record_vector)}-d, first values {e.record_vector[:4].round(4).tolist()}")
+                first = e.record_vector[:4].round(4).tolist()
+                print(f"  record_vector: {len(e.record_vector)}-d, first values {first}")
         for ecg_id in missing:
             print(f"{ecg_id}: not stored")
     return 0 if not missing else 1

@@ -187,9 +187,8 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecg_atlas.analysis.store_io import HEAD_PROBE_NAME, HeadProbe, check_same_encoder, load_probe, predict_stored
-    from ecg_atlas.errors import AtlasError
-
     from ecg_atlas.embedder.engine import record_vector
+    from ecg_atlas.errors import AtlasError
 
     if not args.ids and not args.paths:
         raise AtlasError("name stored ECGs (--ids) or ECG files to score")

@@ -13,9 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
+from ecg_atlas.embedder.weights import DEFAULT_ENCODER
 from ecg_atlas.errors import AtlasError
 
-from ecg_atlas.embedder.weights import DEFAULT_ENCODER
 SHARED_ENV = "ECG_ATLAS_SHARED_DATA"
 PREFERRED_QUERIES = ("cinc_ptbxl/HR00001", "cinc_cpsc2018/A0001")
 REPORT_COLUMNS = "dataset,age,sex,labels_abbr,label_groups,ptbxl_superclass"
@@ -54,13 +54,14 @@ def find_sample_ecgs(given: Path | None = None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ecg_atlas.analysis.ecg_paper import describe
     from ecg_atlas.cli._client import print_json
-    from ecg_atlas.cli.ingest import ingest_files, read_metadata_csv
     from ecg_atlas.cli.search import plot_result, stored_signal
     from ecg_atlas.client import Client
-    from ecg_atlas.config import ServerConfig
-    from ecg_atlas.plot import describe
+    from ecg_atlas.ingest.manifest import read_metadata_csv
+    from ecg_atlas.ingest.stream import ingest_files
     from ecg_atlas.service import AtlasServer
+    from ecg_atlas.service.config import ServerConfig
 
     placeholder = args.checkpoint.startswith("random:")
     ecg_dir = find_sample_ecgs(args.ecg_dir)
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop(grace=5)
     report = {
-        "encoder": info["model_id"], "untrained_encoder": placeholder, "encoder_notice": notice, "device": info["device"],
+        "encoder": info["model_id"], "untrained_encoder": placeholder, "encoder_notice": notice,
+        "device": info["device"],
         "store": str(store_dir), "ingest": {k: v for k, v in ingested.items() if k != "errors"},
         "query": query, "query_metadata": describe(query_meta),
         "neighbours": [{"ecg_id": h.ecg_id, "score": round(h.score, 4), "metadata": describe(h.metadata)}

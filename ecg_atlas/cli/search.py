@@ -48,7 +48,7 @@ def plot_result(client, query_title: str, query_recording, query_meta: dict, hit
     """The query and its neighbours, each drawn from the signal the server keeps. A stored query
     is left out of its own neighbour panels (it is its own best match). Returns the PNG and the
     ids of the neighbours drawn."""
-    from ecg_atlas.plot import Panel, describe, plot_neighbours
+    from ecg_atlas.analysis.ecg_paper import Panel, describe, plot_neighbours
 
     def panel(title, recording, meta, highlight=False):
         if recording is None:
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if not hits:
         print("no stored ECG matches" + (f" the filter {' and '.join(args.where)}" if args.where else ""))
     for rank, h in enumerate(hits, 1):
-        from ecg_atlas.plot import describe
+        from ecg_atlas.analysis.ecg_paper import describe
 
         print(f"{rank:>3}. {h.score:7.4f}  {h.ecg_id:<32} {describe(h.metadata)}")
     print(f"({result.timing['total_ms']:.1f} ms on the server)")

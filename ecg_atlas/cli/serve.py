@@ -8,9 +8,15 @@ import sys
 import threading
 from pathlib import Path
 
-from ecg_atlas.config import READ_TOKEN_ENV, WRITE_TOKEN_ENV, ServerConfig
-
 from ecg_atlas.embedder.weights import DEFAULT_ENCODER as DEFAULT_CHECKPOINT
+from ecg_atlas.limits import MAX_K
+from ecg_atlas.service.config import (
+    DEFAULT_CPU_BATCH_SEGMENTS,
+    DEFAULT_GPU_BATCH_SEGMENTS,
+    READ_TOKEN_ENV,
+    WRITE_TOKEN_ENV,
+    ServerConfig,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,12 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port}; 0 picks a free one)")
     g = p.add_argument_group("batching and limits")
     g.add_argument("--max-batch-segments", type=int, default=d.max_batch_segments,
-                   help="segments per encoder batch (default: 8 on a CPU, 64 on a GPU)")
+                   help=f"segments per encoder batch (default: {DEFAULT_CPU_BATCH_SEGMENTS} on a CPU, "
+                        f"{DEFAULT_GPU_BATCH_SEGMENTS} on a GPU)")
     g.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms)
     g.add_argument("--max-queue-segments", type=int, default=d.max_queue_segments)
     g.add_argument("--encoder-workers", type=int, default=d.encoder_workers,
                    help="threads running encoder batches side by side, sharing the CPU cores between "
-                        "them (default: 2 on a CPU with 2+ cores, 1 on a GPU)")
+                        "them (default: 2 on a GPU and on a CPU with 2+ cores, else 1; 1 with --fast compile)")
     g.add_argument("--preprocess-workers", type=int, default=d.preprocess_workers,
                    help="threads that decode and preprocess ECGs when no processes do (default 2)")
     g.add_argument("--preprocess-processes", type=_processes, default=d.preprocess_processes, metavar="N|auto",
@@ -52,9 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "most 8, on a GPU; threads on a CPU)")
     g.add_argument("--max-concurrent-rpcs", type=int, default=d.max_concurrent_rpcs)
     g.add_argument("--max-message-mb", type=float, default=d.max_receive_message_bytes / 2**20,
-                   help="largest request and response message in MiB (default 64); bulk goes through ingest")
+                   help=f"largest request and response message in MiB (default "
+                        f"{d.max_receive_message_bytes / 2**20:g}); bulk goes through ingest")
     g.add_argument("--max-ingest-in-flight", type=int, default=d.max_ingest_in_flight)
-    g.add_argument("--max-k", type=int, default=d.max_k)
+    g.add_argument("--max-k", type=int, default=d.max_k,
+                   help=f"hits one Search may ask for (default {d.max_k}; the store's ceiling is {MAX_K:,})")
     g.add_argument("--max-metadata-keys", type=int, default=d.max_metadata_keys,
                    help=f"metadata keys one ECG may carry (default {d.max_metadata_keys}); more: the item is "
                         f"refused (too_many_metadata_keys)")

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from ecg_atlas.cli._client import TOKEN_ENVS, add_client_args
-from ecg_atlas.config import LOOPBACK_HOSTS, ConfigError
+from ecg_atlas.service.config import LOOPBACK_HOSTS, ConfigError
 
 
 def register(sub) -> None:

@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 
 from ecg_atlas import wire
+from ecg_atlas.jsonable import jsonable
 from ecg_atlas.v1 import atlas_pb2 as pb
 
 from .calls import deadline, ms_since, rpc, stream_rpc, wait
@@ -26,14 +27,6 @@ from .errors import Abort
 
 #: A cluster run's tables that travel back with its result, by response field.
 _CLUSTER_TABLES = {"enrichment_csv": "enrichment.csv", "enrichment_markdown": "enrichment.md", "run_json": "run.json"}
-
-
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
 def _arrow_file_as_stream(path: Path) -> bytes:
@@ -109,7 +102,7 @@ class AnalysisMethods:
             macro_auprc=wire.estimate_to_proto(report.test.macro_auprc), macro_labels=report.test.macro_labels,
             n_ecgs=int(meta.get("n_ecgs", 0)), n_patients=int(meta.get("n_patients", 0)),
             split=str(report.split.get("method", "")),
-            report_json=json.dumps(report.to_dict(), default=_jsonable))
+            report_json=json.dumps(jsonable(report.to_dict())))
         _label_reports(response.labels, report.test, report.counts)
         response.timing.analysis_ms = ms_since(t)
         return response
@@ -126,7 +119,7 @@ class AnalysisMethods:
                                 model_id=probe.get("model_id") or "", created_at=probe.get("created_at") or "",
                                 macro_auroc=float("nan") if auroc is None else float(auroc),
                                 where=[str(w) for w in probe.get("where", [])],
-                                report_json=json.dumps(probe["report"], default=_jsonable))
+                                report_json=json.dumps(jsonable(probe["report"])))
         response.timing.store_ms = ms_since(t)
         return response
 
@@ -288,7 +281,7 @@ class AnalysisMethods:
         t = time.perf_counter()
         record = load_cluster_run(self.runtime.store, request.run)  # NotFoundError for an unknown run
         directory = run_dir(self.runtime.store, request.run)
-        response = pb.GetClusterRunResponse(run=request.run, run_json=json.dumps(record),
+        response = pb.GetClusterRunResponse(run=request.run, run_json=json.dumps(jsonable(record)),
                                             assignments_arrow=_arrow_file_as_stream(directory / "assignments.parquet"))
         if (directory / "enrichment.csv").exists():
             response.enrichment_csv = (directory / "enrichment.csv").read_text()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ecg_atlas.config import ServerConfig
 from ecg_atlas.v1 import atlas_pb2_grpc as pb_grpc
 
 from .analysis_rpcs import AnalysisMethods
+from .config import ServerConfig
 from .core import CoreMethods
 from .pipeline import EmbeddingPipeline
 from .runtime import Runtime

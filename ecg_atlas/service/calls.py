@@ -10,8 +10,7 @@ from functools import wraps
 
 import grpc
 
-from ecg_atlas import handlers
-
+from . import handlers
 from .errors import Abort, guarded
 
 LOADING = Abort(grpc.StatusCode.UNAVAILABLE, "the server is loading its model; retry shortly (health reports "

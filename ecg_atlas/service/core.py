@@ -12,6 +12,7 @@ import pyarrow as pa
 
 import ecg_atlas
 from ecg_atlas import wire
+from ecg_atlas.limits import DEFAULT_K, DEFAULT_SUGGESTED_IDS, MAX_K, MAX_SUGGESTED_IDS
 from ecg_atlas.v1 import atlas_pb2 as pb
 
 from .calls import ms_since, rpc, stream_rpc
@@ -55,12 +56,10 @@ class CoreMethods:
 
     @rpc
     def Search(self, request, context, started):
-        from ecg_atlas.index.store import MAX_K
-
         rt = self.runtime
         store, encoder = rt.store, rt.encoder
         response = pb.SearchResponse()
-        k = request.k if request.HasField("k") else 10
+        k = request.k if request.HasField("k") else DEFAULT_K
         max_k = min(rt.config.max_k, MAX_K)
         if not 1 <= k <= max_k:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"k is {k}; ask for 1 to {max_k} hits", reason="bad_k",
@@ -210,10 +209,10 @@ class CoreMethods:
 
     @rpc
     def SuggestIds(self, request, context, started):
-        limit = request.limit or 20
-        if not 1 <= limit <= 200:
-            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit is {limit}; ask for 1 to 200 ids",
-                        reason="bad_limit", details={"limit": limit, "max_limit": 200})
+        limit = request.limit or DEFAULT_SUGGESTED_IDS
+        if not 1 <= limit <= MAX_SUGGESTED_IDS:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit is {limit}; ask for 1 to {MAX_SUGGESTED_IDS} ids",
+                        reason="bad_limit", details={"limit": limit, "max_limit": MAX_SUGGESTED_IDS})
         t = time.perf_counter()
         ids = self.runtime.store.ids_with_prefix(request.prefix, limit)
         return pb.SuggestIdsResponse(ecg_ids=ids, timing=pb.Timing(store_ms=ms_since(t)))

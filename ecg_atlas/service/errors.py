@@ -114,5 +114,5 @@ def guarded(context, rpc: str):
     """Every exception inside becomes the status the caller can act on (``abort``)."""
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - every error becomes a status the caller can act on
+    except Exception as exc:  # every error becomes a status the caller can act on
         abort(context, exc, rpc)

@@ -19,11 +19,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import grpc
 import numpy as np
 
-from ecg_atlas import handlers, wire
+from ecg_atlas import wire
 from ecg_atlas.embedder.batching import QueueFullError
 from ecg_atlas.errors import StorageError
 from ecg_atlas.v1 import atlas_pb2 as pb
 
+from . import handlers
 from .calls import deadline, ms_since, remaining
 from .errors import Abort, details_of, reason_of, status_of
 from .pipeline import pooled
@@ -117,7 +118,7 @@ class IngestStream:
                 raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed during ingest; this stream "
                             "is not acknowledged: resend it (ids already stored are skipped)",
                             reason="deadline") from None
-        except Exception as exc:  # noqa: BLE001 - one bad ECG is reported, the stream goes on
+        except Exception as exc:  # one bad ECG is reported, the stream goes on
             code, message = status_of(exc)
             if code in _STREAM_FAULTS or not self.context.is_active():
                 raise
@@ -139,13 +140,13 @@ class IngestStream:
             self._write(batch)
         except StorageError:
             raise  # the disk, not an ECG: the stream ends RESOURCE_EXHAUSTED / UNAVAILABLE
-        except Exception:  # noqa: BLE001 - find the ECGs the store refused; store the others
+        except Exception:  # find the ECGs the store refused; store the others
             for item in batch:
                 try:
                     self._write([item])
                 except StorageError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - reported per item, the stream goes on
+                except Exception as exc:  # reported per item, the stream goes on
                     self._item_error(item[0], item[1].ecg_id, exc)
         finally:
             self.timing.store_ms += ms_since(t)

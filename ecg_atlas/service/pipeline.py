@@ -17,11 +17,11 @@ import grpc
 import numpy as np
 
 from ecg_atlas.embedder.engine import record_vector
-from ecg_atlas.prepare_pool import PreprocessCrashedError, RecordingHeader
 from ecg_atlas.v1 import atlas_pb2 as pb
 
 from .calls import deadline, wait
 from .errors import Abort
+from .prepare_pool import PreprocessCrashedError, RecordingHeader
 
 
 @dataclass

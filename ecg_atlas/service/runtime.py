@@ -10,12 +10,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-from ecg_atlas.config import (
-    ServerConfig,
-    default_batch_segments,
-    default_encoder_workers,
-    default_preprocess_processes,
-)
+from .config import ServerConfig, default_batch_segments, default_encoder_workers, default_preprocess_processes
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +45,8 @@ class Runtime:
         from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
         from ecg_atlas.embedder.resolver import load_encoder
         from ecg_atlas.index import EncoderIdentity, Store
-        from ecg_atlas.prepare_pool import PreparePool, Preprocessing
+
+        from .prepare_pool import PreparePool, Preprocessing
 
         # The report of every ECG lists its zero-filled leads; a process-wide warning adds nothing.
         warnings.filterwarnings("ignore", category=MissingLeadsWarning)

@@ -19,15 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ecg_atlas import handlers
-from ecg_atlas.auth import TokenAuthInterceptor
-from ecg_atlas.config import ServerConfig
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.v1 import atlas_pb2 as pb
 
-from . import presence
+from . import handlers, presence
 from .allocator import tune_process
 from .atlas import AtlasService
+from .auth import TokenAuthInterceptor
+from .config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class AtlasServer:
                 self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
             log.info("serving: model %s on %s, warmed up in %.1f s", self.service.runtime.encoder.model_id,
                      self.service.runtime.encoder.device, time.perf_counter() - t)
-        except BaseException as exc:  # noqa: BLE001 - reported by wait_ready / the serve command
+        except BaseException as exc:  # reported by wait_ready / the serve command
             self.load_error = exc
         finally:
             self._loaded.set()

@@ -36,6 +36,9 @@ from starlette.routing import Route
 
 from ecg_atlas.client import Client, error_info
 from ecg_atlas.errors import AtlasError, without_paths
+from ecg_atlas.index.schema import MAX_RESULT_NAME_LENGTH, name_rule
+from ecg_atlas.jsonable import jsonable
+from ecg_atlas.limits import MAX_SUGGESTED_IDS, SHOWN_K, WEB_MAX_K, WEB_SUGGESTED_IDS
 from ecg_atlas.refusal import read_refusal
 
 logger = logging.getLogger("ecg_atlas.web.api")
@@ -48,8 +51,7 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 #: a JSON body: a selection or cohort of ~100k ids of 15 characters (the web process needs ~85 MB
 #: to parse and forward one of 270k short ids; 8 MiB would take ~330 MB)
 MAX_JSON_BYTES = 2 * 1024 * 1024
-MAX_K = 50
-COHORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+COHORT_NAME = name_rule(MAX_RESULT_NAME_LENGTH)
 _HTTP_STATUS = {
     "INVALID_ARGUMENT": 400, "OUT_OF_RANGE": 400, "FAILED_PRECONDITION": 409, "NOT_FOUND": 404,
     "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429,
@@ -128,10 +130,10 @@ def error_response(exc: Exception) -> JSONResponse:
         reason, details = error_info(exc)
         message = exc.details() if hasattr(exc, "details") else str(exc)
         return JSONResponse({"error": scrub_paths(message or ""), "code": code, "reason": reason or code.lower(),
-                             "details": _jsonable(_scrubbed(details))}, status_code=_HTTP_STATUS.get(code, 502))
+                             "details": jsonable(_scrubbed(details))}, status_code=_HTTP_STATUS.get(code, 502))
     reason = getattr(exc, "reason", "invalid_request")
     return JSONResponse({"error": scrub_paths(str(exc)), "code": getattr(exc, "code", "INVALID_ARGUMENT"),
-                         "reason": reason, "details": _jsonable(_scrubbed(getattr(exc, "details", None) or {}))},
+                         "reason": reason, "details": jsonable(_scrubbed(getattr(exc, "details", None) or {}))},
                         status_code=getattr(exc, "status", 400))
 
 
@@ -205,7 +207,7 @@ def _read_upload(path: Path, names: dict[str, str]):
 
     try:
         return read_ecg(path)
-    except Exception as exc:  # noqa: BLE001 - whatever a reader raises is the upload's refusal
+    except Exception as exc:  # whatever a reader raises is the upload's refusal
         refusal = read_refusal(exc)
         if refusal is not exc:  # a failure the reader does not check for: worth the operator's eye
             logger.warning("an uploaded %s file was refused: its reader failed with %s",
@@ -214,22 +216,8 @@ def _read_upload(path: Path, names: dict[str, str]):
                          details=_scrubbed(getattr(refusal, "details", None) or {}, names)) from None
 
 
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (np.generic,)):
-        return _jsonable(value.item())
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
 def shown(metadata: dict) -> dict:
-    return {k: _jsonable(v) for k, v in metadata.items() if k not in HIDDEN_COLUMNS and v is not None}
+    return {k: jsonable(v) for k, v in metadata.items() if k not in HIDDEN_COLUMNS and v is not None}
 
 
 def _typed(array: np.ndarray, dtype) -> str:
@@ -281,7 +269,7 @@ class AtlasApi:
                              "encoder_notice": info.get("encoder_notice", "")})
 
     def suggest(self, request: Request):
-        limit = _int(request, "limit", 12, 1, 200)
+        limit = _int(request, "limit", WEB_SUGGESTED_IDS, 1, MAX_SUGGESTED_IDS)
         ids = self.clients.for_request(request).suggest_ids(request.query_params.get("prefix", ""), limit=limit)
         return JSONResponse({"ecg_ids": ids})
 
@@ -290,7 +278,7 @@ class AtlasApi:
         ecg_id = q.get("id", "").strip()
         if not ecg_id:
             raise BadRequest("say which stored ECG to search with: ?id=ECG_ID", reason="no_query")
-        k = _int(request, "k", 5, 1, MAX_K)
+        k = _int(request, "k", SHOWN_K, 1, WEB_MAX_K)
         client = self.clients.for_request(request)
         started = time.perf_counter()
         result = client.search(ecg_id=ecg_id, k=k, where=q.get("where") or None, exclude_self=True,
@@ -308,7 +296,7 @@ class AtlasApi:
             if not uploads:
                 raise BadRequest("drop an ECG file (WFDB: its .hea with its .dat/.mat; or HDF5, NumPy, "
                                  "MUSE/Sierra/aECG XML, DICOM, SCP, EDF)", reason="no_file")
-            k = whole_number(_form_text(form, "k"), "k", 5, 1, MAX_K)
+            k = whole_number(_form_text(form, "k"), "k", SHOWN_K, 1, WEB_MAX_K)
             where = _form_text(form, "where") or None
             return await run_in_threadpool(self._search_files, request, uploads, k, where)
 
@@ -380,7 +368,7 @@ class AtlasApi:
                         "macro": report.get("test", {}).get("macro", {}),
                         "split": report.get("split", {}).get("method"),
                         "fraction_curve": report.get("fraction_curve", [])})
-        return JSONResponse({"probes": _jsonable(out)})
+        return JSONResponse({"probes": jsonable(out)})
 
     # -- cohort maps -----------------------------------------------------------------------------
     def runs(self, request: Request):
@@ -424,7 +412,7 @@ class AtlasApi:
             values = [None if v is None else (";".join(sorted(v)) or "none") for v in values]
         elif kind == "category":
             values = [None if v is None else str(v) for v in values]
-        return JSONResponse({"name": name, "kind": kind, "values": _jsonable(values)})
+        return JSONResponse({"name": name, "kind": kind, "values": jsonable(values)})
 
     async def selection(self, request: Request):
         body = await json_object(request)
@@ -457,7 +445,7 @@ class AtlasApi:
         rows = [r for r in table.labels if r.cluster == 1]
         q = benjamini_hochberg([r.p_value for r in rows])  # over the selection's own tests only
         summary = {c.cluster: c for c in table.clusters}
-        return JSONResponse(_jsonable({
+        return JSONResponse(jsonable({
             "run": run, "n_selected": int(inside.sum()), "n_run": len(ids),
             "not_in_run": len(chosen - set(ids)),
             "inside": summary.get(1).__dict__ if 1 in summary else None,
@@ -472,7 +460,8 @@ class AtlasApi:
         body = await json_object(request)
         name = _text_field(body, "name").strip().lower()
         if not COHORT_NAME.match(name):
-            raise BadRequest(f"cohort name {name[:60]!r}: use a letter, then letters, digits or _ (at most 40)",
+            raise BadRequest(f"cohort name {name[:60]!r}: use a letter, then letters, digits or _ "
+                             f"(at most {MAX_RESULT_NAME_LENGTH})",
                              reason="bad_cohort_name")
         ecg_ids = list(dict.fromkeys(_text_list(body, "ecg_ids") or []))
         if not ecg_ids:

@@ -40,7 +40,8 @@ logger = logging.getLogger("ecg_atlas.web")
 # 'unsafe-eval' and nothing looser: plotly.js's WebGL traces (regl) build their draw calls with
 # Function(...) at run time (without it the map says "WebGL is not supported"); inline scripts stay
 # forbidden. The plotly wheel ships no strict (eval-free) bundle.
-CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; "
        "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
 SECURITY_HEADERS = [

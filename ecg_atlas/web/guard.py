@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from starlette.responses import JSONResponse
 
-from ecg_atlas.config import LOOPBACK_HOSTS
+from ecg_atlas.service.config import LOOPBACK_HOSTS
 
 from .api import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, BadRequest
 

@@ -117,7 +117,8 @@ def _check_config_against_shapes(config, state: dict[str, torch.Tensor]) -> None
         if stated != value:
             raise CheckpointError(f"HuBERT-ECG config says {key}={stated} but the tensors have {value}")
     if convs[0][1] != 1:
-        raise CheckpointError(f"HuBERT-ECG's first conv takes 1 channel (the joined 12-lead vector), this one {convs[0][1]}")
+        raise CheckpointError(f"HuBERT-ECG's first conv takes 1 channel (the joined 12-lead vector), "
+                              f"this one {convs[0][1]}")
 
 
 def map_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict, tuple[str, ...]]:

@@ -17,8 +17,21 @@ import numpy as np
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import (SCP_LEAD_CODES, UNIT_TO_MV, build_recording, check_file_size, check_fs, check_size, device_name,
-                     iso_time, mv_factor, parse_age, parse_date, parse_sex, parse_time)
+from .common import (
+    SCP_LEAD_CODES,
+    UNIT_TO_MV,
+    build_recording,
+    check_file_size,
+    check_fs,
+    check_size,
+    device_name,
+    iso_time,
+    mv_factor,
+    parse_age,
+    parse_date,
+    parse_sex,
+    parse_time,
+)
 
 WHAT = "DICOM waveform"
 _MEANING = re.compile(r"^\s*(?:lead\s+)?(-?[a-z]+\d*[a-z]?)\b", re.IGNORECASE)

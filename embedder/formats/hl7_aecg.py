@@ -16,8 +16,18 @@ from lxml.etree import _Element as Element
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import (MAX_XML_BYTES, age_at, build_recording, device_name, iso_time, mv_factor, parse_date,
-                     parse_sex, parse_time, read_bounded)
+from .common import (
+    MAX_XML_BYTES,
+    age_at,
+    build_recording,
+    device_name,
+    iso_time,
+    mv_factor,
+    parse_date,
+    parse_sex,
+    parse_time,
+    read_bounded,
+)
 from .safexml import find, iterfind, local_name, parse_xml, text
 
 WHAT = "HL7 aECG"

@@ -16,8 +16,19 @@ import numpy as np
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import (MAX_XML_BYTES, build_recording, derive_limb_leads, device_name, iso_time, mv_factor, parse_age,
-                     parse_date, parse_sex, parse_time, read_bounded)
+from .common import (
+    MAX_XML_BYTES,
+    build_recording,
+    derive_limb_leads,
+    device_name,
+    iso_time,
+    mv_factor,
+    parse_age,
+    parse_date,
+    parse_sex,
+    parse_time,
+    read_bounded,
+)
 from .safexml import find, local_name, parse_xml, text
 
 WHAT = "GE MUSE XML"

@@ -18,8 +18,20 @@ from lxml.etree import _Element as Element
 from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
-from .common import (MAX_XML_BYTES, age_at, build_recording, check_fs, check_size, device_name, iso_time,
-                     parse_age, parse_date, parse_sex, parse_time, read_bounded)
+from .common import (
+    MAX_XML_BYTES,
+    age_at,
+    build_recording,
+    check_fs,
+    check_size,
+    device_name,
+    iso_time,
+    parse_age,
+    parse_date,
+    parse_sex,
+    parse_time,
+    read_bounded,
+)
 from .safexml import find, local_name, parse_xml, text
 from .xli import xli_decode
 

@@ -27,7 +27,6 @@ from ..prefetch import prefetch
 from ..preprocessing import preprocess
 from ..recording import SEGMENT_SAMPLES
 
-
 #: (first 5-s window, the adjacent window, index of the record they come from)
 Pair = tuple[np.ndarray, np.ndarray, int]
 

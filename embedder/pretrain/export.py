@@ -27,7 +27,7 @@ def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str,
         raise CheckpointError(f"no checkpoint at {src}")
     try:
         payload = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+    except Exception as exc:  # any unreadable file gets the same clear message
         raise CheckpointError(f"cannot read pretraining checkpoint {src}: {exc}") from exc
     if not isinstance(payload, dict) or "model" not in payload or "cfg" not in payload:
         raise CheckpointError(f"{src} is not a pretraining checkpoint (no cfg / model)")

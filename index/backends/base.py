@@ -90,6 +90,7 @@ class VectorIndex(ABC):
 
     def tune(self, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray) -> None:
         """Set search parameters for recall (approximate kinds); an exact index has none."""
+        return None  # nothing to tune by default; approximate kinds override this
 
     def tuning(self) -> dict[str, object]:
         """The tuned parameters, to be saved beside the index file and given back to `apply_tuning`."""
@@ -97,7 +98,9 @@ class VectorIndex(ABC):
 
     def apply_tuning(self, saved: Mapping[str, object]) -> None:
         """Restore parameters `tuning` returned when this index was saved."""
+        return None  # nothing saved, nothing to restore by default; kinds that tune override this
 
     def use_exact_vectors(self, fetch: Callable[[np.ndarray], np.ndarray]) -> None:
         """Indexes that re-rank with the stored float vectors read them with `fetch(sorted ids)`
         (one normalised row per id, in that order); the others hold their vectors themselves."""
+        return None  # holds its own vectors by default; kinds that re-rank override this

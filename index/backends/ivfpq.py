@@ -79,7 +79,8 @@ def ivfpq_params(n_rows: int, dim: int, memory_budget: int | None = None) -> IVF
     nlist = ivf_nlist(n_rows)
     pq = [m for m in GPU_PQ_CODE_BYTES if dim % m == 0 and dim // m in GPU_PQ_SUB_DIMS
           and m <= max(1, dim // IVFPQ_MIN_DIMS_PER_BYTE)]
-    choices = ([IVFPQParams(nlist, 0)] if dim % 2 == 0 else []) + [IVFPQParams(nlist, m) for m in sorted(pq, reverse=True)]
+    uncompressed = [IVFPQParams(nlist, 0)] if dim % 2 == 0 else []
+    choices = uncompressed + [IVFPQParams(nlist, m) for m in sorted(pq, reverse=True)]
     if not choices:
         raise StoreError(f"no compressed code fits dimension {dim}; use index kind ivf or hnsw")
     for params in choices:

@@ -73,7 +73,8 @@ def resolve_backend(device: str, backend: str, kind: str) -> str:
         if kind == "ivfpq" and faiss_gpu and backend != "torch":
             return "faiss-gpu"
         if kind != "flat":
-            raise StoreError(f"GPU search is exact or ivfpq; open with index_kind='flat' or device='cpu' (got {kind!r})")
+            raise StoreError("GPU search is exact or ivfpq; open with index_kind='flat' or device='cpu' "
+                             f"(got {kind!r})")
         if backend != "torch" and faiss_gpu:
             return "faiss-gpu"
         if backend == "faiss":

@@ -15,11 +15,13 @@ from ecg_atlas.analysis.enrichment import benjamini_hochberg, enrichment
 from ecg_atlas.analysis.plots import plot_map
 from ecg_atlas.analysis.tasks import explain_ecg
 from ecg_atlas.cli import main
+from ecg_atlas.errors import AtlasError
 from ecg_atlas.index import Store, parse_filter
 
 FAST = CohortParams(n_epochs=60, seed=7)
 
 
+@pytest.mark.slow
 def test_cluster_results_are_reproducible_with_a_seed(corpus):
     stages = []
     a = run_cohort(corpus.vectors, FAST, progress=lambda s, p: stages.append((s, p)))
@@ -37,6 +39,15 @@ def test_cluster_results_are_reproducible_with_a_seed(corpus):
     assert 0.5 < a.trustworthiness <= 1
     c = run_cohort(corpus.vectors, CohortParams(n_epochs=60, seed=8))
     assert not np.array_equal(a.map_2d, c.map_2d)  # the seed matters, so it is worth recording
+
+
+def test_a_cohort_with_vectors_cosine_cannot_use_is_refused_naming_the_row():
+    vectors = np.random.default_rng(0).standard_normal((30, 16)).astype(np.float32)
+    for value, text in ((0.0, "row 4 is all zeros"), (np.nan, "row 4 contains NaN or infinity")):
+        bad = vectors.copy()
+        bad[4] = value
+        with pytest.raises(AtlasError, match=f"the cohort's vectors {text}"):
+            run_cohort(bad, FAST)
 
 
 def test_enrichment_numbers_by_hand():
@@ -77,6 +88,7 @@ def _non_trivial_png(path, min_px=(500, 250)):
     return img
 
 
+@pytest.mark.slow
 def test_cluster_cli_writes_back_and_draws(tmp_path, store_dir, capsys):
     store_path = tmp_path / "store"
     shutil.copytree(store_dir, store_path)
@@ -99,6 +111,7 @@ def test_cluster_cli_writes_back_and_draws(tmp_path, store_dir, capsys):
     assert (np.abs(img - grey).sum(axis=2) < 40).sum() > 50  # noise is drawn in grey
 
 
+@pytest.mark.slow
 def test_explain_draws_saliency_in_the_ecgfm_colours(tmp_path, encoder, ecg_dir):
     from ecg_atlas.embedder import read_ecg
 
@@ -109,6 +122,7 @@ def test_explain_draws_saliency_in_the_ecgfm_colours(tmp_path, encoder, ecg_dir)
     assert blueish.sum() > 100 and reddish.sum() > 100
 
 
+@pytest.mark.slow
 def test_explain_cli_for_a_stored_ecg(tmp_path, store_dir, parity_dir):
     out = tmp_path / "a.png"
     assert main(["explain", "cinc_cpsc2018/A0003", "--store", str(store_dir), "--checkpoint",

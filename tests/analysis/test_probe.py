@@ -38,6 +38,7 @@ def older(corpus):
                    np.array([[float(float(r["age"]) >= 60) if r["age"] else np.nan] for r in corpus.rows]))
 
 
+@pytest.mark.slow
 def test_metrics_equal_scikit_learn_on_the_same_predictions(corpus, older):
     known = ~np.isnan(older.y[:, 0])
     y = older.y[known, 0]
@@ -61,6 +62,7 @@ def test_bootstrap_resamples_patients_not_ecgs():
         assert w[0] + w[3] + w[4] == 3  # three patients drawn, whatever their ECG counts
 
 
+@pytest.mark.slow
 def test_splits_never_put_a_patient_on_two_sides(groups, older, corpus):
     repeated = [g for g in set(groups) if (groups == g).sum() > 1]
     assert len(repeated) >= 3  # the corpus has patients with several ECGs: the check below means something
@@ -75,6 +77,7 @@ def test_splits_never_put_a_patient_on_two_sides(groups, older, corpus):
     assert sorted(set(folds)) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_split_column_that_mixes_a_patients_ecgs_is_refused(groups):
     g = np.array(["p1", "p1", "p2", "p3"], dtype=object)
     spec = ColumnSplit.parse("strat_fold")  # PTB-XL convention: 1-8 train, 9 val, 10 test
@@ -87,6 +90,7 @@ def test_a_split_column_that_mixes_a_patients_ecgs_is_refused(groups):
         ["train", "train", "test", ""]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("class_weight", [None, "balanced"])
 def test_the_fit_is_scikit_learns_logistic_regression(corpus, older, class_weight):
     known = ~np.isnan(older.y[:, 0])
@@ -99,8 +103,10 @@ def test_the_fit_is_scikit_learns_logistic_regression(corpus, older, class_weigh
     np.testing.assert_allclose(ours, ref.predict_proba(x)[:, 1], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_multiclass_fit_is_scikit_learns_multinomial(corpus):
-    dataset = np.array([r["dataset"] if r["dataset"] in ("code15", "cinc_cpsc_extra") else "other" for r in corpus.rows])
+    dataset = np.array([r["dataset"] if r["dataset"] in ("code15", "cinc_cpsc_extra") else "other"
+                        for r in corpus.rows])
     classes = sorted(set(dataset))
     y = np.stack([dataset == c for c in classes], axis=1).astype(float)
     x = corpus.vectors.astype(np.float64)
@@ -113,6 +119,7 @@ def test_multiclass_fit_is_scikit_learns_multinomial(corpus):
     np.testing.assert_allclose(ours, ref.predict_proba(x), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_regularisation_is_picked_on_validation(corpus, older, groups):
     split = split_by_patient(groups, older.y, seed=0)
     probe = fit_probe(corpus.vectors, older, split, Cs=(1e-4, 1e-2, 1.0))
@@ -125,6 +132,7 @@ def test_regularisation_is_picked_on_validation(corpus, older, groups):
     assert probe.C[0] == min(C for C, s in scores.items() if s >= best - 1e-12)
 
 
+@pytest.mark.slow
 def test_probe_on_age_beats_chance_with_its_ci_and_reports_everything(corpus, older, groups):
     split = split_by_patient(groups, older.y, fractions=(0.6, 0.1, 0.3), seed=0)
     probe, report = train_probe(corpus.vectors, older, groups, split, n_bootstrap=400, seed=0)
@@ -136,7 +144,8 @@ def test_probe_on_age_beats_chance_with_its_ci_and_reports_everything(corpus, ol
     assert (c.test_positive, c.test_negative) == (int(older.y[test, 0].sum()), int((older.y[test, 0] == 0).sum()))
     assert c.flag is None and report.test.macro_labels == ["age_over_60"]
     # Same numbers as scikit-learn on the same predictions.
-    assert auroc.value == pytest.approx(roc_auc_score(older.y[test, 0], probe.predict_proba(corpus.vectors[test])[:, 0]))
+    predicted = probe.predict_proba(corpus.vectors[test])[:, 0]
+    assert auroc.value == pytest.approx(roc_auc_score(older.y[test, 0], predicted))
     # The label-fraction curve: 1 %, 10 %, 100 % of training patients, growing patient counts.
     curve = report.fraction_curve
     assert [p.fraction for p in curve] == [0.01, 0.1, 1.0]
@@ -144,6 +153,7 @@ def test_probe_on_age_beats_chance_with_its_ci_and_reports_everything(corpus, ol
     assert curve[2].macro_auroc == pytest.approx(auroc.value, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_rare_labels_are_flagged_and_left_out_of_the_macro(corpus, groups):
     names = ["CD", "HYP"]  # 21 and 5 positives in the corpus
     y = np.array([[float(n in r["label_groups"].split(";")) for n in names] for r in corpus.rows])
@@ -156,6 +166,7 @@ def test_rare_labels_are_flagged_and_left_out_of_the_macro(corpus, groups):
     assert "HYP" not in report.test.macro_labels
 
 
+@pytest.mark.slow
 def test_stored_probe_round_trip_baseline_and_predict(tmp_path, corpus, encoder, store_dir):
     import shutil
 
@@ -184,6 +195,7 @@ def test_stored_probe_round_trip_baseline_and_predict(tmp_path, corpus, encoder,
         predict_stored(store, probe, other, ids)
 
 
+@pytest.mark.slow
 def test_probe_cli_train_list_predict(tmp_path, store_dir, capsys):
     import shutil
 

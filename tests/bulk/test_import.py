@@ -11,9 +11,11 @@ from ecg_atlas.cli import main as cli_main
 from ecg_atlas.errors import EncoderMismatchError, StoreError
 from ecg_atlas.index import Store
 from ecg_atlas.index.store import EncoderIdentity
-from tests.service.conftest import corpus_server, start_server  # noqa: F401 - the ingested reference server
+from tests.service.conftest import start_server
 
 from .shard_edits import rewrite_shard
+
+pytestmark = pytest.mark.slow  # Ray shards of the whole corpus and real servers
 
 
 def test_import_is_idempotent_and_keeps_what_the_job_read(corpus_shards, tmp_path):

@@ -23,7 +23,7 @@ from ecg_atlas.cli import main as cli_main
 from ecg_atlas.client import error_info
 from ecg_atlas.errors import MetadataLimitError, ShardError
 from ecg_atlas.index import Store
-from ecg_atlas.index.shard_rows import VECTOR_NORM_MAX, VECTOR_NORM_MIN
+from ecg_atlas.index.vectors import VECTOR_NORM_MAX, VECTOR_NORM_MIN
 from tests.service.conftest import WRITE_TOKEN, cli, start_server
 
 from .shard_edits import damage, rewrite_shard, vectors, with_column, write_without_checksums
@@ -47,6 +47,7 @@ def import_json(capsys, *args: str) -> tuple[int, dict | str]:
     return code, json.loads(out) if code == 0 else err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("column", "n_bytes"), [("record_vector", 64), ("ecg_id", 8)])
 def test_a_damaged_shard_is_refused_and_the_store_keeps_nothing_of_that_import(corpus_shards, tmp_path, capsys,
                                                                                column, n_bytes):
@@ -66,6 +67,7 @@ def test_a_damaged_shard_is_refused_and_the_store_keeps_nothing_of_that_import(c
     assert code == 2 and "fails its checksum" in err and "job/shard-000001.parquet" in err
 
 
+@pytest.mark.slow
 def test_shards_written_before_checksums_still_import(corpus_shards, tmp_path):
     folder, summary, _ = corpus_shards
     old = tmp_path / "old"
@@ -79,6 +81,7 @@ def test_shards_written_before_checksums_still_import(corpus_shards, tmp_path):
         assert store.info().n_ecgs == store.info().n_index_entries == summary.embedded
 
 
+@pytest.mark.slow
 def test_vectors_of_norms_no_encoder_produces_are_refused_per_row(corpus_shards, tmp_path):
     folder, summary, _ = corpus_shards
     files = copy_shards(shard_files([folder]), tmp_path / "job")
@@ -111,6 +114,7 @@ def test_vectors_of_norms_no_encoder_produces_are_refused_per_row(corpus_shards,
         assert (hit.ecg_id, round(hit.score, 5)) == (ids[rows[5]], 1.0)
 
 
+@pytest.mark.slow
 def test_the_norm_bounds_leave_real_encoders_a_wide_margin(shared_data, ecg_dir):
     """The bounds were chosen from real outputs (index/shard_rows.py); every encoder's record and
     segment vectors on real ECGs must lie two orders of magnitude inside them."""
@@ -125,7 +129,8 @@ def test_the_norm_bounds_leave_real_encoders_a_wide_margin(shared_data, ecg_dir)
             if row["is_12lead_std"] == "True":
                 first_of_each.setdefault(row["dataset"], row["record"])
     recordings = [read_ecg(ecg_dir / f"{record}.hea") for record in first_of_each.values()]
-    for spec in ("bundled", shared_data / "parity/tiny_pretrained.pt", shared_data / "parity_encoders/hubert_ecg/tiny_hf",
+    for spec in ("bundled", shared_data / "parity/tiny_pretrained.pt",
+                 shared_data / "parity_encoders/hubert_ecg/tiny_hf",
                  shared_data / "parity_encoders/ecgfounder/tiny_12lead_ECGFounder.pth"):
         encoder = load_encoder(spec)
         windows = []
@@ -154,6 +159,7 @@ def ids_and_statuses_broken(source: Path, target: Path) -> dict[str, int]:
     return {"missing_ecg_id": 3, "unknown_status": 2}
 
 
+@pytest.mark.slow
 def test_rows_without_an_id_or_of_an_unknown_status_get_reasons_and_counts(corpus_shards, tmp_path, capsys):
     folder, summary, _ = corpus_shards
     files = copy_shards(shard_files([folder]), tmp_path / "job")
@@ -184,6 +190,7 @@ def records_above_debug(log: str) -> list[str]:
     return [text for level, text in records if level != "DEBUG"]
 
 
+@pytest.mark.slow
 def test_import_respects_the_store_metadata_column_cap(corpus_shards, tmp_path):
     """Shards add their metadata columns under the same cap as Ingest: past it the import is refused
     whole and the store gains neither rows nor columns."""
@@ -200,6 +207,7 @@ def test_import_respects_the_store_metadata_column_cap(corpus_shards, tmp_path):
         assert store.import_shards(files, identity=identity_of(files)).inserted == summary.embedded
 
 
+@pytest.mark.slow
 def test_import_over_rpc_reports_reasons_and_names_no_absolute_server_path(corpus_shards, tiny_checkpoint, tmp_path):
     folder, summary, _ = corpus_shards
     files = shard_files([folder])

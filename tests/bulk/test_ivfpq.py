@@ -27,7 +27,8 @@ def derived_vectors(corpus_shards):
         f"WHERE status = 'embedded'").fetchall()], dtype=np.float32)
     real /= np.linalg.norm(real, axis=1, keepdims=True)
     rng = np.random.default_rng(0)
-    spread = float(np.median(np.linalg.norm(real[rng.integers(len(real), size=500)] - real[rng.integers(len(real), size=500)], axis=1)))
+    pairs = real[rng.integers(len(real), size=500)] - real[rng.integers(len(real), size=500)]
+    spread = float(np.median(np.linalg.norm(pairs, axis=1)))
     x = real[rng.integers(len(real), size=N_DERIVED)] + rng.normal(0, spread / 4 / np.sqrt(real.shape[1]),
                                                                   (N_DERIVED, real.shape[1])).astype(np.float32)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), summary
@@ -37,6 +38,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
 
+@pytest.mark.slow
 def test_ivfpq_store_reaches_its_recall_in_a_fraction_of_the_memory(derived_vectors, tmp_path):
     x, summary = derived_vectors
     ids = [f"ecg-{i}" for i in range(len(x))]
@@ -78,6 +80,7 @@ def test_memory_budget_chooses_the_code_size():
         ivfpq_params(2_000_000, 768, parse_memory("10MB"))
 
 
+@pytest.mark.slow
 def test_tuning_reranks_more_candidates_where_a_wider_probe_stops_paying(derived_vectors):
     """Codes too coarse for the recall: tuning stops widening the probe once doubling it gains
     nothing and re-ranks more candidates instead, and the recall it reports is the recall."""
@@ -98,6 +101,7 @@ def test_tuning_reranks_more_candidates_where_a_wider_probe_stops_paying(derived
     assert abs(measured - index.recall_at_10) < 1e-3
 
 
+@pytest.mark.slow
 def test_sharded_replica_answers_as_the_single_index(derived_vectors):
     """The multi-GPU path with a CPU stand-in for `gpu_placer`: shards by id, merged results."""
     x, _ = derived_vectors
@@ -132,6 +136,7 @@ def faiss_centroids(index: FaissIVFPQ) -> np.ndarray:
     return index.index.quantizer.reconstruct_n(0, index.index.nlist)
 
 
+@pytest.mark.slow
 def test_sharded_replica_searches_take_turns_and_large_k_goes_to_the_cpu_index(derived_vectors):
     """FAISS GPU resources serve one call at a time, and GPU IVF-PQ refuses k or nprobe past
     2,048: a search waits for the one in flight, and a larger candidate count is answered by the

@@ -14,14 +14,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ecg_atlas.bulk.ray_job import JobOptions, inputs_from_manifest, run_job
+from ecg_atlas.bulk.ray_job import JobOptions, inputs_from_manifest, inputs_from_paths, run_job
 from ecg_atlas.bulk.shards import SHARD_PATTERN
 from ecg_atlas.cli import main as cli_main
 from ecg_atlas.errors import AtlasError
 
+pytestmark = pytest.mark.slow  # a Ray cluster
+
 
 def shard_rows(folder: Path, columns="ecg_id, status, reason, record_vector, segment_vectors"):
-    return duckdb.sql(f"SELECT {columns} FROM read_parquet('{folder}/shard-*.parquet', union_by_name = true) ORDER BY ecg_id").fetchall()
+    return duckdb.sql(f"SELECT {columns} FROM read_parquet('{folder}/shard-*.parquet', union_by_name = true) "
+                      "ORDER BY ecg_id").fetchall()
 
 
 def test_every_ecg_lands_once_with_its_vectors_or_its_reason(corpus_shards):
@@ -67,6 +70,17 @@ def test_a_rerun_skips_finished_shards_and_redoes_a_missing_one(ray_cluster, cor
             assert np.abs(np.array(new[3]) - np.array(old[3])).max() <= 1e-6
     with pytest.raises(AtlasError, match="another job"):  # other inputs into the same folder
         run_job(inputs[:10], folder, options, progress=False)
+
+
+def test_progress_comes_through_the_callback_and_the_job_prints_nothing(ray_cluster, ecg_dir, tiny_checkpoint,
+                                                                        tmp_path, capsys):
+    inputs = inputs_from_paths([ecg_dir / "cinc_cpsc2018"])
+    calls = []
+    summary = run_job(inputs, tmp_path / "shards", JobOptions(checkpoint=str(tiny_checkpoint), shard_size=4),
+                      progress=lambda done, total: calls.append((done, total)))
+    assert summary.embedded + summary.refused == len(inputs) == 10
+    assert calls[-1] == (10, 10) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert capsys.readouterr() == ("", "")  # no bar, no summary: the CLI draws and prints those
 
 
 def _encoder_actor_pids() -> list[int]:

@@ -1,6 +1,6 @@
 """`ecg-atlas embed --engine ray` over hospital exports: a patient id found in a file reaches the
 shards, and a store importing them, only as the keyed pseudonym (the one `ecg-atlas ingest` makes
-with the same key: both take it from `pseudonym.pseudonym_in_file`); never as itself, in no log
+with the same key: both take it from `ingest.pseudonym.pseudonym_in_file`); never as itself, in no log
 above DEBUG, with no file name logged."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ecg_atlas.cli import main as cli_main
 from ecg_atlas.embedder.resolver import load_encoder
 from ecg_atlas.errors import AtlasError
 from ecg_atlas.index import Store
-from ecg_atlas.pseudonym import ENV_KEY, PatientPseudonymiser
+from ecg_atlas.ingest.pseudonym import ENV_KEY, PatientPseudonymiser
 
 KEY = b"ray-shards-pseudonym-test-key-0123456789"
 #: Two exports that name their patient, and the id each names.
@@ -30,6 +30,7 @@ def _ray_log_texts(ray_cluster) -> str:
     return "\n".join(f.read_text(errors="replace") for f in logs.rglob("*") if f.is_file())
 
 
+@pytest.mark.slow
 def test_ray_shards_hold_the_pseudonym_ingest_stores_never_the_patient_id(
         ray_cluster, shared_data, tiny_checkpoint, tmp_path, capsys, caplog, monkeypatch):
     monkeypatch.delenv(ENV_KEY, raising=False)

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from ecg_atlas.embedder.batching import BatchingEncoder, DeadlineExpiredError, QueueFullError
 from ecg_atlas.embedder import load_encoder
+from ecg_atlas.embedder.batching import BatchingEncoder, DeadlineExpiredError, QueueFullError
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_workers_must_be_positive(encoder):
 
 
 def test_default_encoder_workers():
-    from ecg_atlas.config import default_encoder_workers
+    from ecg_atlas.service.config import default_encoder_workers
 
     assert default_encoder_workers("cpu", 2) == 2 and default_encoder_workers("cpu", 16) == 2
     assert default_encoder_workers("cpu", 1) == 1  # one core: nothing to share

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ecg_atlas.config import ServerConfig
 from ecg_atlas.embedder import load_encoder, preprocess, read_ecg, weights
 from ecg_atlas.embedder.checkpoint import sha256_of
 from ecg_atlas.errors import CheckpointError
+from ecg_atlas.service.config import ServerConfig
 
 #: real ≥ 10-s 12-lead ECGs of *test-split* patients (never seen in pretraining), eight sources
 TEST_SPLIT_RECORDS = ["cinc_chapman_shaoxing/JS00002", "cinc_cpsc2018/A0007", "cinc_cpsc_extra/Q0006",
@@ -71,6 +71,7 @@ def _window_similarity_gap(encoder, ecg_dir) -> float:
     return float(same - other)
 
 
+@pytest.mark.slow
 def test_pretraining_taught_it_which_windows_belong_together(bundled, ecg_dir):
     """CMSC's objective, checked on unseen real ECGs: a random-init twin separates records far less."""
     import csv
@@ -84,6 +85,7 @@ def test_pretraining_taught_it_which_windows_belong_together(bundled, ecg_dir):
     assert trained > 0.5 and trained > 2 * untrained  # measured: 0.83 vs 0.21–0.24 for three random seeds
 
 
+@pytest.mark.slow
 def test_continued_pretraining_starts_from_the_bundled_file(tmp_path, ecg_dir, bundled):
     from ecg_atlas.embedder.discover import find_ecgs
     from ecg_atlas.embedder.pretrain import pretrain

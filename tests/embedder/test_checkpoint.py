@@ -37,7 +37,8 @@ def test_file_that_is_not_a_checkpoint(tmp_path):
 
 
 def test_torch_file_that_is_not_ecgfm(tmp_path):
-    with pytest.raises(CheckpointError, match="holds no encoder.*fairseq-signals ECG-FM checkpoint is a dict with 'cfg' and 'model'"):
+    with pytest.raises(CheckpointError,
+                       match="holds no encoder.*fairseq-signals ECG-FM checkpoint is a dict with 'cfg' and 'model'"):
         load_encoder(save(tmp_path, {"weights": torch.zeros(3)}))
 
 
@@ -99,6 +100,7 @@ def test_optimizer_state_is_not_kept(parity_dir):
     assert not any("quantizer" in n or "mask_emb" in n or "project_q" in n for n in names)
 
 
+@pytest.mark.slow
 def test_hf_name_offline_says_how_to_pass_a_local_file(tmp_path):
     """Run in a subprocess so that HF_HUB_OFFLINE is read by huggingface_hub at import."""
     code = (

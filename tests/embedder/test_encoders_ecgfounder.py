@@ -63,6 +63,7 @@ def test_every_stage_matches_the_reference(checkpoint, inputs, outputs):
     assert np.abs(enc.embed(inputs["x"][:1])[0] - outputs["last_stage_mean_b0"]).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_embeddings_and_logits_match_for_batches_odd_lengths_and_long_inputs(checkpoint, inputs, outputs):
     enc = load_encoder(checkpoint)
     assert np.abs(enc.embed(inputs["x"]) - outputs["features"]).max() <= 1e-5

@@ -102,6 +102,7 @@ def test_short_records_are_padded_to_one_window_or_refused():
 
 # -- the model, in every layout ---------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_saved_layout_gives_the_reference_outputs(hubert_dir, inputs, layout):
     enc = load_encoder(hubert_dir / layout)
@@ -133,6 +134,7 @@ def test_transformers_hubertmodel_is_what_runs(hubert_dir, inputs):
     assert np.abs(enc.encode(x) - expected).max() <= 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("samples", [401, 777, 2500])
 def test_odd_lengths_and_tensors(hubert_dir, samples):
     enc = load_encoder(hubert_dir / "tiny_hf")

@@ -118,6 +118,7 @@ def test_folder_sha256_is_the_weights_file_and_is_checked(specs):
         load_encoder(specs["hubert-folder"], expected_sha256="0" * 64)
 
 
+@pytest.mark.slow
 def test_hf_repo_offline_says_how_to_pass_a_local_folder(tmp_path):
     code = ("from ecg_atlas.embedder import load_encoder\nfrom ecg_atlas.errors import CheckpointError\n"
             "try:\n    load_encoder('hf:Edoardo-BS/hubert-ecg-small')\n"

@@ -23,7 +23,7 @@ from ecg_atlas.embedder.formats import sniff_format
 from ecg_atlas.embedder.preprocessing import prepare
 from ecg_atlas.embedder.readers import read_ecg
 from ecg_atlas.errors import AtlasError, InvalidECGError
-from ecg_atlas.pseudonym import ENV_KEY, PatientPseudonymiser, load_pseudonymiser
+from ecg_atlas.ingest.pseudonym import ENV_KEY, PatientPseudonymiser, load_pseudonymiser
 from tests.conftest import shared_data_dir
 from tests.hostile_files import peak_growth_mb
 
@@ -609,7 +609,7 @@ def test_ingest_command_takes_the_patient_key_file(tmp_path):
 
 
 def test_operator_can_compute_the_pseudonym_to_withdraw_a_patient(tmp_path, capsys, monkeypatch):
-    from ecg_atlas.pseudonym import main
+    from ecg_atlas.ingest.pseudonym import main
 
     monkeypatch.delenv(ENV_KEY, raising=False)
     (tmp_path / "patient.key").write_bytes(KEY)

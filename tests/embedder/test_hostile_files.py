@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from ecg_atlas.embedder.formats.common import (
     MAX_SIGNAL_BYTES,
     MAX_VALUES,
@@ -20,7 +21,6 @@ from ecg_atlas.embedder.formats.common import (
     MAX_XML_MARKUP,
 )
 from ecg_atlas.embedder.readers import iter_hdf5_ecgs, read_ecg
-
 from ecg_atlas.errors import InvalidECGError
 from tests import hostile_files as hostile
 from tests.conftest import REPO_ROOT
@@ -110,7 +110,7 @@ def test_wfdb_signal_file_outside_the_header_folder_is_refused(tmp_path, canary,
     assert ("../" in header.read_text()) != absolute
     with caplog.at_level(logging.DEBUG):
         for path in (header, header.with_suffix("")):  # the .hea, or the record name
-            error = _refusal(lambda: read_ecg(path), "unsupported", caplog)  # noqa: B023
+            error = _refusal(lambda path=path: read_ecg(path), "unsupported", caplog)
             assert "header's own folder" in str(error)
 
 
@@ -195,6 +195,7 @@ for path, keywords in cases:
 """
 
 
+@pytest.mark.slow
 def test_every_hostile_file_is_refused_within_200_mb(tmp_path, shared_data, ecg_dir, canary):
     """One fresh interpreter reads a valid file of every kind first, then every hostile file; its
     peak RSS (a high-water mark) may pass its RSS after the valid files by less than 200 MB over

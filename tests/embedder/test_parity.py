@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ecg_atlas.embedder import load_encoder
-from ecg_atlas.embedder.checkpoint import to_our_names, config_from_checkpoint, PRETRAINED, FINETUNED
+from ecg_atlas.embedder.checkpoint import FINETUNED, PRETRAINED, config_from_checkpoint, to_our_names
 from ecg_atlas.embedder.model import ECGFM
 
 TOL = 1e-5  # parity README: fp32 CPU, every array
@@ -123,7 +123,8 @@ def test_full_size_architecture_has_the_reference_names_shapes_and_counts(parity
     state, ignored = to_our_names(fake, flavour)
     model_cfg = {"encoder_attention_heads": 12, "conv_feature_layers": "[(256, 2, 2)] * 4"}
     cfg = config_from_checkpoint(model_cfg, state)
-    assert (cfg.encoder_layers, cfg.embed_dim, cfg.ffn_dim, cfg.conv_dim, cfg.num_labels) == (12, 768, 3072, 256, n_labels)
+    shape = (cfg.encoder_layers, cfg.embed_dim, cfg.ffn_dim, cfg.conv_dim, cfg.num_labels)
+    assert shape == (12, 768, 3072, 256, n_labels)
     with torch.device("meta"):
         model = ECGFM(cfg)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -113,6 +113,7 @@ def _expected_refusal(row) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_every_manifest_record(ecg_dir):
     with open(ecg_dir / "manifest.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -129,6 +129,7 @@ def test_continued_pretraining_keeps_the_published_heads(parity_dir):
     assert optimizer_state is None and updates == 0  # not our file: fresh optimizer
 
 
+@pytest.mark.slow
 def test_train_save_load_resume(tmp_path, ecg_dir, parity_dir):
     sources = list(find_ecgs([ecg_dir / "cinc_georgia"]))
     result = pretrain(sources, tmp_path, init=str(parity_dir / "tiny_pretrained.pt"), max_updates=4,

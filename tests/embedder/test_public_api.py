@@ -36,7 +36,7 @@ def test_the_ingest_client_does_not_import_torch():
     import sys
 
     code = ("import sys, tempfile\n"
-            "from ecg_atlas.cli.ingest import ingest_files\n"
+            "from ecg_atlas.ingest.stream import ingest_files\n"
             "from ecg_atlas.errors import AtlasError\n"
             "try:\n    ingest_files(None, [tempfile.mkdtemp()])  # imports what it streams with, then finds no ECG\n"
             "except AtlasError:\n    pass\n"

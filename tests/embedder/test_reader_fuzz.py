@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ecg_atlas.embedder.readers import iter_hdf5_ecgs, read_ecg
 
+from ecg_atlas.embedder.readers import iter_hdf5_ecgs, read_ecg
 from ecg_atlas.errors import InvalidECGError
 
 #: Every reason a reader gives (README "Reading files").
@@ -118,7 +118,7 @@ def _outcome(path: Path) -> str | None:
         recordings = _read_all(path)
     except InvalidECGError as error:
         return None if error.reason in READER_REASONS else f"InvalidECGError with reason {error.reason!r}: {error}"
-    except Exception as error:  # noqa: BLE001 - what the test is for
+    except Exception as error:  # what the test is for
         return f"{type(error).__name__}: {error}"
     for recording in recordings:
         signal = recording.signal

@@ -272,6 +272,7 @@ def test_header_without_samples(tmp_path):
         read_ecg(tmp_path / "empty.hea")
 
 
+@pytest.mark.slow
 def test_direct_wfdb_reader_equals_wfdb_on_every_corpus_record(ecg_dir):
     from ecg_atlas.embedder.wfdb_reader import read_wfdb_record
 
@@ -289,6 +290,7 @@ def test_direct_wfdb_reader_equals_wfdb_on_every_corpus_record(ecg_dir):
     assert {("16", ".dat"), ("16", ".mat"), ("212", ".dat")} <= formats  # the corpus covers each path
 
 
+@pytest.mark.slow
 def test_records_read_as_int16_give_the_bits_of_wfdbs_float64_signal(ecg_dir):
     # Records whose leads share one gain keep their int16 samples (sent as they are by ingest);
     # the float32 signal made from them must be wfdb's float64 physical signal rounded once.

@@ -47,6 +47,7 @@ class WeightCasts(TorchDispatchMode):
         return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["bundled", "tiny"])
 def test_bfloat16_on_the_cpu_gives_float32_vectors_close_to_float32(spec, segments, tiny_checkpoint):
     spec = str(tiny_checkpoint) if spec == "tiny" else spec

@@ -25,7 +25,7 @@ class FakeStreams:
     def current(self):
         return getattr(self.local, "stream", "default")
 
-    def Stream(self, device):  # noqa: N802 - torch.cuda's name
+    def Stream(self, device):  # torch.cuda's name
         self.made += 1
         return f"side-{self.made}"
 
@@ -37,7 +37,7 @@ class FakeStreams:
         finally:
             self.local.stream = previous
 
-    def Event(self):  # noqa: N802
+    def Event(self):
         streams = self
 
         class Event:

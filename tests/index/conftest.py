@@ -25,7 +25,8 @@ def make_rows(n: int = N, seed: int = 0, offset: int = 0) -> dict:
         if i % 4:
             row["site"] = f"site-{i % 6}"
         metadata.append(row)
-    return {"ecg_ids": ids, "vectors": vectors.astype(np.float32), "patient_ids": [f"p-{(offset + i) // 3}" for i in range(n)],
+    return {"ecg_ids": ids, "vectors": vectors.astype(np.float32),
+            "patient_ids": [f"p-{(offset + i) // 3}" for i in range(n)],
             "metadata": metadata}
 
 

@@ -6,7 +6,6 @@ import numpy as np
 
 from ecg_atlas.index import Store
 from ecg_atlas.index import store as store_module
-
 from tests.index.conftest import IDENTITY
 
 store_module.AUTOSAVE_MIN_CHANGES = 300  # save the index often, so kills land inside saves too

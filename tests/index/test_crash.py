@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ecg_atlas.index import Store
 
@@ -17,6 +18,7 @@ from .conftest import DIM
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_sigkill_during_bulk_add_loses_no_acknowledged_row(tmp_path):
     path = tmp_path / "store"
     acknowledged: set[str] = set()

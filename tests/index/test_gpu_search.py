@@ -131,7 +131,7 @@ def test_concurrent_searches_never_share_the_gpu_resources_at_once(filled):
         try:
             for _ in range(5):
                 results.append(index.search(queries, 5)[1])
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=searcher) for _ in range(8)]

@@ -36,6 +36,7 @@ def rebuild_logs(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "--index-memory" in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_another_index_memory_rebuilds_the_ivfpq_index_for_it(tmp_path, caplog):
     n = IVF_MIN_TRAIN  # the fewest rows an ivfpq store trains at
     x = clustered_vectors(n)
@@ -44,7 +45,9 @@ def test_another_index_memory_rebuilds_the_ivfpq_index_for_it(tmp_path, caplog):
     tight = int(0.8 * roomy_bytes)  # the code a roomy budget gets no longer fits
     tight_bytes = ivfpq_params(n, DIM, tight).memory_bytes(n, DIM)
     assert tight_bytes <= tight < roomy_bytes
-    approx = lambda size: pytest.approx(size, abs=n * DIM * 4 * 1e-4)  # noqa: E731 - Info rounds the share
+    def approx(size):  # Info rounds the share
+        return pytest.approx(size, abs=n * DIM * 4 * 1e-4)
+
     path = tmp_path / "store"
     with Store.open(path, identity=IDENTITY, index_kind="ivfpq", index_memory=roomy, device="cpu") as store:
         store.upsert([f"ecg-{i}" for i in range(n)], x, identity=IDENTITY)

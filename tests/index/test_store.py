@@ -22,7 +22,8 @@ FILTERS = [
     (Term("site", "is null"), lambda m: "site" not in m),
     (Term("site", "not in", ["site-1"]), lambda m: m.get("site") not in (None, "site-1")),
     # Highly selective: a handful of rows, fewer than k for some queries.
-    (All([Term("age", "=", 30), Term("labels", "contains", "LBBB")]), lambda m: m["age"] == 30 and "LBBB" in m["labels"]),
+    (All([Term("age", "=", 30), Term("labels", "contains", "LBBB")]),
+     lambda m: m["age"] == 30 and "LBBB" in m["labels"]),
 ]
 
 
@@ -224,6 +225,13 @@ def test_update_metadata_keeps_vectors_and_adds_typed_columns(tmp_path, rows):
         assert s.get(["ecg-1"], columns=["score"])[0]["score"] == 0.5  # nothing applied
         with pytest.raises(StoreError, match="BOOLEAN"):
             s.update_metadata({"ecg-1": {"reviewed": "maybe"}})
+        # one transaction: a key that fails after a column was added and another widened undoes both
+        with pytest.raises(StoreError, match="BOOLEAN"):
+            s.update_metadata({"ecg-3": {"fresh": 1, "age": 40.5}, "ecg-4": {"reviewed": "maybe"}})
+        assert "fresh" not in s.columns() and s.columns()["age"] == "BIGINT"
+        assert s.get(["ecg-3"], columns=["age"])[0]["age"] == rows["metadata"][3]["age"]
+    with Store.open(tmp_path / "s") as s:
+        assert "fresh" not in s.columns() and s.columns()["age"] == "BIGINT"
 
 
 @pytest.mark.parametrize("field,value", [("model_id", "other-model"), ("checkpoint_sha256", "b" * 64),
@@ -262,11 +270,13 @@ def test_segment_vectors_and_base_fields_round_trip(tmp_path, rows):
     segments = np.random.default_rng(3).standard_normal((3, DIM)).astype(np.float32)
     with Store.open(tmp_path / "s") as s:
         s.upsert(["a", "b"], segments[:2], identity=IDENTITY, segment_vectors=[segments, None],
-                 sources=["ptbxl/00001_hr", None], fs=[500.0, None], lead_names=[["I", "II"], None], duration_s=[15.0, None])
+                 sources=["ptbxl/00001_hr", None], fs=[500.0, None], lead_names=[["I", "II"], None],
+                 duration_s=[15.0, None])
     with Store.open(tmp_path / "s") as s:
         a, b = s.get(["a", "b"], columns=["segment_vectors", "n_segments", "source", "fs", "lead_names", "model_id"])
         np.testing.assert_array_equal(a["segment_vectors"], segments)
-        assert (a["n_segments"], a["source"], a["fs"], a["lead_names"], a["model_id"]) == (3, "ptbxl/00001_hr", 500.0, ["I", "II"], IDENTITY.model_id)
+        got = (a["n_segments"], a["source"], a["fs"], a["lead_names"], a["model_id"])
+        assert got == (3, "ptbxl/00001_hr", 500.0, ["I", "II"], IDENTITY.model_id)
         assert b["segment_vectors"] is None and b["n_segments"] is None
 
 

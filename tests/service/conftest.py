@@ -1,7 +1,8 @@
 """A real `ecg-atlas serve` subprocess on loopback over a real store, shared by the service tests.
 
-The session server holds the whole sample corpus (../shared/data/ecg with manifest.csv as
-metadata), ingested once through the `ecg-atlas ingest` command with the tiny real checkpoint.
+The session server (``corpus_server``, in tests/conftest.py: tests/bulk uses it too) holds the whole
+sample corpus (../shared/data/ecg with manifest.csv as metadata), ingested once through the
+`ecg-atlas ingest` command with the tiny real checkpoint.
 """
 
 from __future__ import annotations
@@ -103,18 +104,6 @@ def start_server(store: Path, checkpoint: Path | None, log_dir: Path, *extra: st
         with server.client() as c:
             c.wait_ready(timeout=120)
     return server
-
-
-@pytest.fixture(scope="session")
-def corpus_server(tmp_path_factory, tiny_checkpoint, ecg_dir):
-    """A server whose store holds every usable sample ECG, with the manifest as metadata."""
-    root = tmp_path_factory.mktemp("corpus")
-    server = start_server(root / "store", tiny_checkpoint, root / "logs")
-    ingest = cli_json("ingest", str(ecg_dir), "--metadata", str(ecg_dir / "manifest.csv"), "--id-column", "record",
-                      "--server", server.address, "--token", WRITE_TOKEN)
-    server.ingest = ingest
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

@@ -16,6 +16,8 @@ import pytest
 from ecg_atlas.embedder import read_ecg
 from tests.service.conftest import READ_TOKEN
 
+pytestmark = pytest.mark.slow  # a real server with the whole corpus
+
 PROBE = "svc_older"
 TARGET = "age_over_60"
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from .conftest import WRITE_TOKEN, cli
 
 TOKEN = {"ECG_ATLAS_TOKEN": WRITE_TOKEN}
 
 
+@pytest.mark.slow
 def test_export_goes_through_the_server_that_holds_the_store(corpus_server, client, tmp_path):
     done = cli("export", "--store", str(corpus_server.store), "--out", str(tmp_path / "all.parquet"),
                "--tsv", str(tmp_path / "projector"), "--json", env=TOKEN)
@@ -27,6 +29,7 @@ def test_export_goes_through_the_server_that_holds_the_store(corpus_server, clie
     assert set(women.column("sex").to_pylist()) == {"F"} and filtered["rows"] == women.num_rows < table.num_rows
 
 
+@pytest.mark.slow
 def test_cluster_goes_through_the_server_and_brings_its_outputs_back(corpus_server, client, tmp_path):
     out = tmp_path / "cohort"
     done = cli("cluster", "--store", str(corpus_server.store), "--run", "cli_map", "--epochs", "30",
@@ -48,6 +51,7 @@ def test_a_dead_servers_note_is_ignored(tmp_path):
     assert running_server(tmp_path) is None
 
 
+@pytest.mark.slow
 def test_probe_verbs_go_through_the_server(corpus_server, tmp_path):
     store = str(corpus_server.store)
     trained = json.loads(cli("probe", "train", "--store", store, "--name", "cli_af", "--target",
@@ -64,6 +68,7 @@ def test_probe_verbs_go_through_the_server(corpus_server, tmp_path):
     assert 0.0 <= row["scores"]["label_groups:AF_AFL"] <= 1.0
 
 
+@pytest.mark.slow
 def test_explain_a_stored_ecg_through_the_server(corpus_server, tmp_path):
     out = tmp_path / "saliency.png"
     done = cli("explain", "cinc_ptbxl/HR00001", "--store", str(corpus_server.store), "--out", str(out),

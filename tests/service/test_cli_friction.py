@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
-from ecg_atlas.index.schema import text_column_parser
+import pytest
 
 from .conftest import WRITE_TOKEN, cli, start_server
 
 
-def test_a_column_becomes_a_label_list_only_when_its_values_look_like_lists(ecg_dir):
-    rows = list(csv.DictReader(open(ecg_dir / "manifest.csv")))
-    parse = {c: text_column_parser([r[c] for r in rows]) for c in ("label_groups", "labels_abbr", "license", "notes")}
-    assert parse["label_groups"]("AF_AFL;STACH") == ["AF_AFL", "STACH"]
-    assert parse["labels_abbr"]("RBBB") == ["RBBB"]
-    # one ';' in prose (the sample manifest's licence column) does not make a label list
-    licence = next(r["license"] for r in rows if ";" in r["license"])
-    assert parse["license"](licence) == licence and parse["notes"]("a; b") == "a; b"
-    assert text_column_parser(["a b;c", "d"], labels=True)("a b;c") == ["a b", "c"]  # when asked for
-    assert text_column_parser(["yes", "no", ""])("yes") is True  # the store's boolean words
-    assert text_column_parser(["1", "0"])("1") == 1  # 1 / 0 alone are integers
-
-
+@pytest.mark.slow
 def test_ids_stay_relative_to_the_folder_named_and_id_prefix_restores_the_manifests(tmp_path, tiny_checkpoint,
                                                                                   ecg_dir):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
@@ -43,6 +30,7 @@ def test_ids_stay_relative_to_the_folder_named_and_id_prefix_restores_the_manife
         server.stop()
 
 
+@pytest.mark.slow
 def test_refusals_keep_their_figures_and_reasons_travel_as_fields(tmp_path, tiny_checkpoint, ecg_dir):
     """A too-short ECG: the CLI summary groups by the reason code and keeps the figures."""
     import shutil
@@ -77,6 +65,7 @@ def test_refusals_keep_their_figures_and_reasons_travel_as_fields(tmp_path, tiny
         server.stop()
 
 
+@pytest.mark.slow
 def test_probe_baseline_with_the_default_encoder_needs_no_checkpoint(tmp_path, ecg_dir):
     server = start_server(tmp_path / "store", None, tmp_path / "logs")  # the bundled encoder
     try:

@@ -84,6 +84,7 @@ def _ingest_until_full(client, recordings, prefix: str, acknowledged: list[str],
     raise AssertionError(f"{limit} ECGs fitted on a full disk")
 
 
+@pytest.mark.slow
 def test_disk_full_is_diagnosable_reads_go_on_writes_resume_and_shutdown_keeps_everything(
         tmp_path, small_disk, tiny_checkpoint, ecg_dir):
     recordings = {r: read_ecg(ecg_dir / r) for r in RECORDS}
@@ -156,6 +157,7 @@ def test_disk_full_is_diagnosable_reads_go_on_writes_resume_and_shutdown_keeps_e
         assert server.stop() == 0
 
 
+@pytest.mark.slow
 def test_a_server_starts_on_a_full_disk_serves_reads_and_refuses_writes(tmp_path, small_disk, tiny_checkpoint, ecg_dir):
     """The store's disk is full before the server starts, after a kill -9 left committed ECGs in
     DuckDB's WAL only and the index file was deleted: the server comes up (no server.json: a

@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from ecg_atlas.pseudonym import ENV_KEY, PatientPseudonymiser
+from ecg_atlas.ingest.pseudonym import ENV_KEY, PatientPseudonymiser
 
 from .conftest import WRITE_TOKEN, cli, start_server
+
+pytestmark = pytest.mark.slow  # a real server
 
 KEY = b"k" * 32
 

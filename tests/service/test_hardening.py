@@ -19,6 +19,8 @@ from ecg_atlas.v1 import atlas_pb2 as pb
 
 from .conftest import READ_TOKEN, WRITE_TOKEN, start_server
 
+pytestmark = pytest.mark.slow  # real servers
+
 # A record that is never ingested anywhere in this module: the target of the path escapes.
 FOREIGN = "cinc_cpsc2018/A0001"
 SIGNAL_UNAVAILABLE = "has no signal this server can serve"

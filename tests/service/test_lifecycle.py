@@ -46,6 +46,7 @@ def _assert_searchable(client, ecg_ids):
     assert int(info["ecg_count"]) == int(info["index_entries"])
 
 
+@pytest.mark.slow
 def test_a_stream_longer_than_the_in_flight_limit_counts_every_id_once(tmp_path, tiny_checkpoint, recordings):
     # With --max-ingest-in-flight 8 the server starts ids 2 at a time and collects finished ECGs
     # until a group fits: a 38-item stream crosses that limit many times. Stored, new, replaced
@@ -74,6 +75,7 @@ def test_a_stream_longer_than_the_in_flight_limit_counts_every_id_once(tmp_path,
         server.stop()
 
 
+@pytest.mark.slow
 def test_restart_with_the_same_store_keeps_everything(tmp_path, tiny_checkpoint, recordings):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
     with server.client() as c:
@@ -94,6 +96,7 @@ def test_restart_with_the_same_store_keeps_everything(tmp_path, tiny_checkpoint,
         server.stop()
 
 
+@pytest.mark.slow
 def test_kill_9_during_ingest_loses_no_acknowledged_ecg(tmp_path, tiny_checkpoint, recordings):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
     acknowledged = _items(recordings, "acked")
@@ -127,6 +130,7 @@ def test_kill_9_during_ingest_loses_no_acknowledged_ecg(tmp_path, tiny_checkpoin
         server.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_a_running_ingest_before_exiting(tmp_path, tiny_checkpoint, recordings):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs")
     items = _items(recordings, "graceful", copies=3)
@@ -177,6 +181,7 @@ def _info_until(client, outcome: str, timeout: float = 30.0):
         time.sleep(0.01)  # between tries of a bounded wait for the condition above
 
 
+@pytest.mark.slow
 def test_too_many_concurrent_rpcs_get_resource_exhausted(tmp_path, tiny_checkpoint, recordings):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--max-concurrent-rpcs", "1")
     release = threading.Event()
@@ -210,6 +215,7 @@ def test_too_many_concurrent_rpcs_get_resource_exhausted(tmp_path, tiny_checkpoi
             server.stop()
 
 
+@pytest.mark.slow
 def test_a_public_bind_without_tls_and_token_is_refused(tmp_path, tiny_checkpoint):
     done = subprocess.run([str(CLI), "serve", "--store", str(tmp_path / "s"), "--checkpoint", str(tiny_checkpoint),
                            "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=120,
@@ -227,6 +233,7 @@ def _self_signed(tmp_path):
     return cert, key
 
 
+@pytest.mark.slow
 def test_tls_round_trip_with_a_self_signed_certificate(tmp_path, tiny_checkpoint, recordings):
     cert, key = _self_signed(tmp_path)
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--tls-cert", str(cert),
@@ -250,7 +257,9 @@ def test_tls_round_trip_with_a_self_signed_certificate(tmp_path, tiny_checkpoint
 def _client_certificate(tmp_path):
     """A CA and a client certificate it signed (for --tls-client-ca)."""
     ca_key, ca, key, csr, cert = (tmp_path / n for n in ("ca.key", "ca.pem", "client.key", "client.csr", "client.pem"))
-    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "1",
         "-subj", "/CN=ecg-atlas test CA")
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=research-client")
@@ -259,6 +268,7 @@ def _client_certificate(tmp_path):
     return ca, cert, key
 
 
+@pytest.mark.slow
 def test_client_certificates_are_required_when_a_client_ca_is_configured(tmp_path, tiny_checkpoint):
     server_cert, server_key = _self_signed(tmp_path)
     ca, client_cert, client_key = _client_certificate(tmp_path)
@@ -277,6 +287,7 @@ def test_client_certificates_are_required_when_a_client_ca_is_configured(tmp_pat
         server.stop()
 
 
+@pytest.mark.slow
 def test_health_is_not_serving_and_rpcs_unavailable_until_warm(tmp_path, tiny_checkpoint):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -288,7 +299,8 @@ def test_health_is_not_serving_and_rpcs_unavailable_until_warm(tmp_path, tiny_ch
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(grpc.RpcError) as err:
-                pb_grpc.AtlasStub(channel).Info(pb.InfoRequest(), metadata=(("authorization", f"Bearer {READ_TOKEN}"),), timeout=10)
+                pb_grpc.AtlasStub(channel).Info(pb.InfoRequest(),
+                                                metadata=(("authorization", f"Bearer {READ_TOKEN}"),), timeout=10)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         with server.client() as c:
             c.wait_ready(timeout=180)
@@ -297,6 +309,7 @@ def test_health_is_not_serving_and_rpcs_unavailable_until_warm(tmp_path, tiny_ch
         server.stop()
 
 
+@pytest.mark.slow
 def test_with_no_checkpoint_the_bundled_encoder_serves_and_says_so(tmp_path, recordings):
     server = start_server(tmp_path / "store", None, tmp_path / "logs")  # no --checkpoint at all
     try:
@@ -313,6 +326,7 @@ def test_with_no_checkpoint_the_bundled_encoder_serves_and_says_so(tmp_path, rec
     assert "bundled open encoder ecg-atlas-small-v1" in server.log()  # said at start-up too
 
 
+@pytest.mark.slow
 def test_fast_int8_server_embeds_close_to_fp32_and_says_so(tmp_path, tiny_checkpoint, recordings):
     from ecg_atlas.embedder import load_encoder, preprocess
 
@@ -337,13 +351,14 @@ def test_fast_int8_server_embeds_close_to_fp32_and_says_so(tmp_path, tiny_checkp
 def test_serve_tunes_glibc_malloc_unless_the_environment_says_otherwise(env, expected):
     # A fresh interpreter: mallopt must run before threads start, and settings are process-wide.
     code = "import json; from ecg_atlas.service.allocator import tune_malloc; print(json.dumps(tune_malloc()))"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ECG_ATLAS_MALLOC"))}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ECG_ATLAS_MALLOC"))},
-                               **env})
+                          env={**inherited, **env})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == expected
 
 
+@pytest.mark.slow
 def test_serve_never_says_listening_when_it_cannot_serve(tmp_path):
     """A missing checkpoint fails after the port is bound: stdout must not claim a running server."""
     import subprocess

@@ -9,6 +9,8 @@ import pytest
 
 from .conftest import WRITE_TOKEN, cli, start_server
 
+pytestmark = pytest.mark.slow  # a real server
+
 MODELS = {
     "hubert": ("parity_encoders/hubert_ecg/tiny_hf", "HuBERT-ECG", "non-commercial"),
     "ecgfounder": ("parity_encoders/ecgfounder/tiny_12lead_ECGFounder.pth", "ECGFounder", "licence"),

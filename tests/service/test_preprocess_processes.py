@@ -1,5 +1,5 @@
 """`serve --preprocess-processes N`: ECGs decoded and preprocessed on worker processes, segments
-back through shared memory (ecg_atlas/prepare_pool.py), against real servers on loopback: the
+back through shared memory (ecg_atlas/service/prepare_pool.py), against real servers on loopback: the
 same vectors, stored fields and errors as the thread path, a killed worker costs only the ECGs it
 had in flight, and a stopped server leaves no shared memory and no worker behind."""
 
@@ -101,6 +101,7 @@ def process_server(tmp_path_factory, tiny_checkpoint):
     server.stop()
 
 
+@pytest.mark.slow
 def test_processes_embed_exactly_as_threads_do(thread_server, process_server, records):
     assert _workers(thread_server) == []  # auto on a CPU: threads
     workers = _workers(process_server)
@@ -117,6 +118,7 @@ def test_processes_embed_exactly_as_threads_do(thread_server, process_server, re
     assert _cpu_ticks(workers) > busy_before, "the worker processes did no work"
 
 
+@pytest.mark.slow
 def test_processes_ingest_exactly_as_threads_do(thread_server, process_server, records):
     items = [IngestItem.from_recording(f"ingest/{name}", rec, patient_id=f"p-{name}", metadata={"database": name})
              for name, rec in records.items()]
@@ -153,6 +155,7 @@ def _bad_ecgs(records):
     }
 
 
+@pytest.mark.slow
 def test_a_bad_ecg_is_refused_exactly_as_on_threads(thread_server, process_server, records):
     answers = []
     for server in (thread_server, process_server):
@@ -178,6 +181,7 @@ def test_a_bad_ecg_is_refused_exactly_as_on_threads(thread_server, process_serve
         "bad_signal", "implausible_amplitude", "too_few_leads", "too_short"]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_only_what_it_held_and_the_server_goes_on(tmp_path, tiny_checkpoint, records,
                                                                            thread_server):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--preprocess-processes", "2")
@@ -223,6 +227,7 @@ def test_a_killed_worker_fails_only_what_it_held_and_the_server_goes_on(tmp_path
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_stopped_server_leaves_no_shared_memory_and_no_worker(tmp_path, tiny_checkpoint, records):
     server = start_server(tmp_path / "store", tiny_checkpoint, tmp_path / "logs", "--preprocess-processes", "2")
     try:
@@ -241,6 +246,7 @@ def test_a_stopped_server_leaves_no_shared_memory_and_no_worker(tmp_path, tiny_c
     assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
 
 
+@pytest.mark.slow
 def test_a_negative_process_count_is_refused():
     done = cli("serve", "--store", "unused", "--preprocess-processes", "-1", check=False)
     assert done.returncode != 0

@@ -38,7 +38,7 @@ def test_stubs_import_as_ecg_atlas_v1():
 
 
 def test_every_rpc_has_a_role_and_a_request_response_pair():
-    from ecg_atlas.auth import METHOD_ROLES
+    from ecg_atlas.service.auth import METHOD_ROLES
     from ecg_atlas.v1 import atlas_pb2
 
     methods = atlas_pb2.DESCRIPTOR.services_by_name["Atlas"].methods

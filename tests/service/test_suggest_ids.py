@@ -9,6 +9,8 @@ import pytest
 from ecg_atlas.client import error_info
 from tests.service.conftest import READ_TOKEN
 
+pytestmark = pytest.mark.slow  # a real server with the whole corpus
+
 
 def test_ids_with_a_prefix_in_id_order(corpus_server):
     with corpus_server.client(READ_TOKEN) as c:  # a read token may ask

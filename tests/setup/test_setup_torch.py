@@ -1,15 +1,19 @@
-"""`make`'s torch build choice, on `nvidia-smi` outputs recorded from real drivers."""
+"""`make`'s torch build choice (tools/setup_torch.py), on `nvidia-smi` outputs recorded from real drivers."""
 
 from __future__ import annotations
 
+import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from ecg_atlas import setup_torch
-from ecg_atlas.setup_torch import Driver, choose_build, parse_nvidia_smi, pip_args
+from tools import setup_torch
+from tools.setup_torch import Driver, choose_build, parse_nvidia_smi, pip_args
 
+REPO = Path(__file__).resolve().parents[2]
 RECORDED = Path(__file__).parent / "nvidia_smi"
 
 
@@ -79,3 +83,16 @@ def test_check_fails_loudly_when_a_gpu_is_present_and_torch_cannot_see_it(monkey
     monkeypatch.setattr(setup_torch, "run_nvidia_smi", lambda: "")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert setup_torch.main(["check"]) == 0  # no GPU: the CPU build is right
+
+
+def test_the_makefile_runs_the_script_with_the_standard_library_alone():
+    """The Makefile names the script by path and runs it with the system Python before the virtual
+    environment holds anything: every script it names exists, and this one answers without site-packages."""
+    makefile = (REPO / "Makefile").read_text()
+    named = set(re.findall(r"[\w./-]+\.py\b", makefile))
+    assert "tools/setup_torch.py" in named
+    assert [path for path in sorted(named) if not (REPO / path).is_file()] == []
+    done = subprocess.run([sys.executable, "-S", "-I", str(REPO / "tools" / "setup_torch.py"), "pip-args",
+                           "--cuda", "cpu", "--spec", "torch==2.13.0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert shlex.split(done.stdout) == ["torch==2.13.0"] and "cpu" in done.stderr

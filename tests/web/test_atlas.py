@@ -14,8 +14,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.service.conftest import READ_TOKEN
-
 from tests.web.conftest import PROBE, RUN
+
+pytestmark = pytest.mark.slow  # a real server with the whole corpus, a web process and Chromium
 
 QUERY = "cinc_ptb/S0001"
 SAME_PATIENT_QUERY = "cinc_ptb/S0002"  # its patient's other recordings are among its neighbours
@@ -155,7 +156,8 @@ def test_colour_by_a_numeric_column_has_a_scale(web, browser, screenshot):
 
 def box_select(driver, plot, frac=(0.25, 0.2, 0.6, 0.75)):
     size = plot.size
-    x0, y0, x1, y1 = (frac[0] * size["width"], frac[1] * size["height"], frac[2] * size["width"], frac[3] * size["height"])
+    x0, y0, x1, y1 = (frac[0] * size["width"], frac[1] * size["height"],
+                      frac[2] * size["width"], frac[3] * size["height"])
     ActionChains(driver).move_to_element_with_offset(plot, x0 - size["width"] / 2, y0 - size["height"] / 2) \
         .click_and_hold().move_by_offset((x1 - x0) / 2, (y1 - y0) / 2).move_by_offset((x1 - x0) / 2, (y1 - y0) / 2) \
         .pause(0.2).release().perform()

@@ -76,6 +76,7 @@ def evil_site():
     thread.join(10)
 
 
+@pytest.mark.slow
 def test_a_page_on_another_port_cannot_write_a_cohort(web, browser, client, evil_site):
     ids = client.suggest_ids("code15/", limit=3)
     before = cohort_columns(client)
@@ -95,6 +96,7 @@ def test_a_page_on_another_port_cannot_write_a_cohort(web, browser, client, evil
     browser.get("about:blank")
 
 
+@pytest.mark.slow
 def test_a_write_needs_this_origin_and_a_json_body(web, client):
     ids = client.suggest_ids("code15/", limit=2)
     body = json.dumps({"name": "guarded", "ecg_ids": ids}).encode()
@@ -116,6 +118,7 @@ def test_a_write_needs_this_origin_and_a_json_body(web, client):
     assert client.info()["columns"]["cohort_guarded"] == "BOOLEAN"
 
 
+@pytest.mark.slow
 def test_host_names_not_on_the_allowed_list_are_refused(web, second_web):
     port = urllib.parse.urlsplit(web.url).port
     for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", f"127.0.0.1:{port + 1}",
@@ -146,6 +149,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/api/cohort", "/api/selection"])
 def test_malformed_json_bodies_are_reasoned_400s(web, client, path):
     for raw, reason in MALFORMED:
@@ -158,6 +162,7 @@ def test_malformed_json_bodies_are_reasoned_400s(web, client, path):
     assert status == 400 and answer["reason"] == "bad_ecg_ids"
 
 
+@pytest.mark.slow
 def test_a_json_body_past_its_cap_is_refused(web, client):
     from ecg_atlas.web.api import MAX_JSON_BYTES
 
@@ -172,6 +177,7 @@ def test_a_json_body_past_its_cap_is_refused(web, client):
     assert "cohort_too_big" not in client.info()["columns"]
 
 
+@pytest.mark.slow
 def test_k_must_be_ascii_digits_in_range(web):
     superscript_two = "\u00b2"
     assert superscript_two.isdigit()  # what made int() raise past the old check
@@ -187,6 +193,7 @@ def test_k_must_be_ascii_digits_in_range(web):
         assert_json_error(*answer, 400, "bad_k")
 
 
+@pytest.mark.slow
 def test_unknown_routes_and_methods_are_json_errors_with_the_headers(web):
     assert_json_error(*web.request("/no/such/page"), 404, "not_found")
     assert_json_error(*web.request("/static/no-such.js"), 404, "not_found")

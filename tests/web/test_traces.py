@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecg_atlas.analysis.ecg_paper import CLIP_MV, ROW_MV, ROWS
 from ecg_atlas.embedder import read_ecg
-from ecg_atlas.web.traces import CLIP_MV, ROW_MV, ROWS, paper
+from ecg_atlas.web.traces import paper
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 

@@ -22,6 +22,8 @@ from ecg_atlas.web.api import MAX_UPLOAD_BYTES
 from tests import hostile_files as hostile
 from tests.web.conftest import assert_json_error
 
+pytestmark = pytest.mark.slow  # a real server with the whole corpus and a web process
+
 #: the README's promise for a hostile file
 PEAK_RSS_BUDGET_MB = 200
 TEMP_FOLDER_PREFIX = "ecg-atlas-web-"

@@ -26,7 +26,7 @@ Limits and why they default to what they do:
   stalling both (BENCHMARKS.md). ``fast="compile"`` keeps 1 (its compiled graph is not shared
   across threads here).
 * ``preprocess_processes`` auto: decode and preprocess ECG messages on worker processes
-  (``prepare_pool.PreparePool``) on a GPU, on threads (``preprocess_workers``, 2) on a CPU. On a
+  (``service/prepare_pool.PreparePool``) on a GPU, on threads (``preprocess_workers``, 2) on a CPU. On a
   GPU the encoder runs thousands of ECGs/s and needs 0.5–1 ms of host preprocessing per ECG (3–6
   cores, BENCHMARKS.md GPU), which threads cannot give: their NumPy work holds the GIL in part, and
   the encoder workers' Python dispatch needs it. Auto gives ``cores - 2`` processes (the encoder
@@ -61,12 +61,12 @@ from ecg_atlas.devices import parse_device
 from ecg_atlas.embedder.weights import DEFAULT_ENCODER
 from ecg_atlas.errors import AtlasError, DeviceError
 from ecg_atlas.index.schema import MAX_METADATA_COLUMNS, MAX_METADATA_KEYS
+from ecg_atlas.limits import MAX_MESSAGE_BYTES, SERVER_MAX_K
 
 ROLES = ("read", "write")
 READ_TOKEN_ENV = "ECG_ATLAS_READ_TOKEN"
 WRITE_TOKEN_ENV = "ECG_ATLAS_WRITE_TOKEN"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-MiB = 1024 * 1024
 
 
 class ConfigError(AtlasError):
@@ -119,12 +119,12 @@ class ServerConfig:
     preprocess_processes: int | None = None  # None: auto, processes on a GPU only (resolved at load)
     # limits
     max_concurrent_rpcs: int = 64
-    max_receive_message_bytes: int = 64 * MiB
-    max_send_message_bytes: int = 64 * MiB
+    max_receive_message_bytes: int = MAX_MESSAGE_BYTES
+    max_send_message_bytes: int = MAX_MESSAGE_BYTES
     max_ingest_in_flight: int = 32
     max_metadata_keys: int = MAX_METADATA_KEYS
     max_metadata_columns: int = MAX_METADATA_COLUMNS
-    max_k: int = 1000
+    max_k: int = SERVER_MAX_K  # hits one Search may ask for (ecg_atlas/limits.py)
     min_leads: int = 8
     max_ecg_duration_s: float = 600.0
     grace_s: float = 30.0

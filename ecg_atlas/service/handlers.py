@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from grpc_reflection.v1alpha import reflection
-from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
@@ -45,7 +44,7 @@ def _lenient(message_class):
     def parse(data: bytes):
         try:
             return message_class.FromString(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RecursionError...
+        except Exception as exc:  # protobuf raises DecodeError, RecursionError...
             return Unparsable(message_class.DESCRIPTOR.full_name, type(exc).__name__)
 
     return parse

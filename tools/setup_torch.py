@@ -16,8 +16,8 @@ prints the newest CUDA version the driver supports ("CUDA Version: 12.2" on R535
 ``TORCH_CUDA=cu126`` (any tag) overrides the choice; ``TORCH_CUDA=cpu`` forces the CPU build;
 ``TORCH_PIP_ARGS`` (e.g. a mirror's ``--index-url``) replaces the index this script would use.
 
-    python ecg_atlas/setup_torch.py pip-args --spec torch==2.13.0 [--cuda TAG] [--pip-args ARGS]
-    python ecg_atlas/setup_torch.py check      # fails when a GPU is present and torch cannot see it
+    python tools/setup_torch.py pip-args --spec torch==2.13.0 [--cuda TAG] [--pip-args ARGS]
+    python tools/setup_torch.py check      # fails when a GPU is present and torch cannot see it
 """
 
 from __future__ import annotations
