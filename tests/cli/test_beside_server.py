@@ -8,7 +8,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import WRITE_TOKEN, cli
+from tests.service.conftest import WRITE_TOKEN, cli
 
 TOKEN = {"ECG_ATLAS_TOKEN": WRITE_TOKEN}
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import WRITE_TOKEN, cli, start_server
+from tests.service.conftest import WRITE_TOKEN, cli, start_server
 
 
 @pytest.mark.slow

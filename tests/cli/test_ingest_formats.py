@@ -8,8 +8,7 @@ import json
 import pytest
 
 from ecg_atlas.ingest.pseudonym import ENV_KEY, PatientPseudonymiser
-
-from .conftest import WRITE_TOKEN, cli, start_server
+from tests.service.conftest import WRITE_TOKEN, cli, start_server
 
 pytestmark = pytest.mark.slow  # a real server
 

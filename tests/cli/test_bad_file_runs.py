@@ -15,9 +15,9 @@ import pytest
 
 from ecg_atlas.errors import InvalidECGError, StoreError
 from ecg_atlas.refusal import read_refusal
+from tests.service.conftest import WRITE_TOKEN, cli, start_server
 
 from .. import hostile_files
-from .conftest import WRITE_TOKEN, cli, start_server
 
 MUSE = "muse/musephi_mac55_muse_ecg1.xml"
 

@@ -10,8 +10,7 @@ import pyarrow.parquet as pq
 
 from ecg_atlas.cli import export
 from ecg_atlas.index import Store
-
-from .conftest import upsert_rows
+from tests.index.conftest import upsert_rows
 
 
 def run_export(argv: list[str]) -> int:
