@@ -25,7 +25,13 @@ import numpy as np
 from ecg_atlas.embedder.formats import EXTENSIONS as EXPORT_EXTENSIONS
 from ecg_atlas.embedder.formats import FORMATS as EXPORT_FORMATS
 from ecg_atlas.embedder.formats import read_export, sniff_format
-from ecg_atlas.embedder.formats.common import MAX_SIGNAL_BYTES, MAX_VALUES, check_file_size, check_size
+from ecg_atlas.embedder.formats.common import (
+    MAX_SIGNAL_BYTES,
+    MAX_VALUES,
+    check_file_size,
+    check_size,
+    decoder_errors,
+)
 from ecg_atlas.embedder.recording import STANDARD_LEADS, DigitalSamples, Recording
 from ecg_atlas.errors import InvalidECGError
 
@@ -531,25 +537,9 @@ def _check_zip_directory(path: Path) -> None:
 _KIND_LABELS = {"wfdb": "WFDB record", "hdf5": "HDF5 file", "npy": ".npy file", "npz": ".npz archive"}
 
 
-@contextmanager
 def _refusing(kind: str, path: Path):
-    """Whatever a damaged or hostile file makes a decoder (h5py, wfdb, NumPy) trip over ends as
-    ``InvalidECGError``, as ``read_export`` does for the hospital formats: one refusal with a
-    reason, never another exception type that stops a caller's whole run."""
-    label = _KIND_LABELS.get(kind, kind)
-    try:
-        yield
-    except InvalidECGError:
-        raise
-    except FileNotFoundError as error:
-        raise InvalidECGError(f"a file of {label} {path} was not found: {error.filename}",
-                              reason="not_found") from error
-    except MemoryError as error:
-        raise InvalidECGError(f"{label} {path} needs more memory than one ECG may take", reason="too_large") from error
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, UnicodeError, OSError,
-            RuntimeError, struct.error) as error:
-        raise InvalidECGError(f"{label} {path} is damaged or not what it claims to be "
-                              f"({type(error).__name__}: {error})", reason="unreadable") from error
+    """``decoder_errors`` for the non-export readers (h5py, wfdb, NumPy), as ``read_export`` uses it."""
+    return decoder_errors(_KIND_LABELS.get(kind, kind), path)
 
 
 # --- dispatch ------------------------------------------------------------------------------------

@@ -7,12 +7,11 @@ acquisition time / device metadata; the file's patient id only in ``patient_id_i
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 from ecg_atlas.embedder.recording import Recording
-from ecg_atlas.errors import InvalidECGError
 
+from .common import decoder_errors
 from .sniff import EXTENSIONS, sniff_bytes, sniff_format
 
 #: format kind -> (module, reader function, what people call it)
@@ -36,19 +35,8 @@ def read_export(kind: str, path: Path) -> Recording:
 
     module, function, label = FORMATS[kind]
     reader = getattr(import_module(f"{__name__}.{module}"), function)
-    try:
+    with decoder_errors(f"{label} file", path):
         return reader(path)
-    except InvalidECGError:
-        raise
-    except FileNotFoundError as error:
-        raise InvalidECGError(f"ECG file not found: {path}", reason="not_found") from error
-    except MemoryError as error:
-        raise InvalidECGError(f"{label} file {path} needs more memory than one ECG may take",
-                              reason="too_large") from error
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, UnicodeError, struct.error,
-            OSError) as error:
-        raise InvalidECGError(f"{label} file {path} is damaged or not what it claims to be "
-                              f"({type(error).__name__}: {error})", reason="unreadable") from error
 
 
 __all__ = ["EXTENSIONS", "FORMATS", "read_export", "sniff_bytes", "sniff_format"]

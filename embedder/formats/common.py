@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import struct
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,26 @@ SCP_LEAD_CODES = {1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 
                   11: "V3R", 12: "V4R", 13: "V5R", 14: "V6R", 15: "V7R", 16: "X", 17: "Y", 18: "Z",
                   61: "III", 62: "aVR", 63: "aVL", 64: "aVF", 65: "-aVR", 66: "V8", 67: "V9", 68: "V8R",
                   69: "V9R"}
+
+
+@contextmanager
+def decoder_errors(what: str, path: Path):
+    """Whatever a damaged or hostile file makes a decoder (ours, pydicom, pyedflib, h5py, wfdb,
+    NumPy) trip over ends as ``InvalidECGError``: one refusal with a reason, never another exception
+    type that stops a caller's whole run. ``what`` names the file's kind ("GE MUSE XML file")."""
+    try:
+        yield
+    except InvalidECGError:
+        raise
+    except FileNotFoundError as error:
+        raise InvalidECGError(f"a file of {what} {path} was not found: {error.filename}",
+                              reason="not_found") from error
+    except MemoryError as error:
+        raise InvalidECGError(f"{what} {path} needs more memory than one ECG may take", reason="too_large") from error
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, UnicodeError, OSError,
+            RuntimeError, struct.error) as error:
+        raise InvalidECGError(f"{what} {path} is damaged or not what it claims to be "
+                              f"({type(error).__name__}: {error})", reason="unreadable") from error
 
 
 def check_file_size(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> None:

@@ -168,12 +168,8 @@ _CHILD = r"""
 import gc, json, sys
 from ecg_atlas.embedder.readers import read_ecg
 from ecg_atlas.errors import InvalidECGError
-
-
-def status_kb(field):  # this process's own figures (ru_maxrss would be the forking parent's peak on Linux)
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
-
+# this process's own figures (ru_maxrss would be the forking parent's peak on Linux); cwd is the repo
+from tests.hostile_files import status_kb
 
 warm, cases = json.loads(sys.argv[1])
 for path, keywords in warm:  # imports, numba caches, first-use allocations: not the hostile file's
