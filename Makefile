@@ -16,15 +16,21 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 TORCH_CUDA ?=
+# Set-up speaks only when something needs a person: no pip version notice, and pip at -qq (errors
+# only: a dependency conflict or a failed build still shows; index-location notices of the machine's
+# pip configuration and setuptools' note on editable installs do not).
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+PIP_QUIET := -qq --no-input
 
 .PHONY: quickstart test test-fast lint setup clean proto bundled-encoder encoder-quality
 
 quickstart: $(VENV)/.installed
-	$(VENV)/bin/ecg-atlas quickstart
+	@$(VENV)/bin/ecg-atlas quickstart
 
 test: $(VENV)/.installed
 	$(MAKE) --no-print-directory lint
-	@$(PY) -c "import ray" 2>/dev/null || $(PY) -m pip install -q 'ray[data]>=2.9'
+	@$(PY) -c "import ray" 2>/dev/null || $(PY) -m pip install $(PIP_QUIET) 'ray[data]>=2.9'
+	@$(PY) -c "import embedding_atlas" 2>/dev/null || $(PY) -m pip install $(PIP_QUIET) 'embedding-atlas>=0.26'
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(PY) -m pytest -q
 
@@ -40,14 +46,16 @@ lint: $(VENV)/.installed
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@echo "setting up $(VENV) with $(PYTHON) $(PYTHON_VERSION) (first run only: a few minutes)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip
 	@# the torch build the installed NVIDIA driver runs (tools/setup_torch.py), else the CPU build
 	@args=$$($(PYTHON) tools/setup_torch.py pip-args --spec '$(TORCH_SPEC)' --cuda '$(TORCH_CUDA)' \
-		--pip-args '$(TORCH_PIP_ARGS)') || exit 1; eval "$(PY) -m pip install -q $$args"
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) tools/setup_torch.py check
-	touch $@
+		--pip-args '$(TORCH_PIP_ARGS)') || exit 1; eval "$(PY) -m pip install $(PIP_QUIET) $$args"
+	@$(PY) -m pip install $(PIP_QUIET) -e '.[dev]'
+	@$(PY) tools/setup_torch.py check
+	@touch $@
+	@echo "$(VENV) is ready: $(VENV)/bin/ecg-atlas (the README's Tour puts $(VENV)/bin on PATH)"
 
 # Regenerate the gRPC stubs from proto/ecg_atlas/v1/*.proto (needs grpcio-tools: the dev extra).
 proto: $(VENV)/.installed

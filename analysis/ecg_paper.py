@@ -2,8 +2,11 @@
 
 Conventions a clinician expects: pink ECG paper at 25 mm/s and 10 mm/mV (small squares 0.04 s ×
 0.1 mV, large squares 0.2 s × 0.5 mV), amplitudes in mV as recorded (each trace's median
-subtracted for display, no filtering), and a lead that saturates or carries an artefact clipped
-to its own row (``CLIP_MV``), so it never draws across its neighbours.
+subtracted for display, no filtering). As on a printed page, a tall complex may run across the
+neighbouring rows; a trace is clipped only beyond them (``CLIP_MV``, 1.5 rows from its baseline)
+or at the page's edge (``PAGE_MARGIN_MV`` past the first and last rows) — see `clip_bounds`. The web
+atlas also draws at 5 / 20 mm/mV and 50 mm/s (``GAINS``, ``SPEEDS``); the bounds are lengths on the
+paper, so they hold at every gain.
 
 **The page** (`page_pieces`): three rows of four columns (I aVR V1 V4 / II aVL V2 V5 / III aVF V3
 V6), each column a quarter of the page (2.5 s of a 10-s page), then a rhythm strip (lead II) over
@@ -46,12 +49,20 @@ ROWS = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3"
 RHYTHM_LEAD = "II"
 #: Seconds across a full page.
 PAGE_S = 10.0
-#: Height of one row in mV (30 mm at 10 mm/mV).
+#: The standard paper speed and gain, and the others a cart offers (the web atlas's toggles).
+MM_PER_S = 25.0
+MM_PER_MV = 10.0
+SPEEDS = (25.0, 50.0)
+GAINS = (5.0, 10.0, 20.0)
+#: Height of one row in mV at the standard gain (30 mm of paper).
 ROW_MV = 3.0
-#: How far a trace may leave its baseline before it is clipped: the row's half-height, less a margin.
-CLIP_MV = 0.48 * ROW_MV
+#: How far a trace may leave its baseline before it is clipped: across the rows above and below it
+#: (as on paper, a tall QRS overlaps its neighbours), never beyond them.
+CLIP_MV = 1.5 * ROW_MV
+#: Paper above the first row and below the last one (room for their complexes), in mV at 10 mm/mV.
+PAGE_MARGIN_MV = 0.5 * ROW_MV
 #: 25 mm/s and 10 mm/mV: one mV is drawn as tall as 0.4 s is wide.
-ASPECT = 0.4
+ASPECT = MM_PER_MV / MM_PER_S
 
 
 @dataclass(frozen=True)
@@ -95,9 +106,24 @@ def centred(trace: np.ndarray) -> np.ndarray:
     return trace - np.median(trace[finite]) if finite.any() else trace
 
 
-def clipped(trace: np.ndarray) -> np.ndarray:
-    """A centred trace kept inside its own row (``CLIP_MV`` either side of the baseline)."""
-    return np.clip(trace, -CLIP_MV, CLIP_MV)
+def clip_bounds(row: int, n_rows: int, gain: float = MM_PER_MV) -> tuple[float, float]:
+    """(low, high) in mV of a centred trace in row `row` of a page of `n_rows` rows drawn at `gain`
+    mm/mV: ``CLIP_MV`` of paper either side of the baseline, or the page's edge when nearer."""
+    scale = MM_PER_MV / gain  # paper lengths are set at the standard gain
+    above = min(CLIP_MV, (row + 0.5) * ROW_MV + PAGE_MARGIN_MV)
+    below = min(CLIP_MV, (n_rows - row - 0.5) * ROW_MV + PAGE_MARGIN_MV)
+    return -below * scale, above * scale
+
+
+def clipped(trace: np.ndarray, bounds: tuple[float, float] = (-CLIP_MV, CLIP_MV)) -> np.ndarray:
+    """A centred trace kept within `bounds` (mV; default ``CLIP_MV`` either side of the baseline)."""
+    return np.clip(trace, *bounds)
+
+
+def is_clipped(trace: np.ndarray, bounds: tuple[float, float]) -> bool:
+    """Whether any finite sample of a centred trace lies outside `bounds`."""
+    finite = trace[np.isfinite(trace)]
+    return bool(finite.size and (finite.min() < bounds[0] or finite.max() > bounds[1]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +134,7 @@ PAPER = "#fff4f2"
 MINOR = "#F6C9C9"
 MAJOR = "#E88E8E"
 TRACE = "#111111"
+LABEL_BOX = {"facecolor": PAPER, "edgecolor": "none", "alpha": 0.85, "pad": 0.6}
 
 
 def _grid(ax, t0: float, t1: float, y0: float, y1: float, *, seconds_axis: bool = True) -> None:
@@ -191,17 +218,20 @@ def plot_ecg(trace: ECGTrace, out: str | os.PathLike, *, rhythm_lead: str = RHYT
     n_show = int(min(trace.signal.shape[1], max_seconds * TARGET_FS))
     seconds = n_show / TARGET_FS
     index = {lead: i for i, lead in enumerate(STANDARD_LEADS)}
-    height = (len(ROWS) + 1) * ROW_MV
+    n_rows = len(ROWS) + 1
+    height = n_rows * ROW_MV + 2 * PAGE_MARGIN_MV
     fig_w = max(8.0, seconds * 1.25 + 1.5)
     fig, ax = plt.subplots(figsize=(fig_w, fig_w * height * ASPECT / seconds * 0.95 + 1.4))
-    _grid(ax, 0, seconds, -height, 0)
+    _grid(ax, 0, seconds, PAGE_MARGIN_MV - height, PAGE_MARGIN_MV)
     for piece in page_pieces(seconds, rhythm_lead):
         a, b = piece.samples(TARGET_FS)
-        v = clipped(centred(trace.signal[index[piece.lead], :n_show])[a:b]) + piece.baseline
+        bounds = clip_bounds(piece.row, n_rows)
+        v = clipped(centred(trace.signal[index[piece.lead], :n_show])[a:b], bounds) + piece.baseline
         t = np.arange(a, a + len(v)) / TARGET_FS
         if piece.row < len(ROWS):
             ax.plot(t, v, color=TRACE, lw=0.8, zorder=3)
-            ax.text(piece.start_s + 0.04, piece.baseline + 0.9, piece.lead, fontsize=9, weight="bold", zorder=4)
+            ax.text(piece.start_s + 0.04, piece.baseline + 0.9, piece.lead, fontsize=9, weight="bold", zorder=4,
+                    bbox=LABEL_BOX)  # legible where a neighbouring row's complex runs across it
             if piece.column:  # the mark a cart prints where one lead gives way to the next
                 ax.plot([piece.start_s] * 2, [piece.baseline - 0.4, piece.baseline + 0.4], color=TRACE, lw=0.8,
                         zorder=3)
@@ -214,7 +244,7 @@ def plot_ecg(trace: ECGTrace, out: str | os.PathLike, *, rhythm_lead: str = RHYT
         else:
             ax.plot(t, v, color=TRACE, lw=0.8, zorder=3)
             label = f"{rhythm_lead} (rhythm)"
-        ax.text(0.04, piece.baseline + 0.9, label, fontsize=9, weight="bold", zorder=4)
+        ax.text(0.04, piece.baseline + 0.9, label, fontsize=9, weight="bold", zorder=4, bbox=LABEL_BOX)
     _calibration_pulse(ax, seconds)
     ax.set_title(trace.title or "12-lead ECG", fontsize=11)
     return save_png(fig, out)
@@ -320,7 +350,7 @@ def describe(metadata: dict) -> str:
 def _draw_panel(ax, panel: Panel) -> None:
     width = 2 * WINDOW_S + GAP_S
     height = len(LIMB) * ROW_MV
-    _grid(ax, 0, width, -height, 0, seconds_axis=False)
+    _grid(ax, 0, width, -height - PAGE_MARGIN_MV, PAGE_MARGIN_MV, seconds_axis=False)
     for spine in ax.spines.values():
         spine.set_edgecolor("#c0392b" if panel.highlight else "#999999")
         spine.set_linewidth(2.5 if panel.highlight else 0.8)
@@ -342,7 +372,8 @@ def _draw_panel(ax, panel: Panel) -> None:
             if lead not in rows:
                 ax.text(x0 + 0.6, baseline + 0.9, "(not recorded)", fontsize=8, color="#777777", va="bottom")
                 continue
-            trace = clipped(centred(np.asarray(panel.signal[rows[lead], :len(t)], dtype=np.float64)))
+            trace = clipped(centred(np.asarray(panel.signal[rows[lead], :len(t)], dtype=np.float64)),
+                            clip_bounds(row, len(LIMB)))
             ax.plot(x0 + t, baseline + trace, color="black", lw=0.7, zorder=2)
 
 

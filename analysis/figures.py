@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ecg_atlas.index.atomic import write_atomic
+from ecg_atlas.atomic import write_atomic
 
 
 def pyplot():
@@ -21,7 +21,7 @@ def pyplot():
 
 
 def save_png(fig, out: str | os.PathLike, *, dpi: int = 110, tight: bool = True) -> Path:
-    """Write `fig` to `out` (atomically: `index.atomic.write_atomic`) and close it; returns the
+    """Write `fig` to `out` (atomically: `ecg_atlas.atomic.write_atomic`) and close it; returns the
     path. tight: crop to the drawn area (``bbox_inches="tight"``); False keeps the figure's size."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ together, so the interval reflects how many independent patients the test set re
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,6 +64,34 @@ def auroc_auprc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = 
     auroc[undefined] = np.nan
     auprc[undefined] = np.nan
     return auroc, auprc
+
+
+#: Points kept per ROC / PR curve in a report (enough to draw it; the areas use every threshold).
+CURVE_POINTS = 200
+
+
+def curve_points(y: np.ndarray, scores: np.ndarray, max_points: int = CURVE_POINTS) -> dict | None:
+    """The ROC (false / true positive rate) and precision-recall points of `scores` for binary `y`,
+    one per distinct threshold from high to low (at most `max_points`, evenly picked, ends kept),
+    each curve starting at its recall-0 end; None where undefined (no positive or no negative)."""
+    y = np.asarray(y, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    if len(y) == 0:
+        return None
+    tp, fp = (c[0] for c in _curves(y, scores, np.ones((1, len(y)))))
+    p, n = tp[-1], fp[-1]
+    if p <= 0 or n <= 0:
+        return None
+    keep = np.unique(np.linspace(0, len(tp) - 1, min(len(tp), max_points)).round().astype(int))
+    tp, fp = tp[keep], fp[keep]
+    precision = tp / np.maximum(tp + fp, 1e-12)
+
+    def points(values) -> list[float]:
+        return [round(float(v), 4) for v in values]
+
+    return {"roc": {"fpr": points(np.r_[0.0, fp / n]), "tpr": points(np.r_[0.0, tp / p])},
+            "pr": {"recall": points(np.r_[0.0, tp / p]), "precision": points(np.r_[precision[0], precision])},
+            "prevalence": round(float(p / (p + n)), 4)}
 
 
 def auroc(y, scores) -> float:
@@ -131,6 +159,8 @@ class LabelMetrics:
     n_negative: int
     auroc: Interval
     auprc: Interval
+    #: ROC and PR points at the point estimate (``curve_points``), when asked for
+    curves: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -141,25 +171,29 @@ class MetricSet:
     macro_auroc: Interval
     macro_auprc: Interval
     macro_labels: list[str]
+    #: label -> why the macro average leaves it out (analysis.probe.count_flag: the one rule)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "labels": [{"label": m.label, "n_positive": m.n_positive, "n_negative": m.n_negative,
-                        "auroc": m.auroc.to_dict(), "auprc": m.auprc.to_dict()} for m in self.labels],
+                        "auroc": m.auroc.to_dict(), "auprc": m.auprc.to_dict(),
+                        **({"curves": m.curves} if m.curves is not None else {})} for m in self.labels],
             "macro": {"auroc": self.macro_auroc.to_dict(), "auprc": self.macro_auprc.to_dict(),
-                      "labels": list(self.macro_labels)},
+                      "labels": list(self.macro_labels), "left_out": dict(self.left_out)},
         }
 
 
 def evaluate(y: np.ndarray, scores: np.ndarray, label_names: list[str], groups: np.ndarray, *,
              macro_labels: list[str] | None = None, n_resamples: int = 1000, seed: int = 0,
-             level: float = 0.95) -> MetricSet:
+             level: float = 0.95, curves: bool = False) -> MetricSet:
     """Per-label and macro AUROC / AUPRC with patient-bootstrap CIs.
 
     y: (n, L) with 1 / 0 / NaN (unknown: left out for that label); scores: (n, L). Every label is
     measured on the same resamples, so the macro interval is the interval of the per-resample macro
     mean. `macro_labels` (default: all) are the labels the macro averages; the caller leaves out
-    labels with too few positives rather than letting them blur the average.
+    labels with too few positives rather than letting them blur the average. `curves`: keep each
+    label's ROC / PR points too (``curve_points``), for a report to draw.
     """
     y = np.asarray(y, dtype=float)
     scores = np.asarray(scores, dtype=float)
@@ -182,7 +216,8 @@ def evaluate(y: np.ndarray, scores: np.ndarray, label_names: list[str], groups: 
         k = known[:, j]
         labels.append(LabelMetrics(name, int((y[k, j] > 0.5).sum()), int((y[k, j] <= 0.5).sum()),
                                    interval(point[j, 0], draws[0, j], level),
-                                   interval(point[j, 1], draws[1, j], level)))
+                                   interval(point[j, 1], draws[1, j], level),
+                                   curve_points(y[k, j], scores[k, j]) if curves else None))
     idx = [label_names.index(m) for m in macro_labels]
     if idx:
         macro_point = point[idx].mean(axis=0)

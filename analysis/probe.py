@@ -28,7 +28,7 @@ import logging
 import math
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -343,13 +343,15 @@ class ProbeReport:
     baseline_model_id: str | None = None
     folds: list[dict] = field(default_factory=list)
     bootstrap: dict = field(default_factory=dict)
+    #: the macro rule: a label needs this many positives and negatives (``count_flag``)
+    min_positives: int = DEFAULT_MIN_POSITIVES
 
     def to_dict(self) -> dict:
         out = {
             "kind": self.kind, "labels": self.labels, "split": self.split,
             "counts": [vars(c) for c in self.counts], "test": self.test.to_dict(),
             "fraction_curve": [vars(p) for p in self.fraction_curve], "folds": self.folds,
-            "bootstrap": self.bootstrap,
+            "bootstrap": self.bootstrap, "min_positives": self.min_positives,
         }
         if self.baseline is not None:
             out["baseline"] = {"model_id": self.baseline_model_id, **self.baseline.to_dict()}
@@ -361,7 +363,7 @@ class ProbeReport:
         by_label = {m.label: m for m in self.test.labels}
         for c in self.counts:
             m = by_label[c.label]
-            note = f"  FLAGGED: {c.flag}" if c.flag else ""
+            note = "  (left out of the macro: see below)" if c.flag else ""
             lines.append(f"{c.label[:28]:<28} {c.train_positive:>5}/{c.train_negative:<5} "
                          f"{c.test_positive:>4}/{c.test_negative:<5}"
                          f"  {str(m.auroc):<22} {str(m.auprc):<22} {c.C:g}{note}")
@@ -374,7 +376,7 @@ class ProbeReport:
             lines.append(f"random-init baseline ({self.baseline_model_id}): "
                          f"macro AUROC {self.baseline.test.macro_auroc}, "
                          f"AUPRC {self.baseline.test.macro_auprc}")
-        return lines
+        return lines + left_out_lines(self.test.left_out)
 
 
 def _counts(targets: Targets, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -384,16 +386,31 @@ def _counts(targets: Targets, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return pos, neg
 
 
+def count_flag(min_positives: int, **counts: tuple[int, int]) -> str | None:
+    """The one macro rule, for training and evaluation alike: why a label is left out of the macro
+    average (fewer than `min_positives` positives or negatives in any of `counts`, each a
+    (positives, negatives) pair named by where it was counted), or None when it counts."""
+    if all(min(pos, neg) >= min_positives for pos, neg in counts.values()):
+        return None
+    seen = ", ".join(f"{where} {pos}/{neg}" for where, (pos, neg) in counts.items())
+    return f"too few positives/negatives ({seen}; need {min_positives} of each)"
+
+
+def left_out_lines(left_out: dict[str, str]) -> list[str]:
+    """What a terminal shows about the labels the macro average leaves out, and why."""
+    if not left_out:
+        return []
+    return ["left out of the macro average (a label needs enough positives and negatives where it is trained "
+            "and where it is measured):"] + [f"  {label}: {why}" for label, why in left_out.items()]
+
+
 def _label_counts(targets: Targets, train_rows: np.ndarray, test_rows: np.ndarray, probe: LinearProbe,
                   min_positives: int) -> list[LabelCounts]:
     tp, tn = _counts(targets, train_rows)
     sp, sn = _counts(targets, test_rows)
     out = []
     for j, label in enumerate(targets.labels):
-        flag = None
-        if min(tp[j], tn[j]) < min_positives or min(sp[j], sn[j]) < min_positives:
-            flag = (f"too few positives/negatives (train {tp[j]}/{tn[j]}, test {sp[j]}/{sn[j]}; "
-                    f"need {min_positives} of each)")
+        flag = count_flag(min_positives, train=(int(tp[j]), int(tn[j])), test=(int(sp[j]), int(sn[j])))
         out.append(LabelCounts(label, int(tp[j]), int(tn[j]), int(sp[j]), int(sn[j]), probe.C[j], flag))
     return out
 
@@ -430,12 +447,13 @@ def train_probe(vectors: np.ndarray, targets: Targets, groups: np.ndarray, split
     macro = [c.label for c in counts if c.flag is None]
     scores = probe.predict_proba(vectors[test])
     metrics = evaluate(targets.y[test], scores, targets.labels, groups[test], macro_labels=macro,
-                       n_resamples=n_bootstrap, seed=seed)
+                       n_resamples=n_bootstrap, seed=seed, curves=True)
+    metrics = replace(metrics, left_out={c.label: c.flag for c in counts if c.flag})
     curve = label_fraction_curve(vectors, targets, groups, split, probe, fractions, Cs=Cs,
                                  class_weight=class_weight, macro_labels=macro, seed=seed)
     report = ProbeReport(targets.kind, list(targets.labels), _split_summary(split, groups, split_method), counts,
                          metrics, curve, bootstrap={"resamples": n_bootstrap, "seed": seed, "unit": "patient",
-                                                    "level": 0.95})
+                                                    "level": 0.95}, min_positives=min_positives)
     return probe, report
 
 
@@ -510,17 +528,17 @@ def cross_validate_probe(vectors: np.ndarray, targets: Targets, groups: np.ndarr
     counts = []
     for j, label in enumerate(targets.labels):
         # In k-fold every ECG is both trained on (k-1 times) and tested (once).
-        flag = None
-        if min(pos[j], neg[j]) < min_positives:
-            flag = f"too few positives/negatives ({pos[j]}/{neg[j]}; need {min_positives} of each)"
+        flag = count_flag(min_positives, **{"all folds": (int(pos[j]), int(neg[j]))})
         counts.append(LabelCounts(label, int(pos[j]), int(neg[j]), int(pos[j]), int(neg[j]), final_c[j], flag))
     macro = [c.label for c in counts if c.flag is None]
     metrics = evaluate(targets.y[rows], oof[rows], targets.labels, groups[rows], macro_labels=macro,
-                       n_resamples=n_bootstrap, seed=seed)
+                       n_resamples=n_bootstrap, seed=seed, curves=True)
+    metrics = replace(metrics, left_out={c.label: c.flag for c in counts if c.flag})
     split_info = {"method": f"{k}-fold by patient", "folds": k,
                   "patients": int(len(np.unique(groups[rows].astype(str)))), "ecgs": int(len(rows))}
     report = ProbeReport(targets.kind, list(targets.labels), split_info, counts, metrics, folds=fold_rows,
-                         bootstrap={"resamples": n_bootstrap, "seed": seed, "unit": "patient", "level": 0.95})
+                         bootstrap={"resamples": n_bootstrap, "seed": seed, "unit": "patient", "level": 0.95},
+                         min_positives=min_positives)
     return final, report
 
 

@@ -10,7 +10,7 @@ has one writer (the server) — a second connection could not even open it. So:
 * probes and run records are files under the store directory, ``<store>/analysis/``:
   ``probes/<name>/{probe.json, weights.npz, split.parquet}`` and
   ``cohorts/<run>/{run.json, assignments.parquet, enrichment.csv, enrichment.md, *.png}``.
-  Every file is written with the store's `index.atomic.write_atomic` (temporary file, fsync,
+  Every file is written with the store's `ecg_atlas.atomic.write_atomic` (temporary file, fsync,
   rename, directory fsync; ``probe.json`` / ``run.json`` last, as the commit point), so a reader
   never sees half a probe, and a saved one survives a crash.
 """
@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import AtlasError, EncoderMismatchError, NotFoundError
-from ecg_atlas.index.atomic import write_atomic
 from ecg_atlas.index.schema import MAX_RESULT_NAME_LENGTH, name_rule
 from ecg_atlas.jsonable import jsonable
 
@@ -52,6 +52,9 @@ HEAD_MAX_LABELS = frozenset({
     "Supraventricular tachycardia with aberrancy", "Electronic pacemaker",
 })
 HEAD_PROBE_NAME = "ecgfm-head"
+#: the names Predict takes for the served encoder's own head: ``ecgfm-head`` and its neutral alias
+#: ``head`` (any family's fine-tuned head: an ECG-FM fine-tuned checkpoint, a model.pt of ecg-atlas finetune)
+HEAD_PROBE_NAMES = (HEAD_PROBE_NAME, "head")
 
 
 def check_name(name: str, what: str) -> str:
@@ -295,36 +298,45 @@ def predict_stored(store, probe: LinearProbe, meta: dict, ecg_ids: Sequence[str]
 
 @dataclass
 class HeadProbe:
-    """A finetuned ECG-FM checkpoint's own classifier as a probe (the built-in ``ecgfm-head``).
+    """The served encoder's own classifier as a probe (the built-in ``head`` / ``ecgfm-head``): a
+    finetuned ECG-FM checkpoint's head, or the head of a model.pt of ``ecg-atlas finetune``.
 
-    It reads *segment* vectors: the head is applied to each 5-s segment's pooled embedding and the
-    probabilities are aggregated per record as ECG-FM's notebook does (max for the labels in
-    ``HEAD_MAX_LABELS``, mean for the others). Given only a record vector it applies the head to
-    that mean vector.
+    It reads *segment* vectors: the head is applied to each segment's pooled embedding and the
+    probabilities (sigmoid; softmax for a multi-class fine-tuned head) are aggregated per record:
+    an ECG-FM checkpoint's as ECG-FM's notebook does (max for the labels in ``HEAD_MAX_LABELS``,
+    mean for the others), a fine-tuned model.pt's by the mean, as it was trained and evaluated.
+    Given only a record vector it applies the head to that mean vector.
     """
 
     labels: list[str]
     weight: np.ndarray  # (L, D)
     bias: np.ndarray  # (L,)
     identity: dict
+    activation: str = "sigmoid"  # or "softmax"
+    max_labels: frozenset = HEAD_MAX_LABELS
 
     @classmethod
     def from_encoder(cls, encoder) -> "HeadProbe":
         if not encoder.can_classify:
-            raise AtlasError("the built-in ecgfm-head probe needs a finetuned ECG-FM checkpoint "
-                             "(with a classifier head)")
-        proj = encoder.model.proj
+            raise AtlasError("the built-in head probe needs a finetuned encoder with a classifier head (a "
+                             "finetuned ECG-FM checkpoint, or a model.pt of ecg-atlas finetune)")
+        proj = encoder.head
         identity = {"model_id": encoder.model_id, "checkpoint_sha256": encoder.checkpoint_sha256,
                     "preprocessing_version": encoder.contract.preprocessing_version, "dim": encoder.dim}
-        return cls(list(encoder.label_names), proj.weight.detach().cpu().numpy().astype(np.float64),
-                   proj.bias.detach().cpu().numpy().astype(np.float64), identity)
+        return cls(list(encoder.label_names), proj.weight.detach().float().cpu().numpy().astype(np.float64),
+                   proj.bias.detach().float().cpu().numpy().astype(np.float64), identity,
+                   activation=encoder.head_activation,
+                   max_labels=frozenset() if encoder.finetuned is not None else HEAD_MAX_LABELS)
 
     def predict_segments(self, segment_vectors: Sequence[np.ndarray]) -> np.ndarray:
         """(n_records, L) from each record's (n_segments, D) segment vectors."""
-        use_max = np.array([label in HEAD_MAX_LABELS for label in self.labels])
+        from scipy.special import expit, softmax
+
+        use_max = np.array([label in self.max_labels for label in self.labels])
         out = []
         for seg in segment_vectors:
-            p = 1.0 / (1.0 + np.exp(-(np.asarray(seg, dtype=np.float64) @ self.weight.T + self.bias)))
+            logits = np.asarray(seg, dtype=np.float64) @ self.weight.T + self.bias
+            p = softmax(logits, axis=-1) if self.activation == "softmax" else expit(logits)
             out.append(np.where(use_max, p.max(axis=0), p.mean(axis=0)))
         return np.array(out).reshape(len(out), len(self.labels))
 

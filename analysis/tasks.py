@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import AtlasError
-from ecg_atlas.index.atomic import write_atomic
 
 from . import ecg_paper, plots
 from .cohort import CohortParams, CohortResult, Progress, run_cohort
@@ -31,6 +31,7 @@ from .probe import (
     LinearProbe,
     ProbeReport,
     baseline_report,
+    count_flag,
     cross_validate_probe,
     train_probe,
 )
@@ -92,14 +93,17 @@ def train_stored_probe(store, name: str | None, targets: Sequence[str], *, where
                        n_bootstrap: int = 1000, seed: int = 0, min_positives: int = DEFAULT_MIN_POSITIVES,
                        fractions: Sequence[float] = DEFAULT_FRACTIONS, baseline_encoder=None,
                        ecg_paths: dict[str, str] | None = None, data_roots: Sequence[str] = (),
-                       overwrite: bool = False) -> ProbeRun:
+                       overwrite: bool = False, progress: Progress | None = None) -> ProbeRun:
     """Train (and save, when `name` is given) a probe on a filtered cohort of the store.
 
     baseline_encoder: a random-init encoder of the same architecture (``store_io.random_init_like``)
     to repeat the probe on its vectors; needs the raw ECGs (the store's signal copies, files under
-    `data_roots`, or `ecg_paths`: analysis/signals.py).
+    `data_roots`, or `ecg_paths`: analysis/signals.py). progress: called with (stage, percent of
+    the run) as for ``cluster_stored``; embedding the baseline's ECGs is most of a baseline run.
     """
+    stage = _ProbeStages(progress, baseline_encoder is not None)
     columns = spec_columns(targets) + ([split.column.column] if split.column else [])
+    stage("training the probe", 0.0)
     cohort = load_cohort(store, where, columns)
     tg = build_targets(targets, cohort.metadata, cohort.column_types)
     keep = np.flatnonzero(tg.known_rows())
@@ -127,17 +131,43 @@ def train_stored_probe(store, name: str | None, targets: Sequence[str], *, where
                                     **common)
         assignment = split_arr
     if baseline_encoder is not None:
-        base = baseline_vectors(store, cohort, baseline_encoder, paths=ecg_paths, data_roots=data_roots)
+        stage.embedding(len(cohort))
+        base = baseline_vectors(store, cohort, baseline_encoder, paths=ecg_paths, data_roots=data_roots,
+                                on_ecg=stage.one_ecg)
+        stage("training the baseline's probe", 90.0)
         report.baseline = baseline_report(base, tg, groups, split_arr, folds=folds, **common)
         report.baseline_model_id = baseline_encoder.model_id
+    stage("trained", 100.0)
     path = None
     if name:
         meta = {"targets": list(targets), "where": cohort.where, "identity": identity_dict(cohort.identity),
                 "embedding_set_hash": cohort.embedding_set_hash(), "n_ecgs": len(cohort),
                 "n_patients": int(len(np.unique(groups.astype(str)))), "class_weight": class_weight,
+                "min_positives": min_positives,
                 "split": report.split, "report": report.to_dict()}
         path = save_probe(store, name, probe, meta, dict(zip(cohort.ecg_ids, assignment.tolist())), overwrite=overwrite)
     return ProbeRun(probe, report, path)
+
+
+class _ProbeStages:
+    """(stage, percent) reports of a probe run: the probe 0–10 %, the baseline's ECGs 10–90 %, its
+    probe 90–100 % (without a baseline the probe is the whole run)."""
+
+    def __init__(self, progress: Progress | None, baseline: bool) -> None:
+        self.progress, self.baseline = progress, baseline
+        self.total = self.done = 0
+
+    def __call__(self, stage: str, percent: float) -> None:
+        if self.progress:
+            self.progress(stage, percent)
+
+    def embedding(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self("embedding the ECGs with the random-init encoder", 10.0)
+
+    def one_ecg(self) -> None:
+        self.done += 1
+        self("embedding the ECGs with the random-init encoder", 10.0 + 80.0 * self.done / max(self.total, 1))
 
 
 def _subset(cohort: Cohort, rows: np.ndarray) -> Cohort:
@@ -147,8 +177,26 @@ def _subset(cohort: Cohort, rows: np.ndarray) -> Cohort:
                   cohort.column_types, cohort.identity, cohort.where)
 
 
+def evaluation_flags(report: dict, evaluated: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """label -> why an evaluation's macro average leaves it out: the training rule (``count_flag``,
+    with the probe's own ``min_positives``) applied to the probe's training counts and to the
+    (positives, negatives) of the ECGs evaluated. `report`: the probe's saved report."""
+    min_positives = int(report.get("min_positives") or DEFAULT_MIN_POSITIVES)
+    trained = {c["label"]: (int(c["train_positive"]), int(c["train_negative"])) for c in report.get("counts", [])}
+    flags = {}
+    for label, here in evaluated.items():
+        where = {"trained on": trained[label]} if label in trained else {}
+        flag = count_flag(min_positives, **where, evaluated=here)
+        if flag:
+            flags[label] = flag
+    return flags
+
+
 def evaluate_stored_probe(store, name: str, *, where: Sequence[str] = (), n_bootstrap: int = 1000, seed: int = 0):
-    """A saved probe's AUROC / AUPRC on a cohort, leaving out every patient it saw in training or tuning."""
+    """A saved probe's AUROC / AUPRC on a cohort, leaving out every patient it saw in training or tuning.
+
+    The macro average follows the training rule (``evaluation_flags``): the metrics' ``left_out``
+    says which labels it leaves out and why."""
     probe, meta = load_probe(store, name)
     check_same_encoder(store.info().identity, meta)
     cohort = load_cohort(store, where, spec_columns(meta["targets"]))
@@ -163,8 +211,15 @@ def evaluate_stored_probe(store, name: str, *, where: Sequence[str] = (), n_boot
     if labels != probe.labels:
         raise AtlasError(f"the cohort does not give the probe's labels ({', '.join(probe.labels)})")
     scores = probe.predict_proba(cohort.vectors[keep])
-    metrics = evaluate(tg.y[keep], scores, probe.labels, cohort.groups[keep], n_resamples=n_bootstrap, seed=seed)
-    return metrics, int(keep.sum()), int(len(cohort) - keep.sum())
+    # the probe's label order (a LIST:* target lists this cohort's labels by their frequency here)
+    y = tg.y[keep][:, [tg.labels.index(label) for label in probe.labels]]
+    positives = np.nansum(y, axis=0).astype(int)
+    negatives = (~np.isnan(y)).sum(axis=0) - positives
+    left_out = evaluation_flags(meta.get("report", {}), {label: (int(positives[j]), int(negatives[j]))
+                                                         for j, label in enumerate(probe.labels)})
+    metrics = evaluate(y, scores, probe.labels, cohort.groups[keep], n_resamples=n_bootstrap, seed=seed,
+                       macro_labels=[label for label in probe.labels if label not in left_out])
+    return replace(metrics, left_out=left_out), int(keep.sum()), int(len(cohort) - keep.sum())
 
 
 def store_ids(store, ecg_ids) -> list[str]:
@@ -209,7 +264,7 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
     table = enrichment(result.labels, matrix, names, ages=cohort.metadata.get("age"), sexes=cohort.metadata.get("sex"))
     directory = save_cluster_run(store, run, cohort, result)
     write_atomic(directory / "enrichment.csv", lambda tmp: Path(tmp).write_text(table.to_csv()))
-    write_atomic(directory / "enrichment.md", lambda tmp: Path(tmp).write_text(table.to_markdown()))
+    write_atomic(directory / "enrichment.md", lambda tmp: Path(tmp).write_text(_named(table).to_markdown()))
     figures = {"map_cluster": plots.plot_map(result.map_2d, result.labels, directory / "map_cluster.png",
                                              kind="cluster",
                                              title=f"Cohort map '{run}': {len(cohort)} ECGs, {result.n_clusters} "
@@ -226,6 +281,13 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
     if exemplar_grid:
         figures.update(_ecg_grids(SignalSource(store, data_roots), cohort, result, directory))
     return ClusterRun(result, table, directory, figures)
+
+
+def _named(table: EnrichmentTable) -> EnrichmentTable:
+    """The table for people: SNOMED CT codes with their names (the CSV keeps the bare labels)."""
+    from ecg_atlas.labels import label_display
+
+    return EnrichmentTable(table.clusters, [replace(r, label=label_display(r.label)) for r in table.labels])
 
 
 def _label_matrix(cohort: Cohort, label_columns: Sequence[str]) -> tuple[list[str], np.ndarray]:

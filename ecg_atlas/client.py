@@ -13,6 +13,7 @@ never buffers the whole data set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,16 @@ def _filter(where) -> pb.Filter | None:
     return wire.filter_to_proto(tree)
 
 
+#: ``timeout=NO_DEADLINE``: a call that may run as long as it needs (a probe with its baseline, a
+#: cluster run); ``timeout=None`` means the client's default deadline.
+NO_DEADLINE = math.inf
+
+
+def _stream_deadline(timeout: float | None) -> float | None:
+    """A streaming call's deadline: none unless a finite ``timeout`` is given."""
+    return None if timeout is None or timeout == NO_DEADLINE else timeout
+
+
 class Client:
     """A connection to an ECG Atlas server. ``target`` is ``host:port``.
 
@@ -210,7 +221,9 @@ class Client:
             time.sleep(0.1)
 
     def _call(self, method, request, timeout):
-        return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
+        """A unary call: ``timeout`` None takes the client's default deadline, ``NO_DEADLINE`` none."""
+        deadline = self.timeout if timeout is None else timeout
+        return method(request, timeout=None if deadline == NO_DEADLINE else deadline, metadata=self._metadata)
 
     # -- verbs ----------------------------------------------------------------------------------
     def embed(self, signal, fs: float, lead_names: Sequence[str], *, segment_vectors: bool = False,
@@ -236,7 +249,7 @@ class Client:
             for item in items:
                 yield item if isinstance(item, pb.IngestRequest) else ingest_request(item)
 
-        return self.stub.Ingest(requests(), timeout=timeout, metadata=self._metadata)
+        return self.stub.Ingest(requests(), timeout=_stream_deadline(timeout), metadata=self._metadata)
 
     def search(self, *, ecg_id: str | None = None, signal=None, fs: float | None = None,
                lead_names: Sequence[str] | None = None, vector=None, k: int = DEFAULT_K,
@@ -305,10 +318,17 @@ class Client:
         return self._call(self.stub.UpdateMetadata, request, timeout).updated
 
     def info(self, *, timeout: float | None = None) -> dict:
+        """The server's Info as a dict; ``finetuned`` (None, or a served fine-tuned model's metadata:
+        name, base, task, labels, data_digest, recipe, metrics) is read out of its contract."""
+        import json
+
         from google.protobuf.json_format import MessageToDict
 
         response = self._call(self.stub.Info, pb.InfoRequest(), timeout)
-        return MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        out = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        contract = json.loads(response.encoder_contract_json) if response.encoder_contract_json else {}
+        out["finetuned"] = contract.get("finetuned")
+        return out
 
     # -- analysis verbs -------------------------------------------------------------------------
     def train_probe(self, name: str, targets: str | Sequence[str], *, where=None, split: str = "patient",
@@ -337,8 +357,9 @@ class Client:
 
     def predict(self, probe: str, ecg_ids: Sequence[str] = (), *, signals: Sequence = (), fs: float | None = None,
                 lead_names: Sequence[str] | None = None, timeout: float | None = None) -> Prediction:
-        """Probabilities of probe `probe` (or ``ecgfm-head``) for stored ids and/or signals
-        ((leads, samples) arrays sharing `fs` and `lead_names`)."""
+        """Probabilities of probe `probe` (or ``head``, alias ``ecgfm-head``: the served encoder's own
+        fine-tuned head) for stored ids and/or signals ((leads, samples) arrays sharing `fs` and
+        `lead_names`)."""
         request = pb.PredictRequest(probe=probe, ecg_ids=list(ecg_ids))
         for signal in signals:
             request.ecgs.append(wire.ecg_to_proto(signal, fs, lead_names))
@@ -346,7 +367,9 @@ class Client:
         return Prediction(list(r.labels), list(r.keys), wire.matrix_from_proto(r.probabilities), timing_dict(r.timing))
 
     def list_probes(self, *, timeout: float | None = None) -> list[dict]:
-        """Kept probes: name, kind, labels, model_id, created_at, macro_auroc, where, report."""
+        """Kept probes: name, kind, labels, model_id, created_at, macro_auroc, where, report. A served
+        fine-tuned model comes first as ``head`` of kind "fine-tuned" (its report: the metrics saved with
+        it, "test" the test or else the validation metrics, and its metadata under "finetuned")."""
         import json
 
         r = self._call(self.stub.ListProbes, pb.ListProbesRequest(), timeout)
@@ -378,7 +401,7 @@ class Client:
         tree = _filter(where)
         if tree is not None:
             request.filter.CopyFrom(tree)
-        for message in self.stub.Export(request, timeout=timeout, metadata=self._metadata):
+        for message in self.stub.Export(request, timeout=_stream_deadline(timeout), metadata=self._metadata):
             yield from pa.ipc.open_stream(message.arrow_ipc)
 
     def suggest_ids(self, prefix: str = "", *, limit: int = DEFAULT_SUGGESTED_IDS,
@@ -418,7 +441,7 @@ class Client:
         tree = _filter(where)
         if tree is not None:
             request.filter.CopyFrom(tree)
-        for update in self.stub.Cluster(request, timeout=timeout, metadata=self._metadata):
+        for update in self.stub.Cluster(request, timeout=_stream_deadline(timeout), metadata=self._metadata):
             if update.HasField("progress"):
                 yield "progress", (update.progress.stage, update.progress.percent)
             elif update.HasField("result"):

@@ -96,6 +96,19 @@ class SignalUnavailableError(AtlasError):
     reason = "signal_unavailable"
 
 
+class TrainingDataError(AtlasError):
+    """Labelled ECGs a fine-tuning run refuses to train on (`ecg_atlas.finetune.sources`), with a
+    ``reason``: ``too_few_positives`` (a label under ``--min-positives`` in train or val),
+    ``empty_split``, ``overlapping_splits`` (a record or a patient in two splits),
+    ``no_matching_records`` (no ECG file matches a manifest row) or ``no_readable_records``;
+    ``details`` holds the counts."""
+
+    def __init__(self, message: str, reason: str = "bad_training_data", details: dict | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.details = details or {}
+
+
 class DeviceError(AtlasError, ValueError):
     """A device that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, or a ``cuda:N`` past the
     GPUs that are visible (`ecg_atlas.devices`)."""

@@ -23,6 +23,7 @@ import torch
 from ecg_atlas.errors import CheckpointError
 
 from .model import ECGFM, ECGFMConfig, parse_conv_layers
+from .weights import checkpoint_choices
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def resolve_checkpoint(spec: str | os.PathLike, *, revision: str | None = None,
     else:
         path = Path(text).expanduser()
         if not path.is_file():
-            raise CheckpointError(f"checkpoint file not found: {path}")
+            raise CheckpointError(f"checkpoint file not found: {path}; {checkpoint_choices()}")
     digest = sha256_of(path)
     if expected_sha256 and digest != expected_sha256.lower():
         raise CheckpointError(

@@ -326,12 +326,17 @@ class ECGFM(nn.Module):
           (explicit attention path; otherwise the fused SDPA kernel is used);
         * ``return_stages``: every intermediate activation named as in the parity files.
         Pretraining hooks: ``mask`` (B, T) bool replaces those projected steps by ``mask_emb``;
-        ``feature_grad_mult`` scales the gradient reaching the conv extractor (0.1 in the recipe).
+        ``feature_grad_mult`` scales the gradient reaching the conv extractor (0.1 in the recipe;
+        0 runs it under ``no_grad``, as fine-tuning does).
         """
         stages: dict[str, torch.Tensor] = {}
-        conv = self.feature_extractor(source)
-        if self.training and feature_grad_mult != 1.0:
-            conv = _GradScale.apply(conv, feature_grad_mult)
+        if feature_grad_mult == 0.0:  # the fine-tuning recipe: the conv extractor frozen, run without autograd
+            with torch.no_grad():
+                conv = self.feature_extractor(source)
+        else:
+            conv = self.feature_extractor(source)
+            if self.training and feature_grad_mult != 1.0:
+                conv = _GradScale.apply(conv, feature_grad_mult)
         features = self.layer_norm(conv.transpose(1, 2))
         x = F.dropout(self.post_extract_proj(features), self.cfg.dropout_input, self.training)
         if mask is not None:

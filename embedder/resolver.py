@@ -5,7 +5,9 @@ Specs:
 * ``bundled`` — ecg-atlas-small-v1, shipped in the package (sha256 pinned in ``weights``);
 * ``random:PRESET[:SEED]`` — an untrained encoder of a known shape (``RANDOM_PRESETS``);
 * a local file — the kind is read from its contents: the first of ``KINDS`` that claims the
-  loaded file reads it (a dict with ``cfg`` + ``model`` is an ECG-FM (fairseq-signals) file;
+  loaded file reads it (a dict with ``format`` "ecg-atlas-finetuned/…" is a model.pt of
+  ``ecg-atlas finetune``, read with its base family's kind (``finetuned.py``); a dict with
+  ``cfg`` + ``model`` is an ECG-FM (fairseq-signals) file;
   ``model_config`` + ``model_state_dict`` a HuBERT-ECG training file; ``state_dict`` an ECGFounder
   file). A ``.safetensors`` file stands for its folder;
 * a local folder — the kind that claims it (``config.json``: a HuBERT-ECG hub folder);
@@ -26,13 +28,17 @@ from pathlib import Path
 
 from ecg_atlas.errors import AtlasError, CheckpointError
 
+from . import finetuned
 from .checkpoint import ResolvedCheckpoint, load_raw, resolve_checkpoint
 from .encoders import ecgfm, ecgfounder, hubert_ecg
 from .encoders.base import BaseEncoder, EncoderKind
 from .weights import is_bundled
 
-#: Every encoder family, in the order a file is offered to them.
-KINDS: tuple[EncoderKind, ...] = (ecgfm.KIND, hubert_ecg.KIND, ecgfounder.KIND)
+#: The encoder families.
+FAMILIES: tuple[EncoderKind, ...] = (ecgfm.KIND, hubert_ecg.KIND, ecgfounder.KIND)
+#: Every kind, in the order a file is offered to them: fine-tuned model.pt files first (their base
+#: family's layout sits inside them, under ``weights``), then the families.
+KINDS: tuple[EncoderKind, ...] = (finetuned.kind_over(FAMILIES), *FAMILIES)
 #: ``random:`` shapes: ECG-FM's (base = its released size), HuBERT-ECG's released sizes, ECGFounder's.
 RANDOM_PRESETS = tuple(preset for kind in KINDS for preset in kind.presets)
 

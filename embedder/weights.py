@@ -29,6 +29,14 @@ def is_bundled(spec: str) -> bool:
     return spec in (BUNDLED_SPEC, f"{BUNDLED_SPEC}:{BUNDLED_NAME}")
 
 
+def checkpoint_choices() -> str:
+    """What a user can pass instead of a checkpoint that is not there (errors end with this)."""
+    return (f"pass `{BUNDLED_SPEC}` (the small open encoder shipped in the package, the default), "
+            f"`{ECGFM_HUB_CHECKPOINT}` (ECG-FM's released weights, downloaded once through "
+            "huggingface_hub; any hf:OWNER/REPO/FILE works), `random:PRESET` (an untrained baseline), "
+            "or the path of a local file or folder that exists")
+
+
 def bundled_notice() -> str:
     return (f"no ECG-FM checkpoint configured: running the bundled open encoder {BUNDLED_NAME} (a small "
             f"ECG-FM-architecture model that ECG Atlas pretrained on public ECGs; see its model card, "

@@ -19,9 +19,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ecg_atlas.atomic import replace_durably
 from ecg_atlas.errors import StorageUnavailableError, StoreError, without_paths
 
-from .atomic import replace_durably
 from .storage_errors import invalidated, storage_error
 
 # The store's logger: an operator follows a store's life, its database included, under one name.

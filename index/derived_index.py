@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ecg_atlas.atomic import sha256_file, write_atomic
 from ecg_atlas.errors import StoreError, without_paths
 
-from .atomic import sha256_file, write_atomic
 from .backends import TRAINED_KINDS, VectorIndex, exact_top_k, load_index, new_index, training_sample_size
 
 if TYPE_CHECKING:

@@ -314,7 +314,7 @@ def _fingerprint(inputs: Sequence[InputECG], shard_size: int, identity: dict,
 
 def _claim_folder(out: Path, fingerprint: str, n_inputs: int, shard_size: int) -> None:
     """Tie `out` to this job's input list: a re-run resumes it, another job is refused."""
-    from ecg_atlas.index.atomic import write_atomic
+    from ecg_atlas.atomic import write_atomic
 
     job_file = out / JOB_FILE
     if job_file.exists():

@@ -7,7 +7,7 @@ describes (the store that imports the shards holds the format).
 The Parquet schema metadata names the encoder (``ecg_atlas.model_id``, ``checkpoint_sha256``,
 ``preprocessing_version``, ``dim``, ``contract``: the keys ``ecg-atlas embed --out x.parquet``
 writes) and the shard (``ecg_atlas.shard``, ``ecg_atlas.job``). Files are written with
-``index.atomic.write_atomic``: a shard file that exists is complete; every page carries its CRC
+``ecg_atlas.atomic.write_atomic``: a shard file that exists is complete; every page carries its CRC
 checksum, which import verifies (``index.shard_rows``): a shard damaged after it was written is
 refused, never imported with altered vectors.
 """
@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import AtlasError, ShardError, without_paths
 from ecg_atlas.index import schema
-from ecg_atlas.index.atomic import write_atomic
 from ecg_atlas.index.shard_layout import EMBEDDED, IDENTITY_KEYS, METADATA_PREFIX, REFUSED, shard_schema
 from ecg_atlas.index.shard_rows import NOT_A_SHARD, SHARD_UNREADABLE, shard_label
 
@@ -108,7 +108,7 @@ def shard_table(items: Sequence[ShardItem], dim: int, identity: Mapping[str, str
 
 
 def write_shard(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` all or nothing (`index.atomic.write_atomic`)."""
+    """Write `table` to `path` all or nothing (`ecg_atlas.atomic.write_atomic`)."""
     # Row groups of 8,192 rows: the import reads a row group ahead while it inserts the last.
     # No dictionary for vectors: pyarrow's attempt at one never fits embedding floats, and its
     # fallback pages left zstd nothing to shrink (real embeddings: 0.999 of raw, read 3.5x slower

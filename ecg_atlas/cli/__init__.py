@@ -1,4 +1,10 @@
-"""`ecg-atlas` command line: one module per verb, each with ``register(subparsers)``."""
+"""ECG Atlas: turn 12-lead ECGs into vectors with a pretrained encoder, keep them in a searchable
+store, and ask questions of them (similar ECGs, linear probes, cohorts) from this command line, a
+gRPC service or a web atlas. New here: `ecg-atlas quickstart`, then the README's Tour
+(`ecg-atlas serve --store DIR` in the background, then the client verbs below). Each command has
+its own --help."""
+
+# The docstring above is the top of `ecg-atlas --help`: written for users, not for developers.
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import sys
 
 # Each module defines register(subparsers) -> None and sets `func` on its parser.
 COMMAND_MODULES = ("embed", "pretrain", "serve", "ingest", "search", "get", "delete", "info", "export", "quickstart",
-                   "probe", "cluster", "explain", "web", "bulk_import")
+                   "probe", "cluster", "explain", "web", "bulk_import", "finetune")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,8 @@
-"""`ecg-atlas embed PATH... --checkpoint CKPT --out FILE`: vectors for ECG files, no server needed."""
+"""`ecg-atlas embed PATH... --checkpoint CKPT --out FILE`: vectors for ECG files, no server needed.
+
+Progress: a bar on a terminal; piped or logged, a line every $ECG_ATLAS_PROGRESS_EVERY_S seconds
+(default 10; off: none).
+"""
 
 from __future__ import annotations
 
@@ -68,12 +72,11 @@ def run(args: argparse.Namespace) -> int:
         return run_from_args(args)
     if args.patient_key_file is not None:
         raise AtlasError("--patient-key-file is for --engine ray: the local engine writes no patient ids")
-    from tqdm import tqdm
-
     from ecg_atlas.embedder.discover import find_ecgs, read_source
     from ecg_atlas.embedder.engine import EmbeddingEngine
     from ecg_atlas.embedder.prefetch import prefetch
     from ecg_atlas.embedder.resolver import load_encoder
+    from ecg_atlas.progress import Progress
 
     suffix = args.out.suffix.lower()
     if suffix not in {".parquet", ".npz"}:
@@ -107,14 +110,13 @@ def run(args: argparse.Namespace) -> int:
     ids, record_vectors, segment_vectors = [], [], []
     started = time.perf_counter()
     n_segments = 0
-    with tqdm(total=len(sources), unit="ECG", desc="embedding", disable=None) as bar:
+    with Progress("ecg-atlas embed", len(sources), "ECGs") as bar:
         for done in engine.embed_records(ready()):
             ids.append(done.key)
             record_vectors.append(done.record_vector)
             segment_vectors.append(done.segment_vectors)
             n_segments += len(done.segment_vectors)
             bar.update(1)
-            bar.set_postfix(segments_per_s=f"{n_segments / (time.perf_counter() - started):.1f}")
     elapsed = time.perf_counter() - started
     if ids:
         _write(args.out, ids, record_vectors, segment_vectors, encoder)

@@ -17,6 +17,10 @@ no value.
 Patient ids inside ECG files (hospital exports) become the patient key only as a keyed pseudonym,
 HMAC-SHA-256 under the operator's secret from ``--patient-key-file`` or $ECG_ATLAS_PATIENT_KEY;
 without a secret no patient key is taken from files. A CSV patient column always wins.
+
+The summary counts the ECGs refused per reason, with an example message and the ids that failed
+(the first 10 per reason; --json lists each with its message). Progress: a bar on a terminal;
+piped or logged, a line every $ECG_ATLAS_PROGRESS_EVERY_S seconds (default 10; off: none).
 """
 
 from __future__ import annotations
@@ -73,10 +77,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"stored {result['stored']} of {result['found']} ECGs ({result['skipped_existing']} already stored, "
               f"{result['failed']} failed) in {result['seconds']:.1f} s, {result['ecgs_per_s']} ECGs/s")
-        for reason, count in result["failure_reasons"].items():
-            print(f"  failed {count}: {reason} (e.g. {result['failure_examples'][reason]})")
+        for line in failure_lines(result):
+            print(line)
         if result["without_metadata"]:
             print(f"  {result['without_metadata']} ECGs had no row in {args.metadata}"
                   + (f" (did you mean --id-prefix {result['suggested_id_prefix']}?)"
                      if result.get("suggested_id_prefix") else ""))
     return 0 if result["stored"] or result["skipped_existing"] else 1
+
+
+#: ECGs named per refusal reason; --json lists them all.
+LIST_FAILED = 10
+
+
+def failure_lines(result: dict, limit: int = LIST_FAILED) -> list[str]:
+    """Per refusal reason: how many, one example message, and which ECGs (ids are the files'
+    paths under the folders named, without extension): all of them, or the first `limit` and a
+    count of the rest with the --json hint. Printed on the user's own terminal only."""
+    lines, cut = [], False
+    for reason, count in result["failure_reasons"].items():
+        lines.append(f"  failed {count}: {reason} (e.g. {result['failure_examples'][reason]})")
+        ids = result.get("failed_by_reason", {}).get(reason, [])
+        shown = ids[:limit]
+        if shown:
+            rest = len(ids) - len(shown)
+            cut |= rest > 0
+            lines.append("    " + ", ".join(shown) + (f" and {rest} more" if rest else ""))
+    if cut:
+        lines.append("  (--json lists every failed ECG with its message)")
+    return lines

@@ -3,17 +3,31 @@
 Probes are kept in the store directory (analysis/probes/NAME). When a server holds the store (or
 --server names one) every verb goes through its RPCs (TrainProbe, EvaluateProbe, Predict,
 ListProbes); otherwise the store is opened directly, read-only.
+
+One macro rule for train and eval: a label with fewer than --min-positives positives or negatives
+(default 10) where the probe is trained or where it is measured is flagged and left out of the
+macro average; both verbs list the labels left out and why (--json: macro.left_out).
+
+Off a terminal (piped, logged) a long run prints a progress line per stage and every
+$ECG_ATLAS_PROGRESS_EVERY_S seconds (default 10; off: none).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from ecg_atlas.cli._client import add_client_args, connect, rpc_errors
 from ecg_atlas.cli._store import access
+from ecg_atlas.progress import Progress, waiting
+
+#: --name values for a fine-tuned model's own classifier head (ecgfm-head: the older name).
+HEAD_NAMES = ("head", "ecgfm-head")
+#: Beside a label the macro average leaves out (the reasons follow the table).
+LEFT_OUT_MARK = "left out of the macro: see below"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     t.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of test patients (default 1000)")
     t.add_argument("--min-positives", type=int, default=10,
-                   help="labels with fewer positives (or negatives) in train or test are flagged, not averaged")
+                   help="labels with fewer positives (or negatives) in train or test are flagged and left out of "
+                        "the macro average (default 10); `probe eval` keeps the probe's own value")
     t.add_argument("--label-fractions", default="0.01,0.1,1", help="shares of training patients for the curve")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--baseline", action="store_true",
@@ -46,8 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_client_args(t, store_verb=True)
     t.set_defaults(func=run_train)
 
-    e = verbs.add_parser("eval", help="evaluate a saved probe on a cohort (its training patients left out)")
-    e.add_argument("--store", default=None)
+    e = verbs.add_parser("eval", help="evaluate a saved probe on a cohort (its training patients left out)",
+                         description="A saved probe on a cohort, patients it was trained or tuned on left out. "
+                                     "The macro average leaves out the labels with fewer than the probe's "
+                                     "--min-positives positives or negatives in training or here, and says so.")
+    e.add_argument("--store", default=None, help="store directory (through its server when one holds it)")
     e.add_argument("--name", required=True)
     e.add_argument("--where", action="append", default=[], metavar="FILTER")
     e.add_argument("--bootstrap", type=int, default=1000)
@@ -55,19 +73,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_client_args(e, store_verb=True)
     e.set_defaults(func=run_eval)
 
-    pr = verbs.add_parser("predict", help="apply a probe to stored ECGs (--ids) or ECG files (with --checkpoint)")
-    pr.add_argument("--store", default=None)
-    pr.add_argument("--name", required=True, help="probe name, or ecgfm-head for a finetuned checkpoint's own head")
+    pr = verbs.add_parser("predict", help="apply a probe to stored ECGs (--ids) or ECG files (with --checkpoint)",
+                          description="Scores of a kept probe, or of a fine-tuned model's own classifier head "
+                                      "(--name head: the served model's, or --checkpoint's without a server; "
+                                      "ecgfm-head is the older name and still accepted), for stored ECGs and/or "
+                                      "ECG files.")
+    pr.add_argument("--store", default=None, help="store directory (through its server when one holds it)")
+    pr.add_argument("--name", required=True,
+                    help="a kept probe's name (`probe list`), or head: the fine-tuned model's own classifier head "
+                         "(ecgfm-head, the older name, is accepted too)")
     pr.add_argument("--ids", nargs="+", default=[], help="stored ecg_ids")
-    pr.add_argument("paths", nargs="*", type=Path, help="ECG files to embed and score (needs --checkpoint)")
+    pr.add_argument("paths", nargs="*", type=Path,
+                    help="ECG files to embed and score (a server embeds them with its own encoder; without one "
+                         "they need --checkpoint)")
     pr.add_argument("--checkpoint", default=None,
-                    help="the store's encoder, any --checkpoint kind (for files, and for ecgfm-head)")
+                    help="without a server: the store's encoder, any --checkpoint kind (needed for files, and "
+                         "for head: a fine-tuned checkpoint)")
     pr.add_argument("--device", default="auto")
     add_client_args(pr, store_verb=True)
     pr.set_defaults(func=run_predict)
 
     ls = verbs.add_parser("list", help="list the probes saved in a store")
-    ls.add_argument("--store", default=None)
+    ls.add_argument("--store", default=None, help="store directory (through its server when one holds it)")
     add_client_args(ls, store_verb=True)
     ls.set_defaults(func=run_list)
 
@@ -89,25 +116,29 @@ def _open(path: str, read_only: bool = True):
 
 @rpc_errors
 def run_train(args: argparse.Namespace) -> int:
+    from ecg_atlas.analysis.probe import left_out_lines
     from ecg_atlas.analysis.store_io import architecture_of, random_init_like
     from ecg_atlas.analysis.tasks import SplitSpec, train_stored_probe
     from ecg_atlas.embedder.weights import BUNDLED_SHA256
     from ecg_atlas.errors import EncoderMismatchError
 
     if access(args).via == "server":
-        with connect(args) as client:
+        with connect(args) as client, waiting("ecg-atlas probe train"):
             report = client.train_probe(
                 args.name, args.target, where=args.where or None, split=args.split, fractions=_floats(args.fractions),
                 balanced=args.class_weight == "balanced", n_bootstrap=args.bootstrap, seed=args.seed,
-                min_positives=args.min_positives, overwrite=args.overwrite, baseline=args.baseline, timeout=None)
+                min_positives=args.min_positives, overwrite=args.overwrite, baseline=args.baseline, timeout=math.inf)
         if args.json:
             print(json.dumps({**report.report, "via": "server"}, indent=1))
             return 0
         for label in report.labels:
             print(f"  {label['label']:<30} AUROC {_estimate(label['auroc'])}  AUPRC {_estimate(label['auprc'])}"
-                  + (f"  ({label['flag']})" if label["flag"] else ""))
+                  + (f"  ({LEFT_OUT_MARK})" if label["flag"] else ""))
         print(f"  macro AUROC {_estimate(report.macro_auroc)}  AUPRC {_estimate(report.macro_auprc)} over "
-              f"{report.n_ecgs} ECGs of {report.n_patients} patients ({report.split})")
+              f"{len(report.macro_labels)} label(s), {report.n_ecgs} ECGs of {report.n_patients} patients "
+              f"({report.split})")
+        for line in left_out_lines({m["label"]: m["flag"] for m in report.labels if m["flag"]}):
+            print(line)
         baseline = report.report.get("baseline")
         if baseline:
             macro = baseline.get("test", {}).get("macro", {})
@@ -115,7 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"saved probe {args.name!r} in the server's store")
         return 0
     baseline = None
-    with _open(args.store) as store:
+    with _open(args.store) as store, Progress("ecg-atlas probe train", 100, "%") as bar:
         if args.baseline:
             identity = store.info().identity
             if args.checkpoint:
@@ -136,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
             split=SplitSpec.parse(args.split, _floats(args.fractions)),
             class_weight=None if args.class_weight == "none" else "balanced", n_bootstrap=args.bootstrap,
             seed=args.seed, min_positives=args.min_positives, fractions=_floats(args.label_fractions),
-            baseline_encoder=baseline, overwrite=args.overwrite)
+            baseline_encoder=baseline, overwrite=args.overwrite, progress=lambda stage, pct: bar.set(pct, stage))
     if args.json:
         print(json.dumps(run.report.to_dict(), indent=1))
     else:
@@ -154,20 +185,25 @@ def _estimate(e: dict) -> str:
 
 @rpc_errors
 def run_eval(args: argparse.Namespace) -> int:
+    from ecg_atlas.analysis.probe import left_out_lines
     from ecg_atlas.analysis.tasks import evaluate_stored_probe
 
     if access(args).via == "server":
         with connect(args) as client:
             out = client.evaluate_probe(args.name, where=args.where or None, n_bootstrap=args.bootstrap,
-                                        seed=args.seed, timeout=None)
+                                        seed=args.seed, timeout=math.inf)
+            flags = _server_flags(client, args.name, out)
         if args.json:
-            print(json.dumps({**out, "via": "server"}, indent=1))
+            print(json.dumps({**out, "macro_left_out": flags, "via": "server"}, indent=1))
             return 0
         print(f"{out['n_ecgs']} ECGs evaluated ({out['n_left_out']} left out: patients seen in training/tuning)")
         for m in out["labels"]:
             print(f"  {m['label']:<30} +{m['n_positive']}/-{m['n_negative']}  AUROC {_estimate(m['auroc'])}  "
-                  f"AUPRC {_estimate(m['auprc'])}")
-        print(f"  macro AUROC {_estimate(out['macro_auroc'])}  AUPRC {_estimate(out['macro_auprc'])}")
+                  f"AUPRC {_estimate(m['auprc'])}" + (f"  ({LEFT_OUT_MARK})" if m["label"] in flags else ""))
+        print(f"  macro AUROC {_estimate(out['macro_auroc'])}  AUPRC {_estimate(out['macro_auprc'])} over "
+              f"{len(out['macro_labels'])} label(s)")
+        for line in left_out_lines(flags):
+            print(line)
         return 0
     with _open(args.store) as store:
         metrics, used, left_out = evaluate_stored_probe(store, args.name, where=args.where,
@@ -177,9 +213,23 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{used} ECGs evaluated ({left_out} left out: patients seen in training/tuning, or no label)")
     for m in metrics.labels:
-        print(f"  {m.label:<30} +{m.n_positive}/-{m.n_negative}  AUROC {m.auroc}  AUPRC {m.auprc}")
-    print(f"  macro AUROC {metrics.macro_auroc}  AUPRC {metrics.macro_auprc}")
+        print(f"  {m.label:<30} +{m.n_positive}/-{m.n_negative}  AUROC {m.auroc}  AUPRC {m.auprc}"
+              + (f"  ({LEFT_OUT_MARK})" if m.label in metrics.left_out else ""))
+    print(f"  macro AUROC {metrics.macro_auroc}  AUPRC {metrics.macro_auprc} over {len(metrics.macro_labels)} label(s)")
+    for line in left_out_lines(metrics.left_out):
+        print(line)
     return 0
+
+
+def _server_flags(client, name: str, out: dict) -> dict[str, str]:
+    """Why the server's evaluation left labels out of its macro: the rule the server applied
+    (analysis.tasks.evaluation_flags) on the probe's kept report and the counts it returned."""
+    from ecg_atlas.analysis.tasks import evaluation_flags
+
+    report = next((p.get("report") or {} for p in client.list_probes() if p["name"] == name), {})
+    flags = evaluation_flags(report, {m["label"]: (m["n_positive"], m["n_negative"]) for m in out["labels"]})
+    left = [m["label"] for m in out["labels"] if m["label"] not in out["macro_labels"]]
+    return {label: flags.get(label, "left out of the macro average by the server") for label in left}
 
 
 @rpc_errors
@@ -213,10 +263,11 @@ def run_predict(args: argparse.Namespace) -> int:
         from ecg_atlas.embedder.resolver import load_encoder
 
         encoder = load_encoder(args.checkpoint, device=args.device)
-    elif args.paths or args.name == HEAD_PROBE_NAME:
-        raise AtlasError("--checkpoint is needed to embed ECG files and for the ecgfm-head probe")
+    elif args.paths or args.name in HEAD_NAMES:
+        raise AtlasError("--checkpoint is needed to embed ECG files and for --name head (a fine-tuned checkpoint)")
+    is_head = args.name in HEAD_NAMES
     with _open(args.store) as store:
-        if args.name == HEAD_PROBE_NAME:
+        if is_head:
             head = HeadProbe.from_encoder(encoder)
             labels, meta = head.labels, {"name": HEAD_PROBE_NAME, "identity": head.identity}
         else:
@@ -225,7 +276,7 @@ def run_predict(args: argparse.Namespace) -> int:
         keys, scores = [], []
         if args.ids:
             keys += args.ids
-            scores.append(head.predict_stored(store, args.ids) if args.name == HEAD_PROBE_NAME
+            scores.append(head.predict_stored(store, args.ids) if is_head
                           else predict_stored(store, probe, meta, args.ids))
         if args.paths:
             from ecg_atlas.embedder import read_ecg
@@ -236,7 +287,7 @@ def run_predict(args: argparse.Namespace) -> int:
             for path in args.paths:
                 segments = encoder.embed(encoder.preprocess(read_ecg(path)))
                 keys.append(str(path))
-                scores.append(head.predict_segments([segments]) if args.name == HEAD_PROBE_NAME
+                scores.append(head.predict_segments([segments]) if is_head
                               else probe.predict_proba(record_vector(segments)[None, :]))
     return _print_predictions(args, labels, keys, np.concatenate(scores))
 

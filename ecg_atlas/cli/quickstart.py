@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -119,6 +120,20 @@ def run(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{h.ecg_id} (age {h.metadata.get('age')})" for h in filtered.hits)
     print(f"with filter age>=60: {shown}")
     print(f"neighbour plot: {plot}")
-    print(f"open the atlas: ecg-atlas serve --store {store_dir} --checkpoint {args.checkpoint} & "
-          f"ecg-atlas web --server 127.0.0.1:50051   # then browse http://127.0.0.1:8080/")
+    cli = command_name()
+    checkpoint = "" if args.checkpoint == DEFAULT_ENCODER else f" --checkpoint {args.checkpoint}"
+    print(f"next: the README's Tour, or browse this store: {cli} serve --store {store_dir}{checkpoint} & "
+          f"{cli} web   # then open http://127.0.0.1:8080/")
     return 0
+
+
+def command_name() -> str:
+    """How to type `ecg-atlas` here: the bare name when it is on PATH, else the script beside this
+    interpreter (``.venv/bin/ecg-atlas`` after `make quickstart`), relative to the working folder."""
+    if shutil.which("ecg-atlas"):
+        return "ecg-atlas"
+    script = Path(sys.executable).parent / "ecg-atlas"
+    try:
+        return os.path.relpath(script)
+    except ValueError:  # another drive (Windows)
+        return str(script)

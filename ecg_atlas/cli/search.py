@@ -1,8 +1,13 @@
 """`ecg-atlas search (--id ID | --ecg PATH) -k N [--where 'age>=60' ...] [--plot out.png]`.
 
-Filters are written like ``age>=60``, ``sex=F``, ``labels contains AF``, ``site in (a, b)``,
-``note is null``, combined with ``and`` / ``or`` / parentheses; several ``--where`` are ANDed.
-They are parsed here into a structured filter: no SQL leaves this machine.
+Search by a stored ECG (--id) lists its k nearest *other* ECGs: the query itself, its own best
+match, is left out (--include-self keeps it), as the quickstart and the web atlas do.
+
+Filters name metadata columns (`ecg-atlas get ID` shows an ECG's): ``age>=60``, ``sex=F``,
+``label_groups contains AF_AFL`` (a label-list column holds that label), ``labels_abbr contains
+RBBB``, ``dataset in (cinc_ptbxl, cinc_cpsc2018)``, ``age is null``, combined with ``and`` /
+``or`` / parentheses; several ``--where`` are ANDed. They are parsed here into a structured
+filter: no SQL leaves this machine. Hits show age, sex and labels; SNOMED CT codes with their names.
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patient-id", default=None,
                    help="with --ecg: the query ECG's patient id as the store holds it (what --exclude-same-patient "
                         "excludes)")
-    p.add_argument("--exclude-self", action="store_true", help="with --id: leave the query ECG out")
+    self_group = p.add_mutually_exclusive_group()
+    self_group.add_argument("--include-self", dest="include_self", action="store_true",
+                            help="with --id: list the query ECG itself too (its own best match, cosine 1)")
+    self_group.add_argument("--exclude-self", dest="include_self", action="store_false",
+                            help="with --id: leave the query ECG out (the default; kept for scripts)")
+    p.set_defaults(include_self=False)
     p.add_argument("--plot", type=Path, default=None, help="write the query and its neighbours as a PNG")
     add_client_args(p)
     p.set_defaults(func=run)
@@ -80,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             query_meta, query_title = recording.metadata, f"QUERY  {args.ecg.name}"
         else:
             result = client.search(ecg_id=args.ecg_id, k=args.k, where=args.where or None,
-                                   exclude_same_patient=args.exclude_same_patient, exclude_self=args.exclude_self)
+                                   exclude_same_patient=args.exclude_same_patient,
+                                   exclude_self=not args.include_self)
             found, _ = client.get([args.ecg_id])
             query_meta = found[0].metadata if found else {}
             query_title = f"QUERY  {args.ecg_id}"
@@ -99,13 +110,19 @@ def run(args: argparse.Namespace) -> int:
     if not hits:
         print("no stored ECG matches" + (f" the filter {' and '.join(args.where)}" if args.where else ""))
     for rank, h in enumerate(hits, 1):
-        from ecg_atlas.analysis.ecg_paper import describe
-
-        print(f"{rank:>3}. {h.score:7.4f}  {h.ecg_id:<32} {describe(h.metadata)}")
+        print(f"{rank:>3}. {h.score:7.4f}  {h.ecg_id:<32} {describe_named(h.metadata)}")
     print(f"({result.timing['total_ms']:.1f} ms on the server)")
     if plotted:
         print(f"plot: {plotted}")
     return 0
+
+
+def describe_named(metadata: dict) -> str:
+    """A hit's age · sex · labels, SNOMED CT codes (when those are its only labels) with their names."""
+    from ecg_atlas.analysis.ecg_paper import describe
+    from ecg_atlas.labels import display_value
+
+    return describe({k: display_value(k, v) for k, v in metadata.items()})
 
 
 def _public(metadata: dict) -> dict:

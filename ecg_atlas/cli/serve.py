@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(too_many_columns)")
     g.add_argument("--min-leads", type=int, default=d.min_leads)
     g.add_argument("--grace-s", type=float, default=d.grace_s, help="shutdown grace for running calls")
-    g = p.add_argument_group("stored signals (README: Security)")
+    g = p.add_argument_group("stored signals (docs/operations.md: Reliability and security)")
     g.add_argument("--no-keep-signals", dest="keep_signals", action="store_false",
                    help="do not keep a copy of each ingested ECG's samples in the store (saves ~120 kB per "
                         "10-s ECG); stored ECGs can then only be drawn from files under --data-root")

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 
 from ecg_atlas.errors import AtlasError
+from ecg_atlas.progress import Progress
 from ecg_atlas.refusal import read_refusal
 
 from .pseudonym import PatientPseudonymiser, pseudonym_in_file
@@ -41,8 +42,6 @@ def ingest_files(client, paths, *, patients: dict | None = None, metadata: dict 
 
     A patient id found in a file is used (as its pseudonym) only with a ``pseudonymiser``; a
     `patients` entry (a metadata CSV's patient column) always wins."""
-    from tqdm import tqdm
-
     from ecg_atlas.client import IngestItem, ingest_request, timing_dict
     from ecg_atlas.embedder.discover import find_ecgs, read_source
     from ecg_atlas.embedder.prefetch import prefetch
@@ -74,7 +73,7 @@ def ingest_files(client, paths, *, patients: dict | None = None, metadata: dict 
                                                         metadata=meta, replace=replace,
                                                         source=source_uri(source.path, source.row)))
 
-    with tqdm(total=len(todo), unit="ECG", desc="ingesting", disable=None) as bar:
+    with Progress("ingesting", len(todo), "ECGs") as bar:
         def requests():
             # Everything that can fail for one file runs in `request_for`: an exception escaping
             # this generator would end the whole gRPC stream ("Exception iterating requests!").
@@ -102,6 +101,8 @@ def ingest_files(client, paths, *, patients: dict | None = None, metadata: dict 
         "suggested_id_prefix": suggested_prefix([s.ecg_id for s in sources], metadata),
         "failure_reasons": dict(Counter(reason for reason, _ in reasons.values())),
         "failure_examples": {reason: message for reason, message in reasons.values()},
+        "failed_by_reason": {r: sorted(i for i, (reason, _) in reasons.items() if reason == r) for r in
+                             dict.fromkeys(reason for reason, _ in reasons.values())},
         "server_timing_ms": timing_dict(summary.timing) if summary else {},
         "errors": errors,
     }

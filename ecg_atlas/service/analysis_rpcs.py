@@ -57,6 +57,24 @@ def _label_reports(target, metrics, counts=None) -> None:
                    c=float(c.C), flag=c.flag or "")
 
 
+def finetuned_entry(encoder) -> dict | None:
+    """The served fine-tuned head as a ListProbes entry (kind "fine-tuned", Predict name ``head``), in
+    the kept probes' shape: its report holds the metrics saved in model.pt ("test": test metrics, else
+    validation), and the model's metadata under "finetuned"."""
+    meta = encoder.finetuned
+    if meta is None:
+        return None
+    metrics = meta.get("metrics") or {}
+    part = "test" if metrics.get("test") else "val"
+    shown = metrics.get(part) or {}
+    macro = ((shown.get("macro") or {}).get("auroc") or {}).get("value")
+    about = {k: v for k, v in meta.items() if k != "metrics"}
+    report = {"kind": "fine-tuned", "test": shown, "evaluated_on": part, "metrics": metrics, "finetuned": about,
+              "split": {"method": f"fine-tuning split ({part})"}}
+    return {"name": "head", "kind": "fine-tuned", "labels": list(encoder.label_names), "model_id": encoder.model_id,
+            "created_at": meta.get("created_at") or "", "macro_auroc": macro, "where": [], "report": report}
+
+
 class AnalysisMethods:
     """Mixed into ``AtlasService``: needs ``self.runtime`` and ``self.pipeline``."""
 
@@ -113,7 +131,8 @@ class AnalysisMethods:
 
         response = pb.ListProbesResponse()
         t = time.perf_counter()
-        for probe in list_probes(self.runtime.store):
+        served = finetuned_entry(self.runtime.encoder)
+        for probe in ([served] if served else []) + list_probes(self.runtime.store):
             auroc = probe.get("macro_auroc")
             response.probes.add(name=probe["name"], kind=probe["kind"], labels=probe["labels"],
                                 model_id=probe.get("model_id") or "", created_at=probe.get("created_at") or "",
@@ -148,28 +167,29 @@ class AnalysisMethods:
         rt = self.runtime
         if not rt.encoder.can_classify:
             raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
-                        f"the built-in ecgfm-head probe needs a finetuned ECG-FM checkpoint; this server runs "
-                        f"{rt.encoder.model_id}, which has no classifier head", reason="no_classifier_head")
+                        f"the built-in head probe (head, ecgfm-head) needs a finetuned encoder: an ECG-FM finetuned "
+                        f"checkpoint or a model.pt of ecg-atlas finetune; this server runs {rt.encoder.model_id}, "
+                        f"which has no classifier head to serve", reason="no_classifier_head")
         if self._head is None:
             self._head = HeadProbe.from_encoder(rt.encoder)
         return self._head
 
     @rpc
     def Predict(self, request, context, started):
-        from ecg_atlas.analysis.store_io import HEAD_PROBE_NAME, check_same_encoder, load_probe, predict_stored
+        from ecg_atlas.analysis.store_io import HEAD_PROBE_NAMES, check_same_encoder, load_probe, predict_stored
 
         rt = self.runtime
         if not request.probe:
-            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "name the probe (a kept probe, or ecgfm-head)",
-                        reason="missing_name")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "name the probe (a kept probe, or head for the served "
+                        "encoder's own head)", reason="missing_name")
         if not request.ecg_ids and not request.ecgs:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "send stored ecg_ids and/or ECGs to score",
                         reason="nothing_to_score")
         response = pb.PredictResponse()
-        head = request.probe == HEAD_PROBE_NAME
+        head = request.probe in HEAD_PROBE_NAMES
         if head:
             model = self._head_probe()
-            labels, meta = model.labels, {"name": HEAD_PROBE_NAME, "identity": model.identity}
+            labels, meta = model.labels, {"name": request.probe, "identity": model.identity}
         else:
             model, meta = load_probe(rt.store, request.probe)
             labels = model.labels

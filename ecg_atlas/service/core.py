@@ -12,12 +12,21 @@ import pyarrow as pa
 
 import ecg_atlas
 from ecg_atlas import wire
+from ecg_atlas.jsonable import jsonable
 from ecg_atlas.limits import DEFAULT_K, DEFAULT_SUGGESTED_IDS, MAX_K, MAX_SUGGESTED_IDS
 from ecg_atlas.v1 import atlas_pb2 as pb
 
 from .calls import ms_since, rpc, stream_rpc
 from .errors import Abort
 from .ingest import IngestStream
+
+
+def contract_with_finetuned(encoder) -> dict:
+    """Info's contract: the encoder's, plus a served fine-tuned model's metadata under "finetuned"."""
+    contract = encoder.contract.to_dict()
+    if encoder.finetuned is not None:
+        contract["finetuned"] = jsonable(encoder.finetuned)
+    return contract
 
 
 def stored_ecg(row: dict, vectors: dict | None = None) -> pb.StoredECG:
@@ -191,7 +200,7 @@ class CoreMethods:
             device=str(enc.device), preprocessing_version=enc.contract.preprocessing_version,
             encoder_notice=rt.notice, index_kind=info.index_kind, index_backend=info.backend,
             ecg_count=info.n_ecgs, index_entries=info.n_index_entries, auth_enabled=bool(cfg.tokens), tls=cfg.tls,
-            encoder_contract_json=json.dumps(enc.contract.to_dict()),
+            encoder_contract_json=json.dumps(contract_with_finetuned(enc)),
             limits=pb.Limits(
                 max_batch_segments=rt.max_batch_segments, max_queue_delay_ms=cfg.max_queue_delay_ms,
                 max_queue_segments=cfg.max_queue_segments, max_concurrent_rpcs=cfg.max_concurrent_rpcs,

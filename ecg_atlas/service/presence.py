@@ -21,7 +21,7 @@ FILE = "server.json"
 
 def announce(store: str | os.PathLike, address: str, tls: bool) -> Path | None:
     """Write ``server.json``; None (logged, no path named) when the disk refuses it."""
-    from ecg_atlas.index.atomic import write_atomic
+    from ecg_atlas.atomic import write_atomic
 
     path = Path(store) / FILE
     body = json.dumps({"address": address, "pid": os.getpid(), "tls": tls}).encode()

@@ -1,4 +1,6 @@
-"""The atlas's JSON API: every answer comes from an RPC of the gRPC server it is a client of.
+"""The atlas's JSON API: every answer comes from an RPC of the gRPC server it is a client of. The
+cohort map's endpoints (/api/runs, /api/map*, /api/thumb, /api/selection, /api/cohort) are in
+``map_api.py``; this module holds the rest and the request helpers both use.
 
 Ids travel in query strings or bodies, never in paths (the access log writes paths). A browser
 may send its own ``Authorization: Bearer TOKEN``; it is forwarded to the server, which decides
@@ -13,10 +15,8 @@ whose path never reaches the answer; whatever a reader raises becomes a reason-c
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import numpy as np
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -220,11 +219,6 @@ def shown(metadata: dict) -> dict:
     return {k: jsonable(v) for k, v in metadata.items() if k not in HIDDEN_COLUMNS and v is not None}
 
 
-def _typed(array: np.ndarray, dtype) -> str:
-    """A numeric column as base64 little-endian bytes: the browser reads it as a typed array."""
-    return base64.b64encode(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
-
-
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     return whole_number(request.query_params.get(name), name, default, low, high)
 
@@ -252,11 +246,6 @@ class AtlasApi:
             Route("/api/search-file", self.search_file, methods=["POST"]),
             Route("/api/ecg", self.ecg),
             Route("/api/paper", self.paper),
-            Route("/api/runs", self.runs),
-            Route("/api/map", self.map),
-            Route("/api/map-column", self.map_column),
-            Route("/api/selection", self.selection, methods=["POST"]),
-            Route("/api/cohort", self.save_cohort, methods=["POST"]),
             Route("/api/probes", self.probes),
         ]
 
@@ -320,10 +309,17 @@ class AtlasApi:
                 raise BadRequest("several files but no WFDB .hea among them: drop one ECG at a time",
                                  reason="ambiguous_upload")
             if headers and len(paths) == 1:
-                raise BadRequest(f"{names[str(headers[0])]} is a WFDB header alone: add its .dat/.mat "
-                                 f"(select or drop both files together)", reason="missing_signal_file")
+                raise BadRequest(f"{names[str(headers[0])]} is a WFDB header alone: add its .dat (or .mat) "
+                                 f"beside it (select or drop both files together)", reason="missing_signal_file")
             target = headers[0] if headers else paths[0]
-            recording = _read_upload(target, names)
+            try:
+                recording = _read_upload(target, names)
+            except BadRequest as refusal:
+                if target in headers and refusal.reason == "not_found":  # its signal file was not among them
+                    raise BadRequest(f"{names[str(target)]} came without the signal file its header names: add "
+                                     f"its .dat (or .mat) beside it ({refusal})", reason="missing_signal_file",
+                                     details=refusal.details) from None
+                raise
         client = self.clients.for_request(request)
         started = time.perf_counter()
         result = client.search(signal=recording.signal, fs=recording.fs, lead_names=list(recording.lead_names),
@@ -353,136 +349,7 @@ class AtlasApi:
         return JSONResponse({"ecg_id": ecg_id, **paper(recording.signal, recording.fs, list(recording.lead_names))})
 
     def probes(self, request: Request):
-        out = []
-        for probe in self.clients.for_request(request).list_probes():
-            report = probe["report"]
-            tested = {m["label"]: m for m in report.get("test", {}).get("labels", [])}
-            counts = {c["label"]: c for c in report.get("counts", [])}
-            labels = [{"label": label, "auroc": tested.get(label, {}).get("auroc"),
-                       "auprc": tested.get(label, {}).get("auprc"),
-                       "n_positive": tested.get(label, {}).get("n_positive"),
-                       "n_negative": tested.get(label, {}).get("n_negative"),
-                       "flag": counts.get(label, {}).get("flag")} for label in probe["labels"]]
-            out.append({"name": probe["name"], "kind": probe["kind"], "model_id": probe["model_id"],
-                        "created_at": probe["created_at"], "where": probe["where"], "labels": labels,
-                        "macro": report.get("test", {}).get("macro", {}),
-                        "split": report.get("split", {}).get("method"),
-                        "fraction_curve": report.get("fraction_curve", [])})
-        return JSONResponse({"probes": jsonable(out)})
+        from ecg_atlas.web.probe_views import probe_view
 
-    # -- cohort maps -----------------------------------------------------------------------------
-    def runs(self, request: Request):
-        return JSONResponse({"runs": self.clients.for_request(request).list_cluster_runs()})
-
-    def map(self, request: Request):
-        run = request.query_params.get("run", "")
-        kept = self.clients.for_request(request).cluster_run(run)
-        table = kept["assignments"]
-        return JSONResponse({
-            "run": run, "n": table.num_rows, "ecg_ids": table.column("ecg_id").to_pylist(),
-            "x": _typed(table.column("map_x").to_numpy(), np.float32),
-            "y": _typed(table.column("map_y").to_numpy(), np.float32),
-            "cluster": _typed(table.column("cluster").to_numpy(), np.int32),
-            "label_columns": _label_columns(kept["enrichment_csv"]),
-            "created_at": kept["record"].get("created_at"), "where": kept["record"].get("where", [])})
-
-    def _column_for_ids(self, client: Client, ecg_ids: list[str], columns: list[str]) -> dict[str, list]:
-        """Metadata `columns` of `ecg_ids` (in that order), read through the Export RPC."""
-        position = {ecg_id: i for i, ecg_id in enumerate(ecg_ids)}
-        values = {c: [None] * len(ecg_ids) for c in columns}
-        for batch in client.export(columns=columns, vectors=False):
-            rows = [position.get(i) for i in batch.column("ecg_id").to_pylist()]
-            for c in columns:
-                for row, v in zip(rows, batch.column(c).to_pylist()):
-                    if row is not None:
-                        values[c][row] = v
-        return values
-
-    def map_column(self, request: Request):
-        run, name = request.query_params.get("run", ""), request.query_params.get("name", "")
-        client = self.clients.for_request(request)
-        types = client.info()["columns"]
-        if name not in types or name in HIDDEN_COLUMNS:
-            raise BadRequest(f"no metadata column {name!r} to colour by", reason="unknown_column")
-        ids = client.cluster_run(run)["assignments"].column("ecg_id").to_pylist()
-        values = self._column_for_ids(client, ids, [name])[name]
-        kind = ("numeric" if types[name] in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT") else
-                "labels" if types[name].endswith("[]") else "category")
-        if kind == "labels":  # a label list colours as its sorted labels joined
-            values = [None if v is None else (";".join(sorted(v)) or "none") for v in values]
-        elif kind == "category":
-            values = [None if v is None else str(v) for v in values]
-        return JSONResponse({"name": name, "kind": kind, "values": jsonable(values)})
-
-    async def selection(self, request: Request):
-        body = await json_object(request)
-        selection = (_text_field(body, "run"), _text_list(body, "ecg_ids") or [], _text_list(body, "label_columns"))
-        from starlette.concurrency import run_in_threadpool
-
-        return await run_in_threadpool(self._selection, request, *selection)
-
-    def _selection(self, request: Request, run: str, ecg_ids: list[str], asked_columns: list[str] | None):
-        from ecg_atlas.analysis.enrichment import benjamini_hochberg, enrichment
-        from ecg_atlas.analysis.targets import build_targets
-
-        chosen = set(ecg_ids)
-        client = self.clients.for_request(request)
-        kept = client.cluster_run(run)
-        ids = kept["assignments"].column("ecg_id").to_pylist()
-        inside = np.array([i in chosen for i in ids])
-        types = client.info()["columns"]
-        label_columns = [c for c in asked_columns or _label_columns(kept["enrichment_csv"]) if c in types]
-        extras = [c for c in ("age", "sex") if c in types]
-        values = self._column_for_ids(client, ids, list(dict.fromkeys([*label_columns, *extras])))
-        names, cols = [], []
-        for column in label_columns:
-            spec = f"{column}:*" if types[column].endswith("[]") else column
-            targets = build_targets([spec], values, types)
-            names += targets.labels
-            cols.append(targets.y)
-        matrix = np.column_stack(cols) if cols else np.empty((len(ids), 0))
-        table = enrichment(inside.astype(int), matrix, names, ages=values.get("age"), sexes=values.get("sex"))
-        rows = [r for r in table.labels if r.cluster == 1]
-        q = benjamini_hochberg([r.p_value for r in rows])  # over the selection's own tests only
-        summary = {c.cluster: c for c in table.clusters}
-        return JSONResponse(jsonable({
-            "run": run, "n_selected": int(inside.sum()), "n_run": len(ids),
-            "not_in_run": len(chosen - set(ids)),
-            "inside": summary.get(1).__dict__ if 1 in summary else None,
-            "outside": summary.get(0).__dict__ if 0 in summary else None,
-            "labels": sorted(({"label": r.label, "positive_in": r.positive_in, "n_in": r.n_in,
-                               "positive_out": r.positive_out, "n_out": r.n_out, "prevalence_in": r.prevalence_in,
-                               "prevalence_out": r.prevalence_out, "odds_ratio": r.odds_ratio,
-                               "p_value": r.p_value, "q_value": float(qv)} for r, qv in zip(rows, q)),
-                             key=lambda r: (math.isnan(r["p_value"]), r["p_value"]))}))
-
-    async def save_cohort(self, request: Request):
-        body = await json_object(request)
-        name = _text_field(body, "name").strip().lower()
-        if not COHORT_NAME.match(name):
-            raise BadRequest(f"cohort name {name[:60]!r}: use a letter, then letters, digits or _ "
-                             f"(at most {MAX_RESULT_NAME_LENGTH})",
-                             reason="bad_cohort_name")
-        ecg_ids = list(dict.fromkeys(_text_list(body, "ecg_ids") or []))
-        if not ecg_ids:
-            raise BadRequest("select some ECGs first", reason="empty_selection")
-        column = f"cohort_{name}"
-        from starlette.concurrency import run_in_threadpool
-
-        client = self.clients.for_request(request)
-        updated = await run_in_threadpool(client.update_metadata, {i: {column: True} for i in ecg_ids})
-        return JSONResponse({"column": column, "updated": updated, "filter": f"{column}=true"})
-
-
-def _label_columns(enrichment_csv: str) -> list[str]:
-    """The columns whose labels a run's enrichment table tested (``label_groups:AF_AFL`` -> label_groups)."""
-    import csv
-    import io
-
-    found = []
-    for row in csv.DictReader(io.StringIO(enrichment_csv)):
-        label = row.get("label") or ""
-        column = label.split(":", 1)[0].split("=", 1)[0]
-        if column and column not in found:
-            found.append(column)
-    return found or ["label_groups"]
+        probes = self.clients.for_request(request).list_probes()
+        return JSONResponse({"probes": jsonable([probe_view(p) for p in probes])})

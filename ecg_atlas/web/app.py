@@ -32,6 +32,7 @@ from ecg_atlas.errors import AtlasError
 
 from .api import AtlasApi, Clients, Upstream, error_response
 from .guard import RequestGuard
+from .map_api import MapApi
 
 STATIC = Path(__file__).parent / "static"
 access_log = logging.getLogger("ecg_atlas.web.access")
@@ -123,6 +124,7 @@ def create_app(upstream: Upstream, *, allowed_hosts: Iterable[str]) -> Starlette
     ``NAME:PORT``; see ``guard.default_allowed_hosts`` for a listener's own)."""
     clients = Clients(upstream)
     api = AtlasApi(clients)
+    map_api = MapApi(clients)
 
     def index(request: Request):
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -138,7 +140,7 @@ def create_app(upstream: Upstream, *, allowed_hosts: Iterable[str]) -> Starlette
         return JSONResponse({"error": str(exc.detail), "code": code, "reason": reason, "details": {}},
                             status_code=exc.status_code, headers=exc.headers)
 
-    routes = [Route("/", index), Route("/healthz", health), *api.routes(),
+    routes = [Route("/", index), Route("/healthz", health), *api.routes(), *map_api.routes(),
               Route("/vendor/plotly.min.js", lambda request: FileResponse(plotly_js(), media_type="text/javascript")),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
     @contextlib.asynccontextmanager

@@ -4,7 +4,12 @@
 ``hubert_ecg``, ECGFounder in ``ecgfounder``): ``contract`` (an ``EncoderContract``), ``model_id``,
 ``checkpoint_sha256``, ``dim``, ``preprocess(rec)`` / ``prepare(rec)`` (the encoder's own pipeline),
 ``encode`` (last-layer outputs), ``embed`` (pooled vectors, as the reference pools them),
-``describe()``, ``notice`` / ``licence_notice`` and ``random_twin(seed)``. Every method takes
+``describe()``, ``notice`` / ``licence_notice`` and ``random_twin(seed)``; ``classify`` when a
+classifier head is present (``head``: ECG-FM's fine-tuned ``proj``, a HuBERT-ECG fine-tuned file's
+classifier, ECGFounder's ``dense``, or an ECG Atlas fine-tuned model.pt's head, ``finetuned`` then
+holding its metadata), and ``trainable()``: a fresh float32 copy of the weights for fine-tuning
+(``embedder/finetune_net.py``), rebuilt from the weights' source, never from the inference module.
+Every method takes
 (B, 12, N) model-ready windows as a NumPy array or a torch tensor and answers in kind: NumPy in →
 NumPy out (float32), tensor in → tensor on the encoder's device.
 
@@ -26,8 +31,9 @@ import numpy as np
 import torch
 
 from ecg_atlas.devices import parse_device, require_visible
-from ecg_atlas.errors import AtlasError, DeviceError
+from ecg_atlas.errors import AtlasError, CheckpointError, DeviceError
 
+from ..checkpoint import ResolvedCheckpoint, load_raw, resolve_checkpoint
 from ..contract import EncoderContract
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -88,7 +94,8 @@ class BaseEncoder:
 
     def __init__(self, network: torch.nn.Module, *, contract: EncoderContract, model_id: str,
                  checkpoint_sha256: str, device: str | torch.device = "cpu", dtype: str = "auto",
-                 source: str = "", fast: str | None = None, notice: str = ""):
+                 source: str = "", fast: str | None = None, notice: str = "",
+                 rebuild: Callable[[], torch.nn.Module] | None = None):
         self.device = resolve_device(device)
         dtype = resolve_dtype(dtype, self.device)
         if fast is not None:
@@ -109,6 +116,13 @@ class BaseEncoder:
         self.label_names: tuple[str, ...] = ()
         self.extra_notice = notice
         self.fast = fast
+        #: "sigmoid" (binary / multi-label heads) or "softmax" (a multi-class fine-tuned head)
+        self.head_activation = "sigmoid"
+        #: an ECG Atlas fine-tuned model.pt's metadata (name, base, task, labels, data_digest, recipe,
+        #: metrics); None for every other encoder
+        self.finetuned: dict | None = None
+        #: () → a fresh float32 CPU network with the weights as published (``trainable``)
+        self._rebuild = rebuild
         self._run = self._fast_runner(fast)
 
     def _ready(self, network: torch.nn.Module) -> torch.nn.Module:
@@ -159,9 +173,20 @@ class BaseEncoder:
         return " | ".join(part for part in (self.extra_notice, self.licence_notice) if part)
 
     @property
+    def head(self) -> torch.nn.Linear | None:
+        """The classifier head on the pooled vector (float32), or None."""
+        return None
+
+    @property
+    def has_classifier_head(self) -> bool:
+        """``classify`` works: a head is present."""
+        return self.head is not None
+
+    @property
     def can_classify(self) -> bool:
-        """True when this is an ECG-FM network with its fine-tuned head (the ``ecgfm-head`` probe)."""
-        return False
+        """The service's built-in head probe (``head`` / ``ecgfm-head``) serves this encoder: an ECG-FM
+        fine-tuned checkpoint's own head, or the head of an ECG Atlas fine-tuned model.pt."""
+        return self.finetuned is not None and self.head is not None
 
     def describe(self) -> dict:
         return {
@@ -169,7 +194,7 @@ class BaseEncoder:
             "fast": self.fast, "device": str(self.device), "dtype": self.dtype, "labels": list(self.label_names),
             "preprocessing_version": self.contract.preprocessing_version,
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "contract": self.contract.to_dict(), "notice": self.notice,
+            "contract": self.contract.to_dict(), "notice": self.notice, "finetuned": self.finetuned,
             # float32 on a GPU: IEEE matmuls, TF32 cuDNN convolutions (torch's defaults, left as they are)
             "tf32": ({"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn_conv": torch.backends.cudnn.allow_tf32}
                      if self.device.type == "cuda" else None),
@@ -236,9 +261,69 @@ class BaseEncoder:
         with torch.inference_mode(), self._autocast():
             return self._out(self._pool(self._tokens(t)), as_numpy)
 
+    def classify(self, x):
+        """(B, 12, N) → (B, n_outputs) probabilities from the head on the pooled vector: sigmoid, or
+        softmax for a multi-class fine-tuned head. The head runs in float32 (bf16 logits were off
+        by up to 0.044 in probability)."""
+        head = self.head
+        if head is None:
+            raise AtlasError(f"{self.model_id} has no classifier head: classify() needs a fine-tuned file "
+                             "(an ECG-FM or HuBERT-ECG fine-tuned checkpoint, or a model.pt of ecg-atlas finetune)")
+        t, as_numpy = self._prepare(x)
+        with torch.inference_mode():
+            with self._autocast():
+                pooled = self._pool(self._tokens(t))
+            logits = head(pooled.float())
+            probs = torch.softmax(logits, dim=-1) if self.head_activation == "softmax" else torch.sigmoid(logits)
+            return self._out(probs, as_numpy)
+
     def random_twin(self, seed: int = 0) -> "BaseEncoder":
         """An encoder of the same architecture and contract with random weights (probe baselines)."""
         raise NotImplementedError
+
+    # -- fine-tuning ----------------------------------------------------------------------------
+    def trainable(self, *, recipe: str = "default"):
+        """A NEW ``TrainableNetwork`` (``embedder/finetune_net.py``): this encoder's weights as
+        published, float32 on the CPU, ``train()``-able, with the family's fine-tuning recipe. Any
+        existing classifier head is left out (the trainer brings its own)."""
+        if recipe != "default":
+            raise AtlasError(f"unknown fine-tuning recipe {recipe!r}; the one recipe is 'default' (the family's "
+                             "published fine-tuning settings)")
+        if self._rebuild is None:
+            raise AtlasError(f"{self.model_id} cannot be fine-tuned: where its weights come from is not known")
+        with torch.device("cpu"):
+            return self._trainable(self._rebuild())
+
+    def _trainable(self, network: torch.nn.Module):
+        """The family's ``TrainableNetwork`` around a fresh network from ``_rebuild``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be fine-tuned")
+
+
+def file_rebuild(where: ResolvedCheckpoint | Callable[[], ResolvedCheckpoint],
+                 network: Callable[[ResolvedCheckpoint, Any], torch.nn.Module],
+                 unwrap: Callable[[Any], Any] = lambda raw: raw) -> Callable[[], torch.nn.Module]:
+    """``rebuild`` for an encoder read from a file (``where``: the resolved file, or how to find it
+    again): read the file again, its sha256 checked against the one loaded (a file replaced since
+    is refused), and build a fresh network from it."""
+    def rebuild() -> torch.nn.Module:
+        resolved = where if isinstance(where, ResolvedCheckpoint) else where()
+        again = resolve_checkpoint(resolved.path, expected_sha256=resolved.sha256)
+        again = ResolvedCheckpoint(path=again.path, name=resolved.name, sha256=again.sha256)
+        return network(again, unwrap(load_raw(again)))
+
+    return rebuild
+
+
+def copy_weights(source: torch.nn.Module, target: torch.nn.Module, *, skip: tuple[str, ...] = ()) -> torch.nn.Module:
+    """``target`` (fresh, float32, on the CPU) holding ``source``'s weights, except keys starting
+    with ``skip``; every other key of either must match in name and shape."""
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(skip)}
+    own = {k for k in target.state_dict() if not k.startswith(skip)}
+    if set(state) != own:
+        raise CheckpointError(f"weights do not fit the network: extra {sorted(set(state) - own)[:4]}, "
+                              f"missing {sorted(own - set(state))[:4]}")
+    target.load_state_dict(state, strict=not skip)
+    return target.float()
 
 
 def untrained_contract(contract: EncoderContract) -> EncoderContract:
@@ -279,6 +364,9 @@ class EncoderKind:
     #: ``(resolved, raw, *, device, dtype, fast)`` → the encoder the file holds
     from_file: Callable[..., BaseEncoder]
     file_layout: str
+    #: ``(resolved, raw)`` → a fresh float32 network from a file's loaded object (fine-tuning: the
+    #: fine-tuned model.pt stores the network in this family's own layout)
+    network: Callable[..., torch.nn.Module] | None = None
     #: families published as hub folders (config + weights): does this folder hold one, and
     #: ``(folder, *, name, expected_sha256, device, dtype, fast)`` → its encoder
     claims_folder: Callable[[Path], bool] | None = None

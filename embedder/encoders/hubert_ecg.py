@@ -21,6 +21,10 @@ Keys are mapped explicitly onto ``HubertModel``'s (only renames: the ``hubert_ec
 ``weight_g/weight_v`` → ``parametrizations.weight.original0/1``); pretraining heads are named and
 ignored; every shape is checked; the architecture comes from the config, cross-checked against
 the tensors. Embedding = mean over time of the last layer (the authors' classifier input).
+
+Fine-tuning: ``RECIPE`` (the authors' ``scripts/finetune.py`` with the PTB-XL settings of
+``scripts/finetune.sh``) and ``HubertTrainable``, whose ``raw_layout`` is the training-file layout
+``finetune.py`` writes (``model_config`` + ``hubert_ecg.``-prefixed state + ``classifier.*``).
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ecg_atlas.errors import AtlasError, CheckpointError
+from ecg_atlas.errors import CheckpointError
 
 from .. import hubert_ecg_preprocessing as prep
 from ..checkpoint import ResolvedCheckpoint, sha256_of
 from ..contract import EncoderContract
+from ..finetune_net import ADAMW, LINEAR_WARMUP_DECAY, TrainableNetwork, cpu_state, head_tensors
 from ..recording import STANDARD_LEADS
-from .base import UNTRAINED_NOTICE, BaseEncoder, EncoderKind, untrained_contract
+from .base import UNTRAINED_NOTICE, BaseEncoder, EncoderKind, copy_weights, file_rebuild, untrained_contract
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,32 @@ WEIGHT_NORM_KEYS = {
 _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
 CITATION = ("Coppola E. et al., HuBERT-ECG as a self-supervised foundation model for broad and scalable "
             "cardiac applications, medRxiv 2024.11.14.24317328")
+
+#: HuBERT-ECG's published fine-tuning recipe. github.com/Edoar-do/HuBERT-ECG scripts/finetune.py: AdamW
+#: betas (0.9, 0.98), eps 1e-9, --lr 1e-5, weight decay 0.01 x --weight_decay_mult 1, linear warm-up over
+#: --ramp_up_perc 0.08 of the steps then linear decay (transformers' get_linear_schedule_with_warmup),
+#: BCE with pos_weight (--use_loss_weights; class-weighted cross-entropy for multi_class), the conv
+#: feature extractor frozen (--unfreeze_conv_embedder off), set_transformer_blocks_trainable freezing the
+#: encoder but for the last --transformer_blocks_to_unfreeze blocks; scripts/finetune.sh (PTB-XL
+#: superclasses, small model): --transformer_blocks_to_unfreeze=8 (all), --model_dropout_mult=-2 (every
+#: dropout module of the backbone at 0.1 + 0.05 x -2 = 0; attention dropout is a float, left at the
+#: config's 0.1), --finetuning_layerdrop=0.0, batch 64, patience 8 evaluations on AUROC. The
+#: classification wrapper resets mask_time_prob / mask_feature_prob to 0 (no masking) and drops out the
+#: pooled vector before the classifier (0.1).
+RECIPE = {
+    "family": "HuBERT-ECG",
+    "source": ("github.com/Edoar-do/HuBERT-ECG scripts/finetune.py (optimizer, schedule, freezing, dropout "
+               "rule) with the PTB-XL settings of scripts/finetune.sh"),
+    "hidden_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0, "attention_dropout": 0.1,
+    "layerdrop": 0.0, "pooled_dropout": 0.1,
+    "frozen": ["feature_extractor: the convolutional feature encoder", "encoder.pos_conv_embed",
+               "encoder.layer_norm"],
+    "trainable": "feature_projection and every transformer block (--transformer_blocks_to_unfreeze = all)",
+    "masking": "none (mask_time_prob and mask_feature_prob reset to 0)",
+    "optimizer": ADAMW, "betas": (0.9, 0.98), "eps": 1e-9, "lr": 1e-5, "weight_decay": 0.01,
+    "schedule": LINEAR_WARMUP_DECAY, "warmup_fraction": 0.08, "batch_size": 64, "patience_evaluations": 8,
+    "loss": "BCE with logits, pos_weight per label (--use_loss_weights); multi-class: class-weighted cross-entropy",
+}
 
 
 def _transformers():
@@ -220,9 +252,12 @@ class HubertECGEncoder(BaseEncoder):
         super().__init__(model, contract=contract or hubert_contract(model.config), model_id=model_id,
                          checkpoint_sha256=checkpoint_sha256, notice=notice, **kwargs)
         if head:
+            if set(head) != {"weight", "bias"}:
+                raise CheckpointError(f"HuBERT-ECG classifier: only a linear head (weight, bias) is read, "
+                                      f"this one holds {sorted(head)}")
             linear = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
             linear.load_state_dict(head)
-            self._head = linear.to(self.device).eval()
+            self._head = linear.float().to(self.device).eval().requires_grad_(False)
             self.label_names = tuple(f"label_{i}" for i in range(head["weight"].shape[0]))
 
     def _ready(self, network):
@@ -240,10 +275,10 @@ class HubertECGEncoder(BaseEncoder):
         return self.model.config
 
     @property
-    def has_classifier_head(self) -> bool:
-        """A fine-tuned file's linear head, for ``classify``. (``can_classify`` stays False: it
-        means ECG-FM's own head, which the service's ``ecgfm-head`` probe reads.)"""
-        return self._head is not None
+    def head(self) -> nn.Linear | None:
+        """A fine-tuned file's linear classifier, for ``classify`` (the service serves it only from
+        an ECG Atlas model.pt: ``can_classify``)."""
+        return self._head
 
     def _min_samples(self) -> int:
         # the joined vector must survive the conv stack (400 samples for the released kernels)
@@ -260,20 +295,67 @@ class HubertECGEncoder(BaseEncoder):
         # (B, 12, L) → the reference's (B, 12·L) lead-major vector; no attention mask (as its evaluation)
         return self._run(input_values=t.reshape(t.shape[0], -1)).last_hidden_state
 
-    def classify(self, x):
-        """(B, 12, 500) → (B, n_labels) sigmoid probabilities; fine-tuned files with a linear head only."""
-        if self._head is None:
-            raise AtlasError("this HuBERT-ECG file has no classifier head (a fine-tuned file holds one)")
-        t, as_numpy = self._prepare(x)
-        with torch.inference_mode(), self._autocast():
-            return self._out(torch.sigmoid(self._head(self._pool(self._tokens(t)))), as_numpy)
-
     def random_twin(self, seed: int = 0) -> "HubertECGEncoder":
         return random_hubert(self.config, seed=seed, device=self.device, contract=untrained_contract(self.contract))
+
+    def _trainable(self, network) -> "HubertTrainable":
+        return trainable_hubert(network)
+
+
+class HubertTrainable(TrainableNetwork):
+    """HuBERT-ECG's ``HubertModel``, trainable as its authors fine-tune it (``RECIPE``)."""
+
+    family = "HuBERT-ECG"
+
+    def __init__(self, model, recipe: dict = RECIPE):
+        model.config.layerdrop = float(recipe["layerdrop"])
+        model.feature_extractor._freeze_parameters()  # transformers' own switch: no grad through the convs
+        super().__init__(model, dim=model.config.hidden_size, recipe=recipe,
+                         frozen=[model.feature_extractor, model.encoder.pos_conv_embed, model.encoder.layer_norm])
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, 12, L) → the reference's (B, 12·L) lead-major vector → mean over time of the last layer
+        return self.network(input_values=x.reshape(x.shape[0], -1)).last_hidden_state.float().mean(dim=1)
+
+    def raw_layout(self, head: nn.Linear) -> dict:
+        """The training-file layout of HuBERT-ECG's finetune.py: ``model_config`` (the architecture,
+        a plain dict) and ``model_state_dict`` (``hubert_ecg.``-prefixed, the head as ``classifier``)."""
+        weight, bias = head_tensors(head, self.dim)
+        config = self.network.config
+        fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.to_dict().items()
+                  if k in ARCHITECTURE_FIELDS}
+        state = {f"hubert_ecg.{k}": v for k, v in cpu_state(self.network).items()}
+        state["classifier.weight"], state["classifier.bias"] = weight, bias
+        return {"model_config": fields, "model_state_dict": state}
+
+
+def trainable_hubert(network, recipe: dict = RECIPE) -> HubertTrainable:
+    """A fresh ``HubertModel`` with the recipe's dropouts and no masking, holding ``network``'s weights."""
+    fields = {k: v for k, v in network.config.to_dict().items() if k in ARCHITECTURE_FIELDS}
+    config = hubert_config(fields)
+    for key in ("hidden_dropout", "activation_dropout", "feat_proj_dropout", "attention_dropout"):
+        setattr(config, key, float(recipe[key]))
+    transformers = _transformers()
+    return HubertTrainable(copy_weights(network, transformers.HubertModel(config)), recipe)
+
+
+def network_from_raw(resolved: ResolvedCheckpoint, raw: dict):
+    """A fresh float32 ``HubertModel`` from a HuBERT-ECG training file's loaded object."""
+    fields, state = fields_of_training_file(raw)
+    return build_model(hubert_config(fields), map_state(state)[0]).float()
+
+
+def network_from_folder(folder: Path, sha256: str):
+    """A fresh float32 ``HubertModel`` from a hub folder, its weights file's sha256 checked again."""
+    fields, state, weights = read_folder(folder)
+    if sha256_of(weights) != sha256:
+        raise CheckpointError(f"{weights} changed since it was loaded (sha256 differs): load the encoder again")
+    return build_model(hubert_config(fields), map_state(state)[0]).float()
 
 
 def load_hubert(fields: dict, state: dict[str, torch.Tensor], *, sha256: str, source: str, flavour: str,
                 **kwargs) -> HubertECGEncoder:
+    """The encoder a config + state dict describe (``rebuild`` in kwargs: how to build it again)."""
     config = hubert_config(fields)
     encoder_state, head, ignored = map_state(state)
     model = build_model(config, encoder_state)
@@ -290,12 +372,16 @@ def random_hubert(config_or_size, *, seed: int = 0, contract: EncoderContract | 
     transformers = _transformers()
     size = config_or_size if isinstance(config_or_size, str) else None
     config = hubert_config({**RELEASED_CONV, **SIZES[size]}) if size else config_or_size
-    torch.manual_seed(seed)
-    model = transformers.HubertModel(config).eval()
+
+    def fresh():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return transformers.HubertModel(config).eval()
+
     name = size or f"{config.num_hidden_layers}x{config.hidden_size}"
-    return HubertECGEncoder(model, model_id=f"random-init-hubert-ecg-{name}-seed{seed}", checkpoint_sha256="none",
+    return HubertECGEncoder(fresh(), model_id=f"random-init-hubert-ecg-{name}-seed{seed}", checkpoint_sha256="none",
                             contract=contract or untrained_contract(hubert_contract(config, size=size)),
-                            notice=UNTRAINED_NOTICE, source=f"random:hubert-ecg-{name}", **kwargs)
+                            notice=UNTRAINED_NOTICE, source=f"random:hubert-ecg-{name}", rebuild=fresh, **kwargs)
 
 
 def load_folder(folder: Path, *, name: str, expected_sha256: str | None = None, **kwargs) -> HubertECGEncoder:
@@ -305,12 +391,14 @@ def load_folder(folder: Path, *, name: str, expected_sha256: str | None = None, 
     if expected_sha256 and digest != expected_sha256.lower():
         raise CheckpointError(f"{name}: weights file {weights.name} has sha256 {digest}, but {expected_sha256} "
                               "was expected: not the configured weights (corrupt download or another revision)")
-    return load_hubert(fields, state, sha256=digest, source=name, flavour="pretrained", **kwargs)
+    return load_hubert(fields, state, sha256=digest, source=name, flavour="pretrained",
+                       rebuild=lambda: network_from_folder(folder, digest), **kwargs)
 
 
 def _from_file(resolved: ResolvedCheckpoint, raw: dict, **kwargs) -> HubertECGEncoder:
     fields, state = fields_of_training_file(raw)
     flavour = "finetuned" if any(k.startswith("hubert_ecg.") for k in state) else "pretrained"
+    kwargs.setdefault("rebuild", file_rebuild(resolved, network_from_raw))
     return load_hubert(fields, state, sha256=resolved.sha256, source=resolved.name, flavour=flavour, **kwargs)
 
 
@@ -319,5 +407,6 @@ KIND = EncoderKind(
     random=lambda preset, **kwargs: random_hubert(preset.removeprefix("hubert-ecg-"), **kwargs),
     claims=lambda raw: isinstance(raw, dict) and "model_state_dict" in raw, from_file=_from_file,
     file_layout="a HuBERT-ECG training file is a dict with 'model_config' and 'model_state_dict'",
+    network=network_from_raw,
     claims_folder=lambda folder: (folder / "config.json").is_file(), from_folder=load_folder,
     folder_layout="a HuBERT-ECG hub folder holds config.json and model.safetensors (or pytorch_model.bin)")

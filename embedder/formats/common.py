@@ -23,7 +23,7 @@ from ecg_atlas.embedder.recording import Recording
 from ecg_atlas.errors import InvalidECGError
 
 # --- limits: every reader checks what a file declares against these before allocating for it ---
-# (README "Reading files": a hostile file is refused within 200 MB; tests/embedder/test_hostile_files.py)
+# (docs/reading.md: a hostile file is refused within 200 MB; tests/embedder/test_hostile_files.py)
 
 #: Largest export file read at all (the largest valid ECG in the sample set is 29 MB; a file is read whole,
 #: so this bounds what a read may hold beside the decoded signal, inside the 200 MB promise).

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import CheckpointError
 
 from ..checkpoint import (
@@ -76,7 +77,7 @@ def fairseq_model_cfg(enc: ECGFMConfig, cfg: PretrainConfig) -> dict:
 def save_pretraining_checkpoint(path: Path, model: PretrainingModel, optimizer: torch.optim.Optimizer,
                                 *, num_updates: int, epoch: int, history: list[dict], seconds: float,
                                 warmup_updates: int = 0) -> Path:
-    """Write atomically (temp file + rename) so a killed run never leaves half a checkpoint."""
+    """Write all or nothing (``ecg_atlas.atomic.write_atomic``): a killed run never leaves half a checkpoint."""
     cfg = model.cfg
     payload = {
         "args": None,
@@ -107,9 +108,7 @@ def save_pretraining_checkpoint(path: Path, model: PretrainingModel, optimizer: 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import CheckpointError
-
-from ..checkpoint import sha256_of
 
 
 def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str, notes: dict | None = None) -> str:
@@ -38,10 +37,7 @@ def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str,
         "name": name, "num_updates": updates, "logged_updates": len(history), **(notes or {})}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(dst.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, dst)
-    return sha256_of(dst)
+    return write_atomic(dst, lambda tmp: torch.save(payload, tmp))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ file lock would refuse a second writer): it goes through the server's RPCs and s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -30,17 +31,29 @@ def test_export_goes_through_the_server_that_holds_the_store(corpus_server, clie
 
 
 @pytest.mark.slow
-def test_cluster_goes_through_the_server_and_brings_its_outputs_back(corpus_server, client, tmp_path):
-    out = tmp_path / "cohort"
+def test_cluster_goes_through_the_server_and_keeps_its_outputs_in_the_store(corpus_server, client, tmp_path):
     done = cli("cluster", "--store", str(corpus_server.store), "--run", "cli_map", "--epochs", "30",
-               "--labels", "label_groups", "--out", str(out), "--json", env=TOKEN)
+               "--labels", "label_groups", "--labels", "labels_snomed", "--json", env=TOKEN)
     summary = json.loads(done.stdout)
     assert summary["via"] == "server"
     assert summary["n_ecgs"] == int(client.info()["ecg_count"])
-    assert (out / "map_cluster.png").read_bytes().startswith(b"\x89PNG")
-    assert (out / "enrichment.csv").read_text().startswith("cluster")
+    # by default nothing lands in the working folder: the outputs are the server's, inside the store
+    kept = corpus_server.store / "analysis" / "cohorts" / "cli_map"
+    assert summary["outputs"] == str(kept) and summary["copied_to"] is None
+    assert not (Path.cwd() / "cluster-cli_map").exists()
+    assert (kept / "map_cluster.png").read_bytes().startswith(b"\x89PNG")
+    assert (kept / "enrichment.csv").read_text().startswith("cluster")
+    assert all(not r["label"].startswith("labels_snomed:") or len(r["label"].split(" ")) > 1
+               for r in summary["top_enriched"])  # SNOMED codes named
+    # piped stderr is not a terminal: the stages arrive as plain lines
+    stages = [line for line in done.stderr.splitlines() if line.startswith("ecg-atlas cluster: ")]
+    assert any(" umap-map " in line for line in stages) and any(" hdbscan " in line for line in stages)
     stored, _ = client.get(["cinc_ptbxl/HR00001"])
     assert isinstance(stored[0].metadata["cluster_cli_map"], int)
+    out = tmp_path / "copy"  # --out: a copy where asked
+    small = json.loads(cli("cluster", "--store", str(corpus_server.store), "--run", "cli_small", "--epochs", "10",
+                           "--where", "age>=60", "--no-ecg-grids", "--out", str(out), "--json", env=TOKEN).stdout)
+    assert small["copied_to"] == str(out) and (out / "run.json").exists() and (out / "map_cluster.png").exists()
 
 
 def test_a_dead_servers_note_is_ignored(tmp_path):
@@ -54,14 +67,24 @@ def test_a_dead_servers_note_is_ignored(tmp_path):
 @pytest.mark.slow
 def test_probe_verbs_go_through_the_server(corpus_server, tmp_path):
     store = str(corpus_server.store)
-    trained = json.loads(cli("probe", "train", "--store", store, "--name", "cli_af", "--target",
-                             "label_groups:AF_AFL", "--bootstrap", "50", "--json", env=TOKEN).stdout)
+    done = cli("probe", "train", "--store", store, "--name", "cli_af", "--target", "label_groups:AF_AFL",
+               "--bootstrap", "50", "--json", env=TOKEN)
+    trained = json.loads(done.stdout)
     assert trained["via"] == "server" and trained["kind"] == "binary"
+    # a unary RPC reports nothing while it runs: off a terminal the verb says it started and ended
+    assert "ecg-atlas probe train: started" in done.stderr and "ecg-atlas probe train: done" in done.stderr
+    flagged = trained["test"]["macro"]["left_out"]
+    assert list(flagged) == ["label_groups:AF_AFL"]  # 19 in the corpus: never 10 in training and 10 in test
     listed = json.loads(cli("probe", "list", "--store", store, "--json", env=TOKEN).stdout)
     assert "cli_af" in [p["name"] for p in listed]
     evaluated = json.loads(cli("probe", "eval", "--store", store, "--name", "cli_af", "--bootstrap", "50",
                                "--json", env=TOKEN).stdout)
     assert evaluated["via"] == "server" and evaluated["n_left_out"] > 0
+    # one macro rule: what training left out, evaluation leaves out too, and says why
+    assert set(flagged) <= set(evaluated["macro_left_out"])
+    assert not set(evaluated["macro_left_out"]) & set(evaluated["macro_labels"])
+    text = cli("probe", "eval", "--store", store, "--name", "cli_af", "--bootstrap", "20", env=TOKEN).stdout
+    assert all(f"{label}: too few positives/negatives" in text for label in evaluated["macro_left_out"])
     predicted = json.loads(cli("probe", "predict", "--store", store, "--name", "cli_af", "--ids",
                                "cinc_ptbxl/HR00001", "--json", env=TOKEN).stdout)
     [row] = predicted["predictions"]

@@ -73,6 +73,11 @@ def test_probe_baseline_with_the_default_encoder_needs_no_checkpoint(tmp_path, e
             "--token", WRITE_TOKEN)
     finally:
         server.stop()
-    report = json.loads(cli("probe", "train", "--store", str(tmp_path / "store"), "--name", "sex", "--target",
-                            "sex=F", "--baseline", "--bootstrap", "20", "--min-positives", "1", "--json").stdout)
+    done = cli("probe", "train", "--store", str(tmp_path / "store"), "--name", "sex", "--target", "sex=F",
+               "--baseline", "--bootstrap", "20", "--min-positives", "1", "--json")
+    report = json.loads(done.stdout)
     assert report["baseline"]["model_id"].startswith("random") and "test" in report["baseline"]
+    # piped, the long part (the random-init encoder over every ECG) is not silent: a line per stage
+    stages = [line.split(" (")[0] for line in done.stderr.splitlines() if line.startswith("ecg-atlas probe train: ")]
+    assert any(s.startswith("ecg-atlas probe train: embedding the ECGs with the random-init encoder") for s in stages)
+    assert stages[-1] == "ecg-atlas probe train: trained 100%"

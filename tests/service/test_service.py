@@ -279,7 +279,8 @@ def test_cli_search_get_info_and_plot(corpus_server, tmp_path, ecg_dir):
     assert len(found["hits"]) == 4
     assert all(h["metadata"]["age"] >= 60 and h["metadata"]["sex"] == "F" for h in found["hits"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 50_000
-    plain = cli_json("search", "--id", QUERY, "-k", "4", "--plot", str(tmp_path / "self.png"), *conn)
+    plain = cli_json("search", "--id", QUERY, "-k", "4", "--include-self", "--plot", str(tmp_path / "self.png"),
+                     *conn)
     assert plain["hits"][0]["ecg_id"] == QUERY  # its own best match in the list...
     assert plain["plotted_neighbours"] == [h["ecg_id"] for h in plain["hits"][1:]]  # ...but no panel of its own
     by_file = cli_json("search", "--ecg", str(ecg_dir / QUERY) + ".hea", "-k", "1", *conn)
@@ -289,7 +290,7 @@ def test_cli_search_get_info_and_plot(corpus_server, tmp_path, ecg_dir):
     got = cli_json("get", QUERY, *conn)
     assert got["ecgs"][0]["metadata"]["dataset"] == "cinc_ptbxl" and got["missing_ids"] == []
     assert cli_json("info", *conn)["dim"] == 64
-    human = cli("search", "--id", QUERY, "-k", "2", *conn).stdout
+    human = cli("search", "--id", QUERY, "-k", "2", "--include-self", *conn).stdout
     assert QUERY in human and "1.0000" in human
     refused = cli("delete", QUERY, *conn, check=False)
     assert refused.returncode == 2 and "PERMISSION_DENIED" in refused.stderr

@@ -45,7 +45,8 @@ def atlas_server(tmp_path_factory, tiny_checkpoint, ecg_dir):
                  "--server", server.address, "--token", WRITE_TOKEN)
         with server.client() as client:
             client.cluster(RUN, n_epochs=30, label_columns=["label_groups"], timeout=300)
-            client.train_probe(PROBE, "label_groups:AF_AFL", n_bootstrap=100, timeout=300)
+            # with its random-init baseline: the probes view shows the two side by side
+            client.train_probe(PROBE, "label_groups:AF_AFL", n_bootstrap=100, baseline=True, timeout=300)
         yield server
     finally:
         server.stop()
@@ -223,14 +224,16 @@ def screenshot(tmp_path_factory):
     folder = tmp_path_factory.mktemp("web-screenshots")
     copy_to = os.environ.get(SCREENSHOTS_ENV)
 
-    def take(driver, name: str) -> Path:
+    def take(driver, name: str, viewport: bool = False) -> Path:
         path = folder / f"{name}.png"
-        # the whole page, not just the window
-        size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}})
-        path.write_bytes(base64.b64decode(shot["data"]))
+        if viewport:  # the window as it is (a whole-page capture resizes it: a plot redraws, a hover ends)
+            path.write_bytes(driver.get_screenshot_as_png())
+        else:  # the whole page, not just the window
+            size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}})
+            path.write_bytes(base64.b64decode(shot["data"]))
         if copy_to:
             Path(copy_to).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, Path(copy_to) / path.name)

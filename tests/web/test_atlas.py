@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.parse
 
-import numpy as np
-import pyarrow as pa
 import pytest
-from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.service.conftest import READ_TOKEN
-from tests.web.conftest import PROBE, RUN
+from tests.web.conftest import PROBE
 
 pytestmark = pytest.mark.slow  # a real server with the whole corpus, a web process and Chromium
 
@@ -40,8 +35,21 @@ def wait_for_traces(driver, n_neighbours: int) -> None:
 
 
 def lead_labels(driver, card_selector: str) -> list[str]:
-    return [t.text.replace("✂", "").strip() for t in
-            driver.find_elements(By.CSS_SELECTOR, f"{card_selector} .paper .annotation-text")]
+    texts = [t.text for t in driver.find_elements(By.CSS_SELECTOR, f"{card_selector} .paper .annotation-text")]
+    return [t.replace("✂", "").strip() for t in texts if t != "not recorded"]
+
+
+def drawing(driver, selector: str) -> dict:
+    """What a drawn page shows: its gain / speed / clip / not-recorded marks, the height of its first
+    piece (lead I, mm of paper), its sample spacing and right edge (mm)."""
+    return driver.execute_script("""
+        const gd = document.querySelector(arguments[0]);
+        const line = gd.data.find((t) => t.name === 'ecg'), cut = gd.data.find((t) => t.name === 'clipped');
+        const xs = line.x.filter((v) => v !== null), first = line.y.slice(0, line.y.indexOf(null));
+        return {gain: gd.dataset.gain, speed: gd.dataset.speed, clipped: Number(gd.dataset.clipped),
+                notRecorded: Number(gd.dataset.notRecorded), span: Math.max(...first) - Math.min(...first),
+                step: line.x[1] - line.x[0], right: Math.max(...xs), cut: cut.x.filter((v) => v !== null).length,
+                hatches: gd.data.filter((t) => t.name === 'not recorded').length};""", selector)
 
 
 def test_search_view_shows_the_query_on_paper_and_its_k_neighbours(web, browser, client, screenshot):
@@ -103,125 +111,6 @@ def test_dropping_a_wfdb_file_searches_with_its_signal(web, browser, ecg_dir, sc
     screenshot(browser, "search-dropped-wfdb")
 
 
-def map_ready(driver, web, **params):
-    open_view(driver, web, view="map", run=RUN, **params)
-    wait(driver, lambda d: d.find_element(By.ID, "map-plot").get_attribute("data-ready"), message="map not drawn")
-    return driver.find_element(By.ID, "map-plot")
-
-
-def point_pixels(driver) -> list[dict]:
-    """Every drawn point's page position and ecg_id, from the plot's own axes."""
-    return driver.execute_script("""
-        const gd = document.getElementById('map-plot'), box = gd.getBoundingClientRect();
-        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, out = [];
-        gd.data.forEach((t, c) => { for (let i = 0; i < t.x.length; i++)
-            out.push({c, i, px: xa._offset + xa.l2p(t.x[i]), py: ya._offset + ya.l2p(t.y[i]), x: t.x[i], y: t.y[i],
-                      id: t.text[i].split('<br>')[0]}); });
-        return {points: out, left: box.left, top: box.top};""")
-
-
-def test_the_map_renders_every_point_and_a_click_opens_that_ecg(web, browser, client, screenshot):
-    plot = map_ready(browser, web)
-    table = client.cluster_run(RUN)["assignments"]
-    assert int(plot.get_attribute("data-points")) == table.num_rows
-    legend = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#map-plot .legendtext")]
-    sizes = table.column("cluster").value_counts().to_pylist()
-    assert len(legend) == len(sizes) and "noise" in " ".join(legend)
-    problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"
-                or "Content Security Policy" in e["message"] or "WebGL is not supported" in e["message"]]
-    assert not problems  # WebGL drew under the CSP
-    assert not browser.find_elements(By.CSS_SELECTOR, "#map-plot .no-webgl")
-    screenshot(browser, "map-by-cluster")
-    # the point farthest from any other: a click there can only mean it
-    found = point_pixels(browser)
-    xy = np.array([[p["px"], p["py"]] for p in found["points"]])
-    gaps = np.sort(np.linalg.norm(xy[:, None] - xy[None], axis=-1), axis=1)[:, 1]
-    target = found["points"][int(np.argmax(gaps))]
-    ActionChains(browser).move_to_element_with_offset(plot, 0, 0).perform()
-    size = plot.size
-    ActionChains(browser).move_to_element_with_offset(
-        plot, target["px"] - size["width"] / 2, target["py"] - size["height"] / 2).pause(0.3).click().perform()
-    wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-view") == "search")
-    wait_for_traces(browser, 5)
-    assert browser.find_element(By.CSS_SELECTOR, "#query-card h3 strong").text == target["id"]
-    assert f"id={urllib.parse.quote(target['id'], safe='')}" in browser.current_url
-
-
-def test_colour_by_a_numeric_column_has_a_scale(web, browser, screenshot):
-    map_ready(browser, web, colour="age")
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#map-plot .colorbar"))
-    assert "coloured by age" in browser.find_element(By.CSS_SELECTOR, "#map-plot .gtitle").text
-    screenshot(browser, "map-by-age")
-
-
-def box_select(driver, plot, frac=(0.25, 0.2, 0.6, 0.75)):
-    size = plot.size
-    x0, y0, x1, y1 = (frac[0] * size["width"], frac[1] * size["height"],
-                      frac[2] * size["width"], frac[3] * size["height"])
-    ActionChains(driver).move_to_element_with_offset(plot, x0 - size["width"] / 2, y0 - size["height"] / 2) \
-        .click_and_hold().move_by_offset((x1 - x0) / 2, (y1 - y0) / 2).move_by_offset((x1 - x0) / 2, (y1 - y0) / 2) \
-        .pause(0.2).release().perform()
-    count = driver.find_element(By.ID, "selection-count")
-    wait(driver, lambda d: count.get_attribute("data-count") != "0", message="nothing selected")
-    wait(driver, lambda d: d.find_element(By.ID, "selection-stats").get_attribute("data-n-selected"))
-    return int(count.get_attribute("data-count")), json.loads(count.get_attribute("data-range"))
-
-
-def test_box_selection_counts_what_the_store_confirms_and_saves_as_a_cohort(web, browser, client, screenshot,
-                                                                              tmp_path):
-    plot = map_ready(browser, web)
-    n, box = box_select(browser, plot)
-    table = client.cluster_run(RUN)["assignments"]
-    x, y = table.column("map_x").to_numpy(), table.column("map_y").to_numpy()
-    inside = ((x >= min(box["x"])) & (x <= max(box["x"])) & (y >= min(box["y"])) & (y <= max(box["y"])))
-    expected = set(np.array(table.column("ecg_id").to_pylist())[inside])
-    assert 0 < n == len(expected) < table.num_rows
-    stats = browser.find_element(By.ID, "selection-stats")
-    assert int(stats.get_attribute("data-n-selected")) == n
-    rows = browser.find_elements(By.CSS_SELECTOR, "#selection-table tr")
-    assert len(rows) > 1 and rows[1].text.startswith("label_groups:")
-    # the downloaded CSV holds exactly the selected ids
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    browser.find_element(By.ID, "download-csv").click()
-    csv_file = downloads / f"{RUN}-selection.csv"
-    wait(browser, lambda d: csv_file.exists() and csv_file.read_text().endswith("\n"), message="no CSV downloaded")
-    lines = csv_file.read_text().strip().split("\n")
-    assert lines[0] == "ecg_id" and set(lines[1:]) == expected
-    # saved as a cohort: a boolean column search can filter on
-    browser.find_element(By.ID, "cohort-name").send_keys("boxed")
-    browser.find_element(By.ID, "save-cohort").click()
-    wait(browser, lambda d: d.find_elements(By.ID, "cohort-saved"))
-    assert "cohort_boxed" in browser.find_element(By.ID, "cohort-saved").text
-    batches = list(client.export(where="cohort_boxed = true", columns=["cohort_boxed"], vectors=False))
-    assert set(pa.Table.from_batches(batches).column("ecg_id").to_pylist()) == expected
-    assert client.info()["columns"]["cohort_boxed"] == "BOOLEAN"
-    hits = client.search(ecg_id=sorted(expected)[0], k=3, where="cohort_boxed=true", exclude_self=True).hits
-    assert hits and all(h.ecg_id in expected for h in hits)
-    screenshot(browser, "map-selection")
-
-
-def test_a_read_token_cannot_save_a_cohort(web, browser, client):
-    ids = client.suggest_ids("code15/", limit=3)
-    status, body = web.json("/api/cohort", {"name": "denied", "ecg_ids": ids}, token=READ_TOKEN)
-    assert status == 403 and body["code"] == "PERMISSION_DENIED" and body["reason"]
-    assert "write" in body["error"]
-    assert "cohort_denied" not in client.info()["columns"]
-    # the same in the page: a read token typed in the header is what the save goes out with
-    plot = map_ready(browser, web)
-    token = browser.find_element(By.ID, "token")
-    token.send_keys(READ_TOKEN + "\n")
-    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", token)
-    box_select(browser, plot)
-    browser.find_element(By.ID, "cohort-name").send_keys("denied")
-    browser.find_element(By.ID, "save-cohort").click()
-    error = wait(browser, lambda d: d.find_element(By.ID, "cohort-error"))
-    assert error.text.startswith("PERMISSION_DENIED")
-    assert "cohort_denied" not in client.info()["columns"]
-    browser.execute_script("sessionStorage.clear()")
-
-
 def test_probes_view_shows_per_label_metrics_and_the_fraction_curve(web, browser, client, screenshot):
     open_view(browser, web, view="probes")
     wait(browser, lambda d: d.find_element(By.ID, "probes").get_attribute("data-ready"))
@@ -232,10 +121,45 @@ def test_probes_view_shows_per_label_metrics_and_the_fraction_curve(web, browser
     assert row.startswith("label_groups:AF_AFL")
     auroc = tested["auroc"]
     assert f"{auroc['value']:.3f} [{auroc['ci_low']:.3f}–{auroc['ci_high']:.3f}]" in row
-    curve = card.find_element(By.CSS_SELECTOR, ".curve")
+    curve = card.find_element(By.CSS_SELECTOR, ".curve.fraction")
     n_points = browser.execute_script("return arguments[0].data[0].x.length", curve)
     assert n_points == len(probe["report"]["fraction_curve"])
     screenshot(browser, "probes")
+
+
+def test_probes_view_shows_each_probe_beside_its_random_init_baseline_with_roc_and_pr(web, browser, client,
+                                                                                      screenshot):
+    open_view(browser, web, view="probes")
+    wait(browser, lambda d: d.find_element(By.ID, "probes").get_attribute("data-ready"))
+    card = browser.find_element(By.CSS_SELECTOR, f'.probe[data-probe="{PROBE}"]')
+    report = next(p for p in client.list_probes() if p["name"] == PROBE)["report"]
+    own, baseline = report["test"]["labels"][0], report["baseline"]["test"]["labels"][0]
+    assert card.get_attribute("data-baselines") == "1"
+    rows = [r.text for r in card.find_elements(By.CSS_SELECTOR, ".probe-table tr")]
+    below = rows[rows.index(next(r for r in rows if r.startswith("label_groups:AF_AFL"))) + 1]
+    auroc = baseline["auroc"]
+    assert below.startswith("vs random-init encoder")
+    assert f"{auroc['value']:.3f} [{auroc['ci_low']:.3f}–{auroc['ci_high']:.3f}]" in below
+    assert any(r.startswith("vs random-init encoder") for r in rows[rows.index(next(r for r in rows
+                                                                                     if r.startswith("macro"))):])
+    # ROC and PR: this probe's points as its report keeps them, and the baseline's beside them
+    roc, pr = (card.find_element(By.CSS_SELECTOR, f".curve.{kind}") for kind in ("roc", "pr"))
+    assert roc.get_attribute("data-curves") == "2" and pr.get_attribute("data-curves") == "2"
+    drawn = browser.execute_script("return arguments[0].data.map((t) => [t.name, t.x, t.y])", roc)
+    assert drawn[0][1] == own["curves"]["roc"]["fpr"] and drawn[0][2] == own["curves"]["roc"]["tpr"]
+    assert drawn[1][0].startswith("random-init encoder") and drawn[1][2] == baseline["curves"]["roc"]["tpr"]
+    drawn = browser.execute_script("return arguments[0].data.map((t) => t.y)", pr)
+    assert drawn == [own["curves"]["pr"]["precision"], baseline["curves"]["pr"]["precision"]]
+    screenshot(browser, "probes-baseline-roc-pr")
+
+
+def test_the_probes_empty_state_gives_the_clis_own_syntax(web):
+    from tests.service.conftest import cli
+
+    usage = " ".join(cli("probe", "train", "--help").stdout.split())
+    _, _, script = web.request("/static/js/probes.js")
+    hint = re.search(r'"(ecg-atlas probe train [^"]*)"', script.decode()).group(1)
+    assert hint == "ecg-atlas probe train --name NAME --target SPEC" and "--name NAME --target SPEC" in usage
 
 
 def test_errors_are_json_with_the_grpc_reason(web):
@@ -271,3 +195,76 @@ def test_a_public_bind_without_https_is_refused(atlas_server):
     done = cli("web", "--server", atlas_server.address, "--host", "0.0.0.0", "--port", "0", check=False,
                env={"ECG_ATLAS_TOKEN": ""})
     assert done.returncode == 2 and "refusing to listen on 0.0.0.0" in done.stderr and "HTTPS" in done.stderr
+
+
+PHILIPS = "sierra/philipsecg104_pagewriter_touch_ZZDEMOPTONLY.xml"
+
+
+def click_setting(driver, name: str, value: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f'input[name="{name}"][value="{value}"] + span').click()
+
+
+def test_gain_and_speed_toggles_redraw_every_page_and_a_normal_ecg_is_not_clipped(web, browser, shared_data,
+                                                                                  screenshot):
+    """Issue 28: this Philips file had 6 of its 12 leads clipped at 10 mm/mV."""
+    open_view(browser, web, view="search")
+    k = wait(browser, lambda d: d.find_element(By.ID, "search-k"))
+    k.clear()
+    k.send_keys("2")
+    browser.find_element(By.ID, "file-input").send_keys(str(shared_data / "formats" / PHILIPS))
+    wait_for_traces(browser, 2)
+    query = "#query-card .paper"
+    standard = drawing(browser, query)
+    assert (standard["gain"], standard["speed"], standard["clipped"], standard["cut"]) == ("10", "25", 0, 0)
+    note = browser.find_element(By.CSS_SELECTOR, "#query-card .paper-note").text
+    assert note.startswith("10 mm/mV · 25 mm/s") and "clipped" not in note
+    screenshot(browser, "paper-philips-10mm-25mms")
+
+    click_setting(browser, "paper-gain", "20")
+    wait(browser, lambda d: all(p.get_attribute("data-gain") == "20"
+                                for p in d.find_elements(By.CSS_SELECTOR, ".paper[data-drawn]")))
+    doubled = drawing(browser, query)
+    assert doubled["span"] == pytest.approx(2 * standard["span"], rel=1e-3)  # lead I: twice as tall
+    # its deep V2-V3 S waves run past the neighbouring rows only at 20 mm/mV: marked, and named
+    assert doubled["clipped"] == 2 and doubled["cut"] > 0
+    note = browser.find_element(By.CSS_SELECTOR, "#query-card .paper-note").text
+    assert note.startswith("20 mm/mV · 25 mm/s") and "clipped at this gain (✂, red): V2, V3" in note
+    assert lead_labels(browser, "#query-card")[6] == "V2"  # the clip mark sits beside the name, not over it
+    assert "gain=20" in browser.current_url
+    screenshot(browser, "paper-philips-20mm-25mms")
+
+    click_setting(browser, "paper-speed", "50")
+    wait(browser, lambda d: all(p.get_attribute("data-speed") == "50"
+                                for p in d.find_elements(By.CSS_SELECTOR, ".paper[data-drawn]")))
+    fast = drawing(browser, query)
+    assert fast["step"] == pytest.approx(2 * doubled["step"]) and fast["right"] <= 250  # 5 s on the same page
+    assert browser.find_element(By.CSS_SELECTOR, "#query-card .paper-note").text.startswith("20 mm/mV · 50 mm/s")
+    screenshot(browser, "paper-philips-20mm-50mms")
+
+
+def test_a_short_record_shows_its_missing_seconds_as_not_recorded(web, browser, client, screenshot):
+    short = "code15/47946"  # 7.3 s of a 10-s page
+    open_view(browser, web, view="search", id=short, k=1)
+    wait_for_traces(browser, 1)
+    page = drawing(browser, "#query-card .paper")
+    # the last column (3 rows) and the end of the third (3 rows) and of the rhythm strip
+    assert page["notRecorded"] == page["hatches"] == 7
+    texts = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#query-card .paper .annotation-text")]
+    assert texts.count("not recorded") >= 4
+    assert "not recorded after 7.33 s" in browser.find_element(By.CSS_SELECTOR, "#query-card .paper-note").text
+    screenshot(browser, "paper-short-record")
+    # at 50 mm/s the page holds 5 s, all of them recorded
+    click_setting(browser, "paper-speed", "50")
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#query-card .paper").get_attribute("data-speed") == "50")
+    assert drawing(browser, "#query-card .paper")["hatches"] == 0
+
+
+def test_a_lone_header_dropped_in_the_page_asks_for_its_signal_file(web, browser, ecg_dir):
+    open_view(browser, web, view="search")
+    picker = wait(browser, lambda d: d.find_element(By.ID, "file-input"))
+    picker.send_keys(str(ecg_dir / "cinc_cpsc2018" / "A0001.hea"))
+    status = wait(browser, lambda d: d.find_element(By.ID, "status") if "A0001" in d.find_element(By.ID, "status").text
+                  else None)
+    text = status.text
+    assert "A0001.hea" in text and "add its .dat (or .mat) beside it" in text
+    assert "/" not in text.replace(".dat/.mat", "") and "ecg-atlas-web-" not in text and "tmp" not in text

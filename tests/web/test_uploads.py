@@ -176,8 +176,14 @@ def test_a_declared_length_past_the_cap_is_refused_before_the_body(second_web):
 def test_a_lone_wfdb_header_asks_for_its_signal_file(second_web, ecg_dir):
     header = ecg_dir / "cinc_cpsc2018" / "A0001.hea"
     body = assert_json_error(*upload(second_web, header, names=["my record A0001.hea"]), 400, "missing_signal_file")
-    assert ".dat/.mat" in body["error"] and "my record A0001.hea" in body["error"]
+    assert "add its .dat (or .mat) beside it" in body["error"] and "my record A0001.hea" in body["error"]
     assert not paths_in(body["error"], ecg_dir)
+    # with a signal file of another name than the header's: the same advice, naming the one it wants
+    other = ecg_dir / "code15" / "47946.dat"
+    body = assert_json_error(*upload(second_web, header, other, names=["A0001.hea", "47946.dat"]), 400,
+                             "missing_signal_file")
+    assert "add its .dat (or .mat) beside it" in body["error"] and "A0001.mat" in body["error"]
+    assert not paths_in(json.dumps(body), ecg_dir), body
 
 
 def test_a_reader_refusal_names_the_uploaded_file_not_the_temp_path(second_web, tmp_path):

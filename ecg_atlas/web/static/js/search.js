@@ -3,7 +3,7 @@
 // filters live in the URL, so a search can be shared.
 
 import { el, get, postForm, showError, showStatus } from "./api.js";
-import { drawPaper, paperNote } from "./paper.js";
+import { drawPaper, PAPER, paperNote, setPaper } from "./paper.js";
 
 const KEY = ["dataset", "age", "sex", "labels_abbr", "label_groups", "dx"];
 
@@ -17,18 +17,17 @@ function describe(metadata) {
   return el("div", { class: "meta" }, ...parts);
 }
 
-function ecgCard(title, metadata, extra) {
+function ecgCard(title, metadata) {
   const plot = el("div", { class: "paper" });
-  const card = el("div", { class: "card" }, el("h3", {}, ...title), describe(metadata), plot);
-  if (extra) card.append(extra);
-  return { card, plot };
+  const note = paperNote();
+  const card = el("div", { class: "card" }, el("h3", {}, ...title), describe(metadata), plot, note);
+  return { card, plot, note };
 }
 
-async function drawStored(plot, card, ecgId) {
+async function drawStored(plot, note, ecgId) {
   try {
     const page = await get("/api/paper", { id: ecgId });
-    await drawPaper(plot, page);
-    card.append(paperNote(page));
+    await drawPaper(plot, page, note);
     plot.dataset.drawn = "1";
   } catch (error) {
     plot.replaceChildren(el("em", {}, `trace not available: ${error.message}`));
@@ -37,7 +36,7 @@ async function drawStored(plot, card, ecgId) {
 
 function idLink(ecgId, navigate) {
   const link = el("a", { href: `?view=search&id=${encodeURIComponent(ecgId)}`, textContent: ecgId });
-  link.addEventListener("click", (event) => { event.preventDefault(); navigate({ view: "search", id: ecgId }); });
+  link.addEventListener("click", (event) => { event.preventDefault(); navigate({ view: "search", id: ecgId, ...paperParams() }); });
   return link;
 }
 
@@ -48,13 +47,13 @@ function showHits(result, navigate) {
   box.dataset.count = String(result.hits.length);
   const pending = [];
   result.hits.forEach((hit, rank) => {
-    const { card, plot } = ecgCard(
+    const { card, plot, note } = ecgCard(
       [`${rank + 1}. `, idLink(hit.ecg_id, navigate), " ", el("span", { class: "score" }, `score ${hit.score.toFixed(4)}`)],
       hit.metadata);
     card.classList.add("neighbour");
     card.dataset.ecgId = hit.ecg_id;
     box.append(card);
-    pending.push(() => drawStored(plot, card, hit.ecg_id));
+    pending.push(() => drawStored(plot, note, hit.ecg_id));
   });
   box.dataset.rendered = String(performance.now());
   return pending;
@@ -71,11 +70,12 @@ export async function searchStored(params, navigate) {
       get("/api/search", { id: params.id, k: params.k, where: params.where, exclude_same_patient: params.xsp }),
       get("/api/ecg", { id: params.id }),
     ]);
-    const { card, plot } = ecgCard([el("span", {}, "Query "), el("strong", { textContent: params.id })], stored.metadata);
+    const { card, plot, note } = ecgCard([el("span", {}, "Query "), el("strong", { textContent: params.id })],
+                                         stored.metadata);
     card.id = "query-card";
     query.append(card);
     const pending = showHits(result, navigate);
-    await drawStored(plot, card, params.id);
+    await drawStored(plot, note, params.id);
     // neighbours' traces after the query's, two at a time, so the page stays responsive
     for (let i = 0; i < pending.length; i += 2) await Promise.all(pending.slice(i, i + 2).map((f) => f()));
   } catch (error) {
@@ -93,11 +93,11 @@ async function searchFiles(files, navigate) {
     const result = await postForm("/api/search-file", form);
     showStatus("");
     const query = document.getElementById("query");
-    const { card, plot } = ecgCard([el("span", {}, "Dropped file "), el("strong", { textContent: result.query.name })],
-                                   result.query.metadata, paperNote(result.query.paper));
+    const { card, plot, note } = ecgCard([el("span", {}, "Dropped file "), el("strong", { textContent: result.query.name })],
+                                         result.query.metadata);
     card.id = "query-card";
     query.replaceChildren(card);
-    await drawPaper(plot, result.query.paper);
+    await drawPaper(plot, result.query.paper, note);
     plot.dataset.drawn = "1";
     const pending = showHits(result, navigate);
     for (let i = 0; i < pending.length; i += 2) await Promise.all(pending.slice(i, i + 2).map((f) => f()));
@@ -127,7 +127,7 @@ export function setUpSearch(navigate) {
     event.preventDefault();
     navigate({ view: "search", id: idInput.value.trim(), k: document.getElementById("search-k").value,
                where: document.getElementById("search-where").value.trim(),
-               xsp: document.getElementById("search-xsp").checked ? "1" : "" });
+               xsp: document.getElementById("search-xsp").checked ? "1" : "", ...paperParams() });
   });
   const zone = document.getElementById("drop-zone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
@@ -139,6 +139,22 @@ export function setUpSearch(navigate) {
   });
   const input = document.getElementById("file-input");
   input.addEventListener("change", () => { if (input.files.length) searchFiles(input.files, navigate); input.value = ""; });
+  // gain and speed redraw the pages in place; the URL keeps them, so a shared link shows the same
+  for (const radio of document.querySelectorAll("#paper-controls input[type=radio]")) {
+    radio.addEventListener("change", () => {
+      const setting = radio.name === "paper-gain" ? "gain" : "speed";
+      const url = new URL(window.location.href);
+      url.searchParams.set(setting, radio.value);
+      history.replaceState(null, "", url);
+      setPaper({ [setting]: radio.value });
+    });
+  }
+}
+
+function checkPaperControls() {
+  for (const [setting, name] of [["gain", "paper-gain"], ["speed", "paper-speed"]]) {
+    for (const radio of document.querySelectorAll(`input[name=${name}]`)) radio.checked = radio.value === PAPER[setting];
+  }
 }
 
 export function fillSearchForm(params) {
@@ -146,4 +162,13 @@ export function fillSearchForm(params) {
   document.getElementById("search-k").value = params.k || "5";
   document.getElementById("search-where").value = params.where || "";
   document.getElementById("search-xsp").checked = params.xsp === "1";
+  // a link without them keeps the gain and speed in use
+  if (["5", "10", "20"].includes(params.gain)) PAPER.gain = params.gain;
+  if (["25", "50"].includes(params.speed)) PAPER.speed = params.speed;
+  checkPaperControls();
+}
+
+// the gain and speed in use, for a URL (left out at the standard 10 mm/mV and 25 mm/s)
+function paperParams() {
+  return { gain: PAPER.gain === "10" ? "" : PAPER.gain, speed: PAPER.speed === "25" ? "" : PAPER.speed };
 }

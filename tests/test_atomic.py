@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ecg_atlas.index import atomic
+from ecg_atlas import atomic
 
 
 @pytest.fixture
