@@ -24,6 +24,9 @@ from pathlib import Path
 from ecg_atlas.errors import AtlasError, SignalUnavailableError
 
 log = logging.getLogger(__name__)
+#: stored copies read per query by ``SignalSource.recordings``
+BATCH = 64
+_UNREAD = object()  # ``recording``'s marker: the stored copy is still to be read
 
 
 class SignalSource:
@@ -40,12 +43,14 @@ class SignalSource:
         self.roots = [(Path(os.path.abspath(r)), Path(os.path.realpath(r))) for r in data_roots]
         self.paths = dict(paths or {})
 
-    def recording(self, ecg_id: str):
+    def recording(self, ecg_id: str, kept=_UNREAD):
         """The stored ECG's `Recording`; SignalUnavailableError when none can be served.
-        NotFoundError when the ECG is not stored at all."""
+        NotFoundError when the ECG is not stored at all. `kept`: its stored copy, when the caller
+        has already read it (``recordings`` reads them in batches)."""
         from ecg_atlas.embedder.readers import read_ecg
 
-        kept = self.store.signal(ecg_id)
+        if kept is _UNREAD:
+            kept = self.store.signal(ecg_id)
         if kept is not None:
             return _from_copy(kept, ecg_id)
         if ecg_id in self.paths:
@@ -61,14 +66,21 @@ class SignalSource:
             f"data root holds its source. Send the ECG itself instead")
 
     def recordings(self, ecg_ids: Sequence[str]) -> list:
-        """One Recording per id, None where none can be served."""
+        """One Recording per id, None where none can be served. The stored copies are read
+        ``BATCH`` at a time (one query each: a lookup costs the same for one id or many)."""
         out = []
-        for ecg_id in ecg_ids:
+        for start in range(0, len(ecg_ids), BATCH):
+            chunk = list(ecg_ids[start:start + BATCH])
             try:
-                out.append(self.recording(ecg_id))
-            except (AtlasError, OSError) as exc:
-                log.debug("no signal for a stored ECG: %s", exc)
-                out.append(None)
+                kept = self.store.signals(chunk)
+            except AtlasError:  # an id not stored: each answers for itself below
+                kept = {}
+            for ecg_id in chunk:
+                try:
+                    out.append(self.recording(ecg_id, kept.get(ecg_id, _UNREAD)))
+                except (AtlasError, OSError) as exc:
+                    log.debug("no signal for a stored ECG: %s", exc)
+                    out.append(None)
         return out
 
     def _under_a_root(self, source: str | None) -> Path | None:

@@ -109,6 +109,23 @@ def stored_signal(cur: duckdb.DuckDBPyConnection, ecg_id: str, has_table: bool) 
     return signal_copy.from_row(row[1:]) if row[0] else None
 
 
+def stored_signals(cur: duckdb.DuckDBPyConnection, ecg_ids: Sequence[str],
+                   has_table: bool) -> dict[str, StoredSignal | None]:
+    """``stored_signal`` for many ECGs in one query (a lookup's cost is the scan of the samples'
+    column, not the number of ids: 0.1 s for one or for fifty on a store of a few hundred ECGs)."""
+    ids = list(dict.fromkeys(ecg_ids))
+    found = existing(cur, ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFoundError(f"{len(missing)} ecg_id(s) not in the store: {', '.join(repr(m) for m in missing[:5])}")
+    out: dict[str, StoredSignal | None] = dict.fromkeys(ids)
+    if has_table and ids:
+        rows = cur.execute(f"SELECT ecg_id, {signal_copy.COLUMNS} FROM {signal_copy.TABLE} "
+                           "WHERE ecg_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()
+        out.update({row[0]: signal_copy.from_row(row[1:]) for row in rows})
+    return out
+
+
 def stored_queries(cur: duckdb.DuckDBPyConnection, ecg_ids: Sequence[str] | str,
                    dim: int) -> tuple[np.ndarray, list[int | None], list[str | None]]:
     """Queries by stored ECGs: their normalised record vectors, own sequence numbers and patients."""

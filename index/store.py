@@ -553,6 +553,16 @@ class Store:
                 raise NotFoundError(f"ecg_id {ecg_id!r} is not in the store")
             return reads.stored_signal(self._cursor(), ecg_id, self._has_signal_table)
 
+    def signals(self, ecg_ids: Sequence[str]) -> dict[str, StoredSignal | None]:
+        """``signal`` for many ECGs at once (one query: reading a batch costs what reading one does).
+        Raises NotFoundError naming the ecg_ids that are not stored."""
+        with self._lock.read():
+            if self._identity is None:
+                if ecg_ids:
+                    raise NotFoundError(f"ecg_id {ecg_ids[0]!r} is not in the store")
+                return {}
+            return reads.stored_signals(self._cursor(), ecg_ids, self._has_signal_table)
+
     def get(self, ecg_ids: Sequence[str], columns: Sequence[str] | None = None) -> list[dict[str, object]]:
         """Stored rows, in the order asked. columns: None = every metadata column; may include
         "record_vector" / "segment_vectors" (returned as float32 arrays, as stored).

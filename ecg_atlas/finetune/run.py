@@ -32,6 +32,7 @@ from ecg_atlas.errors import AtlasError, CheckpointError
 from ecg_atlas.jsonable import jsonable
 
 from . import distributed
+from .checkpoint import LAST
 from .evaluate import Evaluation, evaluate_run
 from .report import MODEL, base_facts, build_report, write_card, write_report
 from .sources import Intake
@@ -88,6 +89,9 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
     if (Path(out_dir) / MODEL).exists() and not resume:
         raise AtlasError(f"{out_dir} already holds a fine-tuned model; choose another --out, or pass --resume to "
                          f"finish (and re-evaluate) that run")
+    if (Path(out_dir) / LAST).exists() and not resume:
+        raise AtlasError(f"{out_dir} holds an unfinished run ({LAST}): pass --resume to go on from it, or choose "
+                         f"another --out")
 
 
 def run(spec: RunSpec, base, data: FinetuneData, intake: Intake, *, data_seconds: float = 0.0,

@@ -29,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,8 @@ class StoreRows(Catalogue):
             self.patients.extend(batch.column("patient_id").to_pylist())
         self._row = {e: i for i, e in enumerate(self.ids)}
         self._signals = SignalSource(store)
+        self._kept: OrderedDict = OrderedDict()  # ecg_id -> stored copy, read ahead by `recording`
+        self._lock = threading.Lock()
         self.facts = {"stored": len(self.ids)}
 
     def values(self, columns: Sequence[str]) -> dict[str, list]:
@@ -249,7 +252,18 @@ class StoreRows(Catalogue):
         return mask
 
     def recording(self, row: int):
-        return self._signals.recording(self.ids[row])
+        """The row's Recording. Stored copies are read a batch of rows at a time (one query costs
+        what one row does); a bounded cache holds the rest of the batch for the next calls."""
+        from ecg_atlas.analysis.signals import BATCH
+
+        ecg_id = self.ids[row]
+        with self._lock:
+            if ecg_id not in self._kept:
+                self._kept.update(self.store.signals(self.ids[row:row + BATCH]))
+                while len(self._kept) > 4 * BATCH:
+                    self._kept.popitem(last=False)
+            kept = self._kept.pop(ecg_id)
+        return self._signals.recording(ecg_id, kept)
 
 
 class ServerRows(Catalogue):
