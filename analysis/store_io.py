@@ -139,17 +139,11 @@ def load_cohort(store, where: Sequence[str] = (), columns: Sequence[str] = ()) -
 
 
 def random_init_like(encoder_or_config, seed: int = 0):
-    """An encoder of the same architecture with random weights (no classifier head)."""
-    import dataclasses
+    """An encoder of the same ECG-FM architecture with random weights (no classifier head), from an
+    encoder or its config (a store knows only its encoder's config): ``ecgfm.random_like``."""
+    from ecg_atlas.embedder.encoders.ecgfm import random_like
 
-    from ecg_atlas.embedder.encoders.ecgfm import Encoder
-    from ecg_atlas.embedder.model import ECGFM, init_weights
-
-    cfg = getattr(encoder_or_config, "config", encoder_or_config)
-    cfg = dataclasses.replace(cfg, num_labels=0)
-    model = init_weights(ECGFM(cfg), seed=seed)
-    return Encoder(model, model_id=f"random-init-{cfg.encoder_layers}x{cfg.embed_dim}-seed{seed}",
-                   checkpoint_sha256="none", source="random-init baseline")
+    return random_like(getattr(encoder_or_config, "config", encoder_or_config), seed=seed)
 
 
 def architecture_of(identity):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from ecg_atlas.cli._client import add_client_args, connect, rpc_errors
@@ -121,6 +120,7 @@ def _copy(files: dict[str, bytes], out: Path) -> str:
 
 def _through_server(args: argparse.Namespace, progress) -> dict:
     from ecg_atlas.analysis.store_io import ANALYSIS_DIR, COHORTS
+    from ecg_atlas.client import NO_DEADLINE
 
     with connect(args) as client:
         result = client.cluster(
@@ -128,7 +128,7 @@ def _through_server(args: argparse.Namespace, progress) -> dict:
             colour_by=args.colour_by, n_epochs=args.epochs or 0, min_cluster_size=args.min_cluster_size or 0,
             min_samples=args.min_samples or 0, n_neighbors=args.neighbors, pca_dims=args.pca,
             cluster_dims=args.cluster_dims, n_exemplars=args.exemplars, seed=args.seed,
-            exemplar_grid=not args.no_ecg_grids, timeout=math.inf)
+            exemplar_grid=not args.no_ecg_grids, timeout=NO_DEADLINE)
     files = {f"{name}.png": png for name, png in result.figures.items()}
     files.update({"enrichment.csv": result.enrichment_csv.encode(),
                   "enrichment.md": result.enrichment_markdown.encode(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -119,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ecg_atlas.analysis.probe import left_out_lines
     from ecg_atlas.analysis.store_io import architecture_of, random_init_like
     from ecg_atlas.analysis.tasks import SplitSpec, train_stored_probe
+    from ecg_atlas.client import NO_DEADLINE
     from ecg_atlas.embedder.weights import BUNDLED_SHA256
     from ecg_atlas.errors import EncoderMismatchError
 
@@ -127,7 +127,7 @@ def run_train(args: argparse.Namespace) -> int:
             report = client.train_probe(
                 args.name, args.target, where=args.where or None, split=args.split, fractions=_floats(args.fractions),
                 balanced=args.class_weight == "balanced", n_bootstrap=args.bootstrap, seed=args.seed,
-                min_positives=args.min_positives, overwrite=args.overwrite, baseline=args.baseline, timeout=math.inf)
+                min_positives=args.min_positives, overwrite=args.overwrite, baseline=args.baseline, timeout=NO_DEADLINE)
         if args.json:
             print(json.dumps({**report.report, "via": "server"}, indent=1))
             return 0
@@ -187,11 +187,12 @@ def _estimate(e: dict) -> str:
 def run_eval(args: argparse.Namespace) -> int:
     from ecg_atlas.analysis.probe import left_out_lines
     from ecg_atlas.analysis.tasks import evaluate_stored_probe
+    from ecg_atlas.client import NO_DEADLINE
 
     if access(args).via == "server":
         with connect(args) as client:
             out = client.evaluate_probe(args.name, where=args.where or None, n_bootstrap=args.bootstrap,
-                                        seed=args.seed, timeout=math.inf)
+                                        seed=args.seed, timeout=NO_DEADLINE)
             flags = _server_flags(client, args.name, out)
         if args.json:
             print(json.dumps({**out, "macro_left_out": flags, "via": "server"}, indent=1))

@@ -178,14 +178,7 @@ class Encoder(BaseEncoder):
         return prepare
 
     def random_twin(self, seed: int = 0) -> "Encoder":
-        cfg = dataclasses.replace(self.config, num_labels=0)
-
-        def fresh() -> ECGFM:
-            return init_weights(ECGFM(cfg), seed=seed)
-
-        return Encoder(fresh(), model_id=f"random-init-{cfg.encoder_layers}x{cfg.embed_dim}-seed{seed}",
-                       checkpoint_sha256="none", device=self.device, source="random-init baseline",
-                       contract=untrained_contract(self.contract), notice=UNTRAINED_NOTICE, rebuild=fresh)
+        return random_like(self.config, seed=seed, device=self.device, contract=self.contract)
 
     def _trainable(self, network: ECGFM) -> ECGFMTrainable:
         return trainable_ecgfm(network)
@@ -254,6 +247,21 @@ def load_bundled(**kwargs) -> Encoder:
         weight_licence="MIT (ECG Atlas); trained on CC BY 4.0 / ODC-By 1.0 ECGs (embedder/bundled/MODEL_CARD.md)",
         citation="ECG Atlas, embedder/bundled/MODEL_CARD.md; architecture and objective: " + encoder.contract.citation)
     return encoder
+
+
+def random_like(cfg: ECGFMConfig, *, seed: int = 0, device: str | torch.device = "cpu",
+                contract: EncoderContract | None = None) -> Encoder:
+    """An untrained encoder of the architecture ``cfg`` (no classifier head): a probe's random-init
+    baseline. ``contract``: the trained encoder's, relabelled as untrained (default: ECG-FM's)."""
+    cfg = dataclasses.replace(cfg, num_labels=0)
+
+    def fresh() -> ECGFM:
+        return init_weights(ECGFM(cfg), seed=seed)
+
+    return Encoder(fresh(), model_id=f"random-init-{cfg.encoder_layers}x{cfg.embed_dim}-seed{seed}",
+                   checkpoint_sha256="none", device=device, source="random-init baseline",
+                   contract=untrained_contract(contract or default_ecgfm_contract(cfg)), notice=UNTRAINED_NOTICE,
+                   rebuild=fresh)
 
 
 def random_ecgfm(preset: str = "base", *, seed: int = 0, **kwargs) -> Encoder:
