@@ -2,7 +2,8 @@
 
 Specs:
 
-* ``bundled`` — ecg-atlas-small-v1, shipped in the package (sha256 pinned in ``weights``);
+* ``bundled`` — ecg-atlas-small-v2, shipped in the package (sha256 pinned in ``weights``);
+  ``bundled:v1`` its first release, kept so stores made with it keep working;
 * ``random:PRESET[:SEED]`` — an untrained encoder of a known shape (``RANDOM_PRESETS``);
 * a local file — the kind is read from its contents: the first of ``KINDS`` that claims the
   loaded file reads it (a dict with ``format`` "ecg-atlas-finetuned/…" is a model.pt of
@@ -32,7 +33,7 @@ from . import finetuned
 from .checkpoint import ResolvedCheckpoint, load_raw, resolve_checkpoint
 from .encoders import ecgfm, ecgfounder, hubert_ecg
 from .encoders.base import BaseEncoder, EncoderKind
-from .weights import is_bundled
+from .weights import bundled_release
 
 #: The encoder families.
 FAMILIES: tuple[EncoderKind, ...] = (ecgfm.KIND, hubert_ecg.KIND, ecgfounder.KIND)
@@ -58,8 +59,9 @@ def load_encoder(spec: str | os.PathLike, device: str = "cpu", dtype: str = "aut
     """The encoder ``spec`` names (module docstring), on ``device`` in ``dtype``."""
     text = os.fspath(spec)
     kwargs = {"device": device, "dtype": dtype, "fast": fast}
-    if is_bundled(text):
-        return ecgfm.load_bundled(**kwargs)
+    release = bundled_release(text)
+    if release is not None:
+        return ecgfm.load_bundled(release, **kwargs)
     if text.startswith("random:"):
         _, preset, *seed = text.split(":")
         try:

@@ -167,7 +167,7 @@ def test_the_tour_runs_as_written(tmp_path, shared_data):
 
     # 1. the server answered with the bundled encoder and an empty store
     assert re.search(r"^listening on 127\.0\.0\.1:\d+$", (tour / "serve.log").read_text(), flags=re.M)
-    assert "ecg-atlas-small-v1 (256-d" in steps[1] and re.search(r"^store\s+0 ECGs", steps[1], flags=re.M)
+    assert "ecg-atlas-small-v2 (256-d" in steps[1] and re.search(r"^store\s+0 ECGs", steps[1], flags=re.M)
 
     # 2. ingest: the counts the README promises
     ingest = steps[2]
@@ -175,7 +175,7 @@ def test_the_tour_runs_as_written(tmp_path, shared_data):
     for count, reason in ((18, "too_few_leads"), (2, "too_short"), (1, "too_long")):
         assert re.search(rf"failed {count}: {reason}\b", ingest), reason
     assert "stored 3 of 3 ECGs" in ingest
-    for n in (169, 180, 166, 178):
+    for n in (169, 180, 166, 182):
         assert f"stored {n} of {n} ECGs" in ingest
 
     # 3. search by id leaves the query out; the EDF copy of A0001 finds its WFDB twin first, filter held
@@ -193,12 +193,13 @@ def test_the_tour_runs_as_written(tmp_path, shared_data):
     counts = {c["label"].split(":")[1]: c for c in record["report"]["counts"]}
     assert set(counts) == {"NORM", "MI", "STTC", "CD", "HYP"}
     assert all(c["train_positive"] >= 30 and c["test_positive"] >= 10 and c["flag"] is None for c in counts.values())
-    assert record["report"]["test"]["macro"]["auroc"]["value"] > 0.6
-    assert "baseline" in record["report"]
+    # on fold 9, which the bundled encoder never trained on, it beats its random-init twin (README step 4)
+    macro, baseline = record["report"]["test"]["macro"]["auroc"], record["report"]["baseline"]["test"]["macro"]["auroc"]
+    assert macro["value"] > baseline["value"] + 0.02, (macro, baseline)
     assert re.search(r"^superclass\s", steps[4], flags=re.M), "probe list shows the probe"
 
     # 5. cluster: written inside the store, labels on every ECG
-    assert re.search(r"^1042 ECGs → \d+ clusters", steps[5], flags=re.M)
+    assert re.search(r"^1046 ECGs → \d+ clusters", steps[5], flags=re.M)
     run_dir = store / "analysis" / "cohorts" / "tour"
     assert (run_dir / "run.json").exists() and (run_dir / "enrichment.csv").exists()
     assert not (REPO_ROOT / "cluster-tour").exists()
@@ -206,15 +207,15 @@ def test_the_tour_runs_as_written(tmp_path, shared_data):
     # 6. export
     import pyarrow.parquet as pq
 
-    assert "exported 1042 ECGs" in steps[6]
-    assert pq.read_metadata(tour / "atlas.parquet").num_rows == 1042
+    assert "exported 1046 ECGs" in steps[6]
+    assert pq.read_metadata(tour / "atlas.parquet").num_rows == 1046
     assert (tour / "projector.vectors.tsv").exists() and (tour / "projector.metadata.tsv").exists()
     atlas_map = pq.read_table(tour / "map.parquet")
-    assert atlas_map.num_rows == 1042 and {"x", "y", "neighbors"} <= set(atlas_map.column_names)
+    assert atlas_map.num_rows == 1046 and {"x", "y", "neighbors"} <= set(atlas_map.column_names)
 
     # 7. the web atlas served its page and saw the cluster run
     assert "<title>ECG Atlas</title>" in steps[7]
-    assert re.search(r'"run":\s*"tour"', steps[7]) and re.search(r'"n_ecgs":\s*1042', steps[7])
+    assert re.search(r'"run":\s*"tour"', steps[7]) and re.search(r'"n_ecgs":\s*1046', steps[7])
 
     # 8. the processes whose pids it saved were the server and the web atlas, and they are gone
     saved = {int((tour / name).read_text()) for name in ("serve.pid", "web.pid")}

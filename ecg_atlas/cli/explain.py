@@ -58,7 +58,7 @@ def _explain_here(args: argparse.Namespace, lead: str) -> Path:
     from ecg_atlas.analysis.tasks import explain_ecg
     from ecg_atlas.embedder import read_ecg
     from ecg_atlas.embedder.resolver import load_encoder
-    from ecg_atlas.embedder.weights import BUNDLED_SHA256
+    from ecg_atlas.embedder.weights import BUNDLED_SPEC, release_for_sha256
     from ecg_atlas.errors import AtlasError, EncoderMismatchError
 
     recording, identity = None, None
@@ -73,9 +73,10 @@ def _explain_here(args: argparse.Namespace, lead: str) -> Path:
         recording = read_ecg(args.ecg)
     spec = args.checkpoint
     if spec is None:
-        if identity is not None and identity.checkpoint_sha256 != BUNDLED_SHA256:
+        release = release_for_sha256(identity.checkpoint_sha256) if identity is not None else None
+        if identity is not None and release is None:
             raise AtlasError(f"this store's vectors come from {identity.model_id}: pass it as --checkpoint")
-        spec = "bundled"
+        spec = release.spec if release is not None else BUNDLED_SPEC  # a bundled store: its own release
     encoder = load_encoder(spec, device=args.device)
     if identity is not None and identity.checkpoint_sha256 != encoder.checkpoint_sha256:
         raise EncoderMismatchError(f"--checkpoint is not this store's encoder ({identity.model_id})")

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--batch-size", type=int, default=32, help="windows per update and process (default 32)")
     run.add_argument("--lr", type=float, default=None, help="learning rate (default: the family's recipe)")
     run.add_argument("--weight-decay", type=float, default=None, help="(default: the family's recipe)")
+    run.add_argument("--augment", action="store_true",
+                     help="perturb training windows (time shift, lead gain, baseline wander, noise, a dropped lead; "
+                          "ecg_atlas/finetune/augment.py)")
     run.add_argument("--patience", type=int, default=5, help="epochs without a val macro AUROC gain before stopping")
     run.add_argument("--nproc", type=int, default=1, help="training processes on this machine (default 1)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA)")
@@ -98,10 +101,11 @@ def run_finetune(args: argparse.Namespace) -> int:
                           seed=args.seed, min_positives=args.min_positives, fractions=_fractions(args.fractions))
     if finetune_run.rank() == 0:
         finetune_run.check_out_dir(args.out, args.resume)
-    config = TrainConfig(epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, patience=args.patience, seed=args.seed, device=args.device)
     # other ranks of a torchrun group only prepare windows and copy weights from it: keep it off their GPU
     base = finetune_run.load_base(args.checkpoint, device=args.device if finetune_run.rank() == 0 else "cpu")
+    config = TrainConfig(epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, patience=args.patience, seed=args.seed, device=args.device,
+                         augment_fs=base.contract.fs if args.augment else None)
     display = Display(json_lines=args.json or not _is_terminal(sys.stderr), quiet=finetune_run.rank() != 0)
     started = time.perf_counter()
     try:

@@ -119,7 +119,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ecg_atlas.analysis.store_io import architecture_of, random_init_like
     from ecg_atlas.analysis.tasks import SplitSpec, train_stored_probe
     from ecg_atlas.client import NO_DEADLINE
-    from ecg_atlas.embedder.weights import BUNDLED_SHA256
+    from ecg_atlas.embedder.weights import release_for_sha256
     from ecg_atlas.errors import EncoderMismatchError
 
     if access(args).via == "server":
@@ -156,10 +156,10 @@ def run_train(args: argparse.Namespace) -> int:
                 if enc.checkpoint_sha256 != identity.checkpoint_sha256:
                     raise EncoderMismatchError("--checkpoint is not the encoder that made this store's vectors")
                 baseline = enc.random_twin(seed=args.seed)  # same architecture and contract, random weights
-            elif identity.checkpoint_sha256 == BUNDLED_SHA256:  # the default encoder: no --checkpoint needed
+            elif (release := release_for_sha256(identity.checkpoint_sha256)) is not None:  # a bundled release
                 from ecg_atlas.embedder.resolver import load_encoder
 
-                baseline = load_encoder("bundled").random_twin(seed=args.seed)
+                baseline = load_encoder(release.spec).random_twin(seed=args.seed)
             else:
                 baseline = random_init_like(architecture_of(identity), seed=args.seed)
         run = train_stored_probe(

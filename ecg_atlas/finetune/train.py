@@ -42,6 +42,7 @@ from ecg_atlas.errors import AtlasError, TrainingDataError
 from ecg_atlas.jsonable import jsonable
 
 from . import distributed
+from .augment import augment
 from .checkpoint import check_same_run, cpu_copy, load_state, rng_state, save_state, set_rng_state
 from .objective import Loss, make_optimizer, per_update
 from .types import MULTICLASS, FinetuneData
@@ -64,6 +65,7 @@ class TrainConfig:
     save_every: int = 500               # updates (and at each epoch end)
     log_every: int = 20                 # updates between "step" events
     eval_batch_size: int = 64
+    augment_fs: float | None = None     # Hz of the windows: perturb training batches (augment.py); None: off
 
 
 @dataclass
@@ -219,8 +221,11 @@ def _fit(data: FinetuneData, network: nn.Module, cfg: TrainConfig, out_dir: Path
         clock.start()
         for k in range(st.step, per_epoch):
             window = slice(k * b, (k + 1) * b)
+            x = windows.take(order_cpu[window], order[window])
+            if cfg.augment_fs:
+                x = augment(x, fs=cfg.augment_fs)
             with autocast:
-                logits = net(windows.take(order_cpu[window], order[window]))
+                logits = net(x)
             loss = loss_fn(logits, order[window])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

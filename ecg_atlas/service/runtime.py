@@ -44,6 +44,7 @@ class Runtime:
         from ecg_atlas.embedder.batching import BatchingEncoder
         from ecg_atlas.embedder.preprocessing import MissingLeadsWarning
         from ecg_atlas.embedder.resolver import load_encoder
+        from ecg_atlas.errors import EncoderMismatchError
         from ecg_atlas.index import EncoderIdentity, Store
 
         from .prepare_pool import PreparePool, Preprocessing
@@ -57,9 +58,12 @@ class Runtime:
             log.info("encoder notice: %s", self.notice)  # serve and quickstart print it as a note
         self.identity = EncoderIdentity(self.encoder.model_id, self.encoder.checkpoint_sha256,
                                         self.encoder.contract.preprocessing_version, self.encoder.dim)
-        self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device,
-                                index_memory=cfg.index_memory, max_metadata_keys=cfg.max_metadata_keys,
-                                max_metadata_columns=cfg.max_metadata_columns)
+        try:
+            self.store = Store.open(cfg.store, identity=self.identity, index_kind=cfg.index_kind, device=cfg.device,
+                                    index_memory=cfg.index_memory, max_metadata_keys=cfg.max_metadata_keys,
+                                    max_metadata_columns=cfg.max_metadata_columns)
+        except EncoderMismatchError as exc:
+            raise EncoderMismatchError(f"{exc}{_bundled_hint(cfg.store)}") from None
         self.store.record_encoder_contract(self.encoder.contract.to_dict())
         self.signals = SignalSource(self.store, cfg.data_roots)
         device = self.encoder.device.type
@@ -102,3 +106,16 @@ class Runtime:
             self.batcher.stop()
         if self.store is not None:
             self.store.close()
+
+
+def _bundled_hint(store_path) -> str:
+    """For a store made with an earlier bundled release: the --checkpoint that serves it."""
+    from ecg_atlas.embedder.weights import release_for_sha256
+    from ecg_atlas.index import Store
+
+    with Store.open(store_path, create=False, read_only=True, with_index=False) as store:
+        identity = store.info().identity
+    release = release_for_sha256(identity.checkpoint_sha256 if identity else None)
+    if release is None:
+        return ""
+    return f". It was made with the bundled {release.name}: serve it with --checkpoint {release.spec}"

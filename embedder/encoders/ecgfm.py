@@ -1,8 +1,9 @@
 """ECG-FM as an encoder: ``Encoder`` (the network of ``embedder/model.py`` with its identity and
-contract), ``load_ecgfm`` for fairseq-signals checkpoint files, ``load_bundled`` for the bundled
-ecg-atlas-small-v1, ``KIND``, this family's entry in ``resolver.KINDS``, and fine-tuning:
-``RECIPE`` and ``ECGFMTrainable`` (``finetune_net.TrainableNetwork``), whose ``raw_layout`` is a
-fairseq-signals ``ecg_transformer_classifier`` file.
+contract), ``load_ecgfm`` for fairseq-signals checkpoint files, ``load_bundled`` for a release of
+the bundled ecg-atlas-small encoder (``weights.RELEASES``), ``KIND``, this family's entry in
+``resolver.KINDS``, and fine-tuning: ``RECIPE`` and ``ECGFMTrainable``
+(``finetune_net.TrainableNetwork``), whose ``raw_layout`` is a fairseq-signals
+``ecg_transformer_classifier`` file.
 """
 
 from __future__ import annotations
@@ -232,20 +233,21 @@ def load_ecgfm(checkpoint: str | os.PathLike, device: str = "cpu", dtype: str = 
                    rebuild=file_rebuild(where, network_from_raw))
 
 
-def load_bundled(**kwargs) -> Encoder:
-    """ecg-atlas-small-v1, the encoder shipped in the package (``weights``; sha256 pinned)."""
-    path = weights.bundled_path()
+def load_bundled(release: weights.BundledRelease = weights.CURRENT, **kwargs) -> Encoder:
+    """A release of the encoder shipped in the package (``weights.RELEASES``; sha256 pinned)."""
+    path = weights.bundled_path(release)
     if not path.is_file():
-        raise CheckpointError(f"the bundled encoder file is missing from this installation ({path}); "
-                              f"reinstall ecg-atlas or pass --checkpoint")
-    encoder = load_ecgfm(path, expected_sha256=weights.BUNDLED_SHA256, **kwargs)
-    encoder.model_id = weights.BUNDLED_NAME
-    encoder.source = weights.BUNDLED_NAME
-    encoder.extra_notice = weights.bundled_notice()
+        raise CheckpointError(f"the bundled encoder file {release.file} is missing from this installation "
+                              f"({path}); reinstall ecg-atlas or pass --checkpoint")
+    encoder = load_ecgfm(path, expected_sha256=release.sha256, **kwargs)
+    encoder.model_id = release.name
+    encoder.source = release.name
+    encoder.extra_notice = weights.bundled_notice(release)
     encoder.contract = dataclasses.replace(
-        encoder.contract, name=weights.BUNDLED_NAME, source="bundled (embedder/bundled/)",
-        weight_licence="MIT (ECG Atlas); trained on CC BY 4.0 / ODC-By 1.0 ECGs (embedder/bundled/MODEL_CARD.md)",
-        citation="ECG Atlas, embedder/bundled/MODEL_CARD.md; architecture and objective: " + encoder.contract.citation)
+        encoder.contract, name=release.name, source=f"bundled (embedder/bundled/{release.file})",
+        weight_licence=f"MIT (ECG Atlas); trained on CC BY 4.0 / ODC-By 1.0 ECGs (embedder/bundled/{release.card})",
+        citation=f"ECG Atlas, embedder/bundled/{release.card}; architecture and objective: "
+                 + encoder.contract.citation)
     return encoder
 
 

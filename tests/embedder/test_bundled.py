@@ -1,8 +1,11 @@
-"""The bundled open encoder: shipped, pinned, the default, and trained (not random weights)."""
+"""The bundled open encoder: every release shipped and pinned, v2 the default, v1 loadable by name,
+and each trained (not random weights)."""
 
 from __future__ import annotations
 
+import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,24 +22,51 @@ TEST_SPLIT_RECORDS = ["cinc_chapman_shaoxing/JS00002", "cinc_cpsc2018/A0007", "c
                       "sph/SPH00001"]
 
 
+#: v2's quality check (test_v2_learned_...): records per PTB-XL fold, and the measured-against bounds
+V2_RECORDS_PER_FOLD = 60
+V2_NORMAL_AUROC_FLOOR = 0.9  # measured 0.958 (v1 0.861, random init 0.795-0.836)
+V2_MARGIN = 0.05
+
+
 @pytest.fixture(scope="module")
 def bundled():
     return load_encoder("bundled", device="cpu")
 
 
-def test_the_file_ships_in_the_package_pinned_and_small():
-    path = weights.bundled_path()
-    assert path.is_file() and path.stat().st_size <= 25 * 2**20
-    assert sha256_of(path) == weights.BUNDLED_SHA256
-    assert (path.parent / "MODEL_CARD.md").is_file()
+@pytest.fixture(scope="module")
+def bundled_v1():
+    return load_encoder("bundled:v1", device="cpu")
 
 
-def test_it_is_the_default_everywhere(bundled):
+@pytest.mark.parametrize("version", sorted(weights.RELEASES))
+def test_every_release_ships_in_the_package_pinned_and_small(version):
+    release = weights.RELEASES[version]
+    path = weights.bundled_path(release)
+    assert path.is_file() and path.stat().st_size <= 20 * 2**20
+    assert sha256_of(path) == release.sha256
+    assert (path.parent / release.card).is_file()
+
+
+def test_v2_is_the_default_everywhere(bundled):
     assert weights.DEFAULT_ENCODER == "bundled" and ServerConfig(store=".").checkpoint == "bundled"
+    assert weights.CURRENT is weights.RELEASES["v2"] and weights.BUNDLED_NAME == "ecg-atlas-small-v2"
     described = bundled.describe()
     assert described["model_id"] == weights.BUNDLED_NAME and described["dim"] == 256 and described["layers"] == 4
     assert described["checkpoint_sha256"] == weights.BUNDLED_SHA256
     assert "not ECG-FM's published model" in bundled.notice and described["notice"] == bundled.notice
+    assert "MODEL_CARD.md" in bundled.notice
+
+
+def test_v1_loads_by_name_with_its_own_identity(bundled, bundled_v1):
+    v1 = weights.RELEASES["v1"]
+    assert bundled_v1.model_id == v1.name == "ecg-atlas-small-v1"
+    assert bundled_v1.checkpoint_sha256 == v1.sha256 != bundled.checkpoint_sha256
+    assert load_encoder("bundled:ecg-atlas-small-v1").checkpoint_sha256 == v1.sha256
+    assert load_encoder("bundled:v2").checkpoint_sha256 == bundled.checkpoint_sha256
+    assert "MODEL_CARD_v1.md" in bundled_v1.notice
+    assert weights.release_for_sha256(v1.sha256) is v1 and weights.release_for_sha256("0" * 64) is None
+    with pytest.raises(CheckpointError, match="no bundled encoder 'v9'.*bundled:v1"):
+        load_encoder("bundled:v9")
 
 
 def test_a_changed_or_missing_file_is_refused(tmp_path, monkeypatch):
@@ -47,10 +77,10 @@ def test_a_changed_or_missing_file_is_refused(tmp_path, monkeypatch):
         byte = fh.read(1)
         fh.seek(-1, 1)
         fh.write(bytes([byte[0] ^ 0xFF]))
-    monkeypatch.setattr(weights, "bundled_path", lambda: tampered)
+    monkeypatch.setattr(weights, "bundled_path", lambda release: tampered)
     with pytest.raises(CheckpointError, match="sha256"):
         load_encoder("bundled")
-    monkeypatch.setattr(weights, "bundled_path", lambda: tmp_path / "gone.pt")
+    monkeypatch.setattr(weights, "bundled_path", lambda release: tmp_path / "gone.pt")
     with pytest.raises(CheckpointError, match="missing from this installation"):
         load_encoder("bundled")
 
@@ -72,15 +102,13 @@ def _window_similarity_gap(encoder, ecg_dir) -> float:
 
 
 @pytest.mark.slow
-def test_pretraining_taught_it_which_windows_belong_together(bundled, ecg_dir):
+def test_v1_pretraining_taught_it_which_windows_belong_together(bundled_v1, ecg_dir):
     """CMSC's objective, checked on unseen real ECGs: a random-init twin separates records far less."""
-    import csv
-
     from ecg_atlas.embedder.pretrain.data import patient_split
 
     rows = {r["record"]: r for r in csv.DictReader(open(ecg_dir / "manifest.csv", newline=""))}
     assert all(patient_split(rows[r]["patient_id"] or r) == "test" for r in TEST_SPLIT_RECORDS)
-    trained = _window_similarity_gap(bundled, ecg_dir)
+    trained = _window_similarity_gap(bundled_v1, ecg_dir)
     untrained = _window_similarity_gap(load_encoder("random:small", device="cpu"), ecg_dir)
     assert trained > 0.5 and trained > 2 * untrained  # measured: 0.83 vs 0.21–0.24 for three random seeds
 
@@ -99,3 +127,31 @@ def test_continued_pretraining_starts_from_the_bundled_file(tmp_path, ecg_dir, b
     before = bundled.model.state_dict()["encoder.layers.0.fc1.weight"]
     after = load_encoder(result.checkpoint).model.state_dict()["encoder.layers.0.fc1.weight"]
     assert after.shape == before.shape and not np.array_equal(after.numpy(), before.numpy())
+
+
+def _normal_vs_abnormal_auroc(encoder, ptbxl: Path) -> float:
+    """PTB-XL: NORM-centroid minus abnormal-centroid cosine, centroids from fold 8 (v2's validation
+    fold), scored on fold 9 (never trained on nor chosen by): AUROC for NORM."""
+    from ecg_atlas.analysis.metrics import auroc
+
+    rows = list(csv.DictReader(open(ptbxl / "manifest.csv", newline="")))
+    by_fold = {f: [r for r in rows if r["strat_fold"] == str(f)][:V2_RECORDS_PER_FOLD] for f in (8, 9)}
+
+    def vectors(fold: int) -> tuple[np.ndarray, np.ndarray]:
+        v = np.stack([encoder.embed(preprocess(read_ecg(ptbxl / f"{r['record']}.hea"))).mean(axis=0)
+                      for r in by_fold[fold]])
+        return v / np.linalg.norm(v, axis=1, keepdims=True), np.array([r["NORM"] == "1" for r in by_fold[fold]])
+
+    ref, ref_normal = vectors(8)
+    test, test_normal = vectors(9)
+    score = test @ ref[ref_normal].mean(axis=0) - test @ ref[~ref_normal].mean(axis=0)
+    return auroc(test_normal.astype(float), score)
+
+
+@pytest.mark.slow
+def test_v2_learned_the_diagnostic_superclasses_on_a_fold_it_never_saw(bundled, bundled_v1, shared_data):
+    trained = _normal_vs_abnormal_auroc(bundled, shared_data / "ptbxl")
+    untrained = _normal_vs_abnormal_auroc(load_encoder("random:small", device="cpu"), shared_data / "ptbxl")
+    first = _normal_vs_abnormal_auroc(bundled_v1, shared_data / "ptbxl")
+    assert trained > V2_NORMAL_AUROC_FLOOR and trained > untrained + V2_MARGIN and trained > first + V2_MARGIN, (
+        trained, untrained, first)

@@ -42,6 +42,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   setUpSearch(navigate);
   get("/api/info").then((info) => {
     document.getElementById("store-info").textContent = `${info.ecg_count.toLocaleString()} ECGs · ${info.model_id}`;
+    document.getElementById("store-info").title = info.encoder_notice || "";  // provenance and measured quality
   }).catch(showError);
   await show(params());
 });
