@@ -33,6 +33,7 @@ from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import CheckpointError
 
 from .pretrain.data import patient_split
+from .pretrain.export import report_written, write_release
 
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 #: label_groups of ../shared/data/ecg that count as each superclass
@@ -109,14 +110,10 @@ def release(finetuned: str | os.PathLike, base: str | os.PathLike, dst: str | os
             raise CheckpointError(f"{key}: shape {tuple(value.shape)} in {finetuned}, {tuple(model[key].shape)} "
                                   f"in {base}")
         model[key] = value.to(model[key].dtype)
-    payload["last_optimizer_state"] = None
-    extra = payload.setdefault("extra_state", {})
-    extra["ecg_atlas_release"] = {"name": name, "base": extra.get("ecg_atlas_release", {}).get("name"),
-                                  "finetuned": {k: tuned["meta"].get(k) for k in ("name", "labels", "data_digest")},
-                                  **(notes or {})}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(dst, lambda tmp: torch.save(payload, tmp))
+    base_name = payload.get("extra_state", {}).get("ecg_atlas_release", {}).get("name")
+    finetuned_meta = {k: tuned["meta"].get(k) for k in ("name", "labels", "data_digest")}
+    return write_release(payload, dst, name=name, notes={"base": base_name, "finetuned": finetuned_meta,
+                                                         **(notes or {})})
 
 
 def _PRETRAINING_ONLY(model: dict) -> set[str]:
@@ -149,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}")
         return 2
-    print(f"wrote {args.dst} ({args.dst.stat().st_size / 2**20:.1f} MiB), sha256 {digest}")
+    report_written(args.dst, digest)
     return 0
 
 

@@ -30,14 +30,25 @@ def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str,
         raise CheckpointError(f"cannot read pretraining checkpoint {src}: {exc}") from exc
     if not isinstance(payload, dict) or "model" not in payload or "cfg" not in payload:
         raise CheckpointError(f"{src} is not a pretraining checkpoint (no cfg / model)")
-    payload["last_optimizer_state"] = None
     history = payload.get("extra_state", {}).get("ecg_atlas_history", [])
     updates = payload.get("optimizer_history", [{}])[-1].get("num_updates")
-    payload.setdefault("extra_state", {})["ecg_atlas_release"] = {
-        "name": name, "num_updates": updates, "logged_updates": len(history), **(notes or {})}
+    return write_release(payload, dst, name=name,
+                         notes={"num_updates": updates, "logged_updates": len(history), **(notes or {})})
+
+
+def write_release(payload: dict, dst: str | os.PathLike, *, name: str, notes: dict | None = None) -> str:
+    """Write a pretraining-layout ``payload`` as release ``name``: no optimizer state, where it came
+    from in ``extra_state["ecg_atlas_release"]``, atomically; returns the file's sha256. The bytes
+    depend on the file name too (torch names the archive after it): release under the final name."""
+    payload["last_optimizer_state"] = None
+    payload.setdefault("extra_state", {})["ecg_atlas_release"] = {"name": name, **(notes or {})}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(dst, lambda tmp: torch.save(payload, tmp))
+
+
+def report_written(dst: Path, digest: str) -> None:
+    print(f"wrote {dst} ({dst.stat().st_size / 2**20:.1f} MiB), sha256 {digest}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}")
         return 2
-    print(f"wrote {args.dst} ({args.dst.stat().st_size / 2**20:.1f} MiB), sha256 {digest}")
+    report_written(args.dst, digest)
     return 0
 
 
