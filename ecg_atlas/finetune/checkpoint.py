@@ -26,7 +26,7 @@ LAST = "checkpoint_last.pt"
 #: the settings a resume must share with the run that wrote the state, and how the CLI names them
 RUN_KEYS = {"data_digest": "the training data (its digest)", "world_size": "--nproc (processes)",
             "batch_size": "--batch-size", "seed": "--seed", "task": "the task", "n_outputs": "the labels",
-            "dim": "the encoder"}
+            "dim": "the encoder", "augment_fs": "--augment"}
 
 
 def rng_state(device: torch.device) -> dict:

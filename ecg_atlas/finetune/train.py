@@ -138,7 +138,7 @@ def _fit(data: FinetuneData, network: nn.Module, cfg: TrainConfig, out_dir: Path
     loss_fn = Loss(data, train_idx, dev)
     windows = _Windows(data.segments, train_idx, dev)
     run = {"data_digest": data.digest, "world_size": world, "batch_size": b, "seed": cfg.seed, "task": data.task,
-           "n_outputs": data.n_outputs, "dim": int(network.dim)}
+           "n_outputs": data.n_outputs, "dim": int(network.dim), "augment_fs": cfg.augment_fs}
     st, best_state = _Progress(), None
     torch.manual_seed(cfg.seed + group.rank)  # each rank its own dropout masks
     saved = group.from_rank0(load_state(out_dir) if resume and group.rank == 0 else None)

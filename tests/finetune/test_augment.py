@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ecg_atlas.errors import AtlasError
 from ecg_atlas.finetune.augment import LEAD_DROP, MAX_GAIN, augment
 from ecg_atlas.finetune.train import TrainConfig, train
 from tests.finetune.engine_data import ptbxl_data, tiny_network
@@ -48,3 +49,13 @@ def test_an_augmented_run_is_reproducible_and_differs_from_a_plain_one(data, tmp
     a, b, c = first.head.weight, again.head.weight, plain.head.weight
     assert torch.equal(a, b)
     assert (a - c).abs().max() > 1e-6
+
+
+@pytest.mark.slow
+def test_a_run_resumes_only_with_the_augmentation_it_started_with(data, tmp_path):
+    quick = dict(batch_size=4, lr=1e-3, device="cpu", seed=5)
+    train(data, tiny_network(), TrainConfig(epochs=1, augment_fs=FS, **quick), tmp_path)
+    with pytest.raises(AtlasError, match="--augment"):
+        train(data, tiny_network(), TrainConfig(epochs=2, **quick), tmp_path, resume=True)
+    resumed = train(data, tiny_network(), TrainConfig(epochs=2, augment_fs=FS, **quick), tmp_path, resume=True)
+    assert resumed.updates > 0 and len(resumed.history) == 2
