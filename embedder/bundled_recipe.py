@@ -27,13 +27,11 @@ import csv
 import os
 from pathlib import Path
 
-import torch
-
 from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import CheckpointError
 
 from .pretrain.data import patient_split
-from .pretrain.export import report_written, write_release
+from .pretrain.export import read_payload, run_release, write_release
 
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 #: label_groups of ../shared/data/ecg that count as each superclass
@@ -94,10 +92,8 @@ def release(finetuned: str | os.PathLike, base: str | os.PathLike, dst: str | os
             notes: dict | None = None) -> str:
     """Write ``dst``: ``base`` (a pretraining-layout release, v1) with its encoder weights replaced by
     those of ``finetuned`` (``ecg-atlas finetune``'s model.pt); returns the new file's sha256."""
-    tuned = torch.load(finetuned, map_location="cpu", weights_only=True)
-    if not isinstance(tuned, dict) or "weights" not in tuned:
-        raise CheckpointError(f"{finetuned} is not an `ecg-atlas finetune` model.pt")
-    payload = torch.load(base, map_location="cpu", weights_only=True)
+    tuned = read_payload(finetuned, "`ecg-atlas finetune` model.pt", ("weights", "meta"))
+    payload = read_payload(base, "pretraining-layout release", ("cfg", "model"))
     state = {k[len("encoder."):]: v for k, v in tuned["weights"]["model"].items() if k.startswith("encoder.")}
     model = payload["model"]
     missing = sorted(set(model) - set(state) - _PRETRAINING_ONLY(model))
@@ -140,14 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = write_manifest(args.ptbxl, args.ecg, args.out)
         print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         return 0
-    try:
-        digest = release(args.finetuned, args.base, args.dst, name=args.name,
-                         notes={"recipe": args.recipe} if args.recipe else None)
-    except CheckpointError as exc:
-        print(f"error: {exc}")
-        return 2
-    report_written(args.dst, digest)
-    return 0
+    return run_release(lambda: release(args.finetuned, args.base, args.dst, name=args.name,
+                                       notes={"recipe": args.recipe} if args.recipe else None), args.dst)
 
 
 if __name__ == "__main__":

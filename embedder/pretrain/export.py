@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,18 +23,24 @@ from ecg_atlas.errors import CheckpointError
 
 def export_release(src: str | os.PathLike, dst: str | os.PathLike, *, name: str, notes: dict | None = None) -> str:
     """Write ``dst`` from the pretraining checkpoint ``src``; returns the new file's sha256."""
-    if not Path(src).is_file():
-        raise CheckpointError(f"no checkpoint at {src}")
-    try:
-        payload = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file gets the same clear message
-        raise CheckpointError(f"cannot read pretraining checkpoint {src}: {exc}") from exc
-    if not isinstance(payload, dict) or "model" not in payload or "cfg" not in payload:
-        raise CheckpointError(f"{src} is not a pretraining checkpoint (no cfg / model)")
+    payload = read_payload(src, "pretraining checkpoint", ("cfg", "model"))
     history = payload.get("extra_state", {}).get("ecg_atlas_history", [])
     updates = payload.get("optimizer_history", [{}])[-1].get("num_updates")
     return write_release(payload, dst, name=name,
                          notes={"num_updates": updates, "logged_updates": len(history), **(notes or {})})
+
+
+def read_payload(path: str | os.PathLike, what: str, keys: tuple[str, ...]) -> dict:
+    """The dict a release step reads (weights only), or CheckpointError naming ``what`` was expected."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"no {what} at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file gets the same clear message
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(payload, dict) or any(k not in payload for k in keys):
+        raise CheckpointError(f"{path} is not a {what} (no {' / '.join(keys)})")
+    return payload
 
 
 def write_release(payload: dict, dst: str | os.PathLike, *, name: str, notes: dict | None = None) -> str:
@@ -47,8 +54,16 @@ def write_release(payload: dict, dst: str | os.PathLike, *, name: str, notes: di
     return write_atomic(dst, lambda tmp: torch.save(payload, tmp))
 
 
-def report_written(dst: Path, digest: str) -> None:
+def run_release(write: Callable[[], str], dst: Path) -> int:
+    """A release command's ending: ``write()`` it, then print where and its sha256 (exit 0), or the
+    error (exit 2)."""
+    try:
+        digest = write()
+    except CheckpointError as exc:
+        print(f"error: {exc}")
+        return 2
     print(f"wrote {dst} ({dst.stat().st_size / 2**20:.1f} MiB), sha256 {digest}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,14 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True, help="release name, e.g. ecg-atlas-small-v1")
     ap.add_argument("--recipe", default=None, help="the command that made the run (recorded in the file)")
     args = ap.parse_args(argv)
-    try:
-        digest = export_release(args.src, args.dst, name=args.name,
-                                notes={"recipe": args.recipe} if args.recipe else None)
-    except CheckpointError as exc:
-        print(f"error: {exc}")
-        return 2
-    report_written(args.dst, digest)
-    return 0
+    return run_release(lambda: export_release(args.src, args.dst, name=args.name,
+                                              notes={"recipe": args.recipe} if args.recipe else None), args.dst)
 
 
 if __name__ == "__main__":

@@ -129,29 +129,36 @@ def test_continued_pretraining_starts_from_the_bundled_file(tmp_path, ecg_dir, b
     assert after.shape == before.shape and not np.array_equal(after.numpy(), before.numpy())
 
 
-def _normal_vs_abnormal_auroc(encoder, ptbxl: Path) -> float:
+def _ptbxl_folds(ptbxl: Path) -> dict[int, tuple[list[np.ndarray], np.ndarray]]:
+    """The first records of PTB-XL folds 8 and 9: (model-ready windows per record, is-NORM), read once."""
+    rows = list(csv.DictReader(open(ptbxl / "manifest.csv", newline="")))
+    out = {}
+    for fold in (8, 9):
+        chosen = [r for r in rows if r["strat_fold"] == str(fold)][:V2_RECORDS_PER_FOLD]
+        out[fold] = ([preprocess(read_ecg(ptbxl / f"{r['record']}.hea")) for r in chosen],
+                     np.array([r["NORM"] == "1" for r in chosen]))
+    return out
+
+
+def _normal_vs_abnormal_auroc(encoder, folds: dict) -> float:
     """PTB-XL: NORM-centroid minus abnormal-centroid cosine, centroids from fold 8 (v2's validation
     fold), scored on fold 9 (never trained on nor chosen by): AUROC for NORM."""
     from ecg_atlas.analysis.metrics import auroc
 
-    rows = list(csv.DictReader(open(ptbxl / "manifest.csv", newline="")))
-    by_fold = {f: [r for r in rows if r["strat_fold"] == str(f)][:V2_RECORDS_PER_FOLD] for f in (8, 9)}
+    def vectors(fold: int) -> np.ndarray:
+        v = np.stack([encoder.embed(windows).mean(axis=0) for windows in folds[fold][0]])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    def vectors(fold: int) -> tuple[np.ndarray, np.ndarray]:
-        v = np.stack([encoder.embed(preprocess(read_ecg(ptbxl / f"{r['record']}.hea"))).mean(axis=0)
-                      for r in by_fold[fold]])
-        return v / np.linalg.norm(v, axis=1, keepdims=True), np.array([r["NORM"] == "1" for r in by_fold[fold]])
-
-    ref, ref_normal = vectors(8)
-    test, test_normal = vectors(9)
+    (ref, ref_normal), (test, test_normal) = (vectors(8), folds[8][1]), (vectors(9), folds[9][1])
     score = test @ ref[ref_normal].mean(axis=0) - test @ ref[~ref_normal].mean(axis=0)
     return auroc(test_normal.astype(float), score)
 
 
 @pytest.mark.slow
 def test_v2_learned_the_diagnostic_superclasses_on_a_fold_it_never_saw(bundled, bundled_v1, shared_data):
-    trained = _normal_vs_abnormal_auroc(bundled, shared_data / "ptbxl")
-    untrained = _normal_vs_abnormal_auroc(load_encoder("random:small", device="cpu"), shared_data / "ptbxl")
-    first = _normal_vs_abnormal_auroc(bundled_v1, shared_data / "ptbxl")
+    folds = _ptbxl_folds(shared_data / "ptbxl")
+    trained = _normal_vs_abnormal_auroc(bundled, folds)
+    untrained = _normal_vs_abnormal_auroc(load_encoder("random:small", device="cpu"), folds)
+    first = _normal_vs_abnormal_auroc(bundled_v1, folds)
     assert trained > V2_NORMAL_AUROC_FLOOR and trained > untrained + V2_MARGIN and trained > first + V2_MARGIN, (
         trained, untrained, first)
