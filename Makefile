@@ -22,7 +22,7 @@ TORCH_CUDA ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PIP_QUIET := -qq --no-input
 
-.PHONY: quickstart test test-fast lint setup clean proto bundled-encoder bundled-encoder-v1 encoder-quality
+.PHONY: quickstart test test-fast lint setup clean proto bundled-encoder bundled-encoder-v2 bundled-encoder-v1 encoder-quality
 
 quickstart: $(VENV)/.installed
 	@$(VENV)/bin/ecg-atlas quickstart
@@ -61,26 +61,34 @@ $(VENV)/.installed: pyproject.toml
 proto: $(VENV)/.installed
 	$(PY) proto/generate.py
 
-# Re-make the bundled encoder ecg-atlas-small-v2 exactly as shipped (embedder/bundled/MODEL_CARD.md): v1
-# (shipped; `make bundled-encoder-v1` re-makes it) fine-tuned on PTB-XL folds 1-7 and the labelled
-# train-split ECGs of ../shared/data/ecg, fold 8 for every choice (embedder/bundled_recipe.py). Seeded;
-# BUNDLED_V2_TRAIN below on a 2-core CPU. Then update RELEASES["v2"] in embedder/weights.py and re-run
-# `make encoder-quality`.
+# Re-make the bundled encoders exactly as shipped (embedder/bundled/MODEL_CARD.md): v1 (shipped; `make
+# bundled-encoder-v1` re-makes it) fine-tuned on PTB-XL folds 1-7 and the labelled train-split ECGs of
+# ../shared/data/ecg, fold 8 for every choice (embedder/bundled_recipe.py). v3 (`make bundled-encoder`,
+# the current release) also learns the sample set's rhythm/ectopy/axis label groups; v2 (`make
+# bundled-encoder-v2`) learns the five superclasses only. Seeded; BUNDLED_TRAIN on a 2-core CPU. Then pin
+# the printed sha256 in RELEASES of embedder/weights.py and re-run `make encoder-quality`.
 SHARED_ECG ?= ../shared/data/ecg
 SHARED_PTBXL ?= ../shared/data/ptbxl
-BUNDLED_RUN ?= runs/bundled-v2
-BUNDLED_V2_TRAIN ?= --augment --epochs 40 --minutes 55 --patience 8
-bundled-encoder: $(VENV)/.installed
-	rm -rf $(BUNDLED_RUN)
+BUNDLED_TRAIN ?= --augment --epochs 40 --minutes 55 --patience 8
+BUNDLED_SUPERCLASSES = --target NORM --target MI --target STTC --target CD --target HYP
+BUNDLED_OTHER_GROUPS = --target AF_AFL --target RHYTHM_OTHER --target ECTOPY --target AXIS_VOLT_OTHER --min-positives 0
+# $(call bundled_release,VERSION,TARGETS,MAKE-TARGET): manifest -> finetune from v1 -> release file
+define bundled_release
+	rm -rf runs/bundled-$(1)
 	$(PY) -m ecg_atlas.embedder.bundled_recipe manifest --ptbxl $(SHARED_PTBXL) --ecg $(SHARED_ECG) \
-		--out $(BUNDLED_RUN)/manifest.csv
-	$(VENV)/bin/ecg-atlas finetune $(SHARED_ECG) $(SHARED_PTBXL) --manifest $(BUNDLED_RUN)/manifest.csv \
-		--id-column record --patient-column patient --target NORM --target MI --target STTC --target CD \
-		--target HYP --train part=train --val part=val --test part=test --checkpoint bundled:v1 --lr 1e-4 \
-		$(BUNDLED_V2_TRAIN) --seed 1 --name ecg-atlas-small-v2 --out $(BUNDLED_RUN)/finetune --json
-	$(PY) -m ecg_atlas.embedder.bundled_recipe release $(BUNDLED_RUN)/finetune/model.pt \
-		embedder/bundled/ecg-atlas-small-v1.pt embedder/bundled/ecg-atlas-small-v2.pt \
-		--name ecg-atlas-small-v2 --recipe "make bundled-encoder"
+		--out runs/bundled-$(1)/manifest.csv
+	$(VENV)/bin/ecg-atlas finetune $(SHARED_ECG) $(SHARED_PTBXL) --manifest runs/bundled-$(1)/manifest.csv \
+		--id-column record --patient-column patient $(2) --train part=train --val part=val --test part=test \
+		--checkpoint bundled:v1 --lr 1e-4 $(BUNDLED_TRAIN) --seed 1 --name ecg-atlas-small-$(1) \
+		--out runs/bundled-$(1)/finetune --json
+	$(PY) -m ecg_atlas.embedder.bundled_recipe release runs/bundled-$(1)/finetune/model.pt \
+		embedder/bundled/ecg-atlas-small-v1.pt embedder/bundled/ecg-atlas-small-$(1).pt \
+		--name ecg-atlas-small-$(1) --recipe "make $(3)"
+endef
+bundled-encoder: $(VENV)/.installed
+	$(call bundled_release,v3,$(BUNDLED_SUPERCLASSES) $(BUNDLED_OTHER_GROUPS),bundled-encoder)
+bundled-encoder-v2: $(VENV)/.installed
+	$(call bundled_release,v2,$(BUNDLED_SUPERCLASSES),bundled-encoder-v2)
 
 # The first release, ecg-atlas-small-v1 (embedder/bundled/MODEL_CARD_v1.md): self-supervised pretraining
 # on the train split of ../shared/data/ecg, 55 min on a 2-core CPU.

@@ -389,11 +389,13 @@ def _counts(targets: Targets, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def count_flag(min_positives: int, **counts: tuple[int, int]) -> str | None:
     """The one macro rule, for training and evaluation alike: why a label is left out of the macro
     average (fewer than `min_positives` positives or negatives in any of `counts`, each a
-    (positives, negatives) pair named by where it was counted), or None when it counts."""
-    if all(min(pos, neg) >= min_positives for pos, neg in counts.values()):
+    (positives, negatives) pair named by where it was counted), or None when it counts. A label needs
+    at least one of each whatever `min_positives` says (0 included): with none there is no AUROC."""
+    need = max(min_positives, 1)
+    if all(min(pos, neg) >= need for pos, neg in counts.values()):
         return None
     seen = ", ".join(f"{where} {pos}/{neg}" for where, (pos, neg) in counts.items())
-    return f"too few positives/negatives ({seen}; need {min_positives} of each)"
+    return f"too few positives/negatives ({seen}; need {need} of each)"
 
 
 def left_out_lines(left_out: dict[str, str]) -> list[str]:

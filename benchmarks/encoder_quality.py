@@ -1,6 +1,6 @@
 """Encoder quality, on data the encoders never trained on (the bundled encoder's model card).
 
-For each encoder (default: the bundled ecg-atlas-small-v2, v1 and three random-init encoders of the
+For each encoder (default: the bundled ecg-atlas-small-v3, v2, v1 and three random-init encoders of the
 same architecture, seeds 0-2), three figures with 95 % patient-bootstrap intervals and chance:
 
 1. **PTB-XL fold 9 frozen linear probe**, macro AUROC over the five diagnostic superclasses
@@ -25,7 +25,7 @@ scratch on the same training patients' labelled 5-s segments for the four labels
 epoch on the same validation slice), scored per record as the mean of its segments' logits.
 
 The held-out split is ``ecg_atlas.embedder.pretrain.data.patient_split`` (stable hash of the manifest's
-``patient_id``, else the record) = "test": no held-out patient was used to train v1 or v2
+``patient_id``, else the record) = "test": no held-out patient was used to train v1, v2 or v3
 (embedder/bundled_recipe.py), to train a probe or to choose anything.
 
     python benchmarks/encoder_quality.py [--encoder bundled --encoder random:small:0 ...] [--json out.json]
@@ -52,7 +52,7 @@ K = 5
 #: retrieval: a label group counts when the held-out split has this many queries for it
 MIN_GROUP_QUERIES = 3
 GROUP_ALIASES = {"NSR": "NORM"}
-DEFAULT_SPECS = ["bundled", "bundled:v1", "random:small:0", "random:small:1", "random:small:2"]
+DEFAULT_SPECS = ["bundled", "bundled:v2", "bundled:v1", "random:small:0", "random:small:1", "random:small:2"]
 
 
 @dataclass

@@ -4,7 +4,7 @@ The 1,579 PTB-XL ECGs of ../shared/data/ptbxl (folds 1-9; fold 10 is not in shar
 by each encoder; a linear probe for the five diagnostic superclasses (the package's own
 ``analysis.probe``: L2 logistic regression) is trained on folds 1-7, its C picked on fold 8, and it is
 measured on fold 9 with 95 % patient-bootstrap intervals. Fold 9 is the bundled encoder's held-out
-fold: ecg-atlas-small-v2 was fine-tuned on folds 1-7 with fold 8 for every choice
+fold: ecg-atlas-small-v2 and -v3 were fine-tuned on folds 1-7 with fold 8 for every choice
 (embedder/bundled_recipe.py), and nothing here or there chooses anything on fold 9. Chance is
 AUROC 0.5. Beside the intervals, the paired bootstrap interval of the macro difference to each
 random-init encoder (the same resamples of fold 9's patients for both).

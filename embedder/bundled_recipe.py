@@ -1,9 +1,12 @@
-"""How the bundled encoder ecg-atlas-small-v2 is made from the shared data (``make bundled-encoder``).
+"""How the bundled encoders ecg-atlas-small-v2 and -v3 are made from the shared data
+(``make bundled-encoder-v2``, ``make bundled-encoder`` for v3).
 
 Three steps, each seeded and each a command of its own so a run can be inspected between them:
 
 1. ``manifest``: one training manifest over both data sets (``../shared/data/ptbxl`` and
-   ``../shared/data/ecg``) with the five PTB-XL diagnostic superclasses as 0/1 columns and a ``part``
+   ``../shared/data/ecg``) with the five PTB-XL diagnostic superclasses as 0/1 columns, the sample
+   set's four other label groups (``OTHER_GROUPS``: rhythm, ectopy, axis/voltage; 0/1 for its labelled
+   ECGs, empty = unknown for PTB-XL, whose shared copy carries superclasses only) and a ``part``
    column naming each record's role:
 
    * ``train``: PTB-XL folds 1–7, and the ECGs of ../shared/data/ecg whose patients fall in its
@@ -14,7 +17,11 @@ Three steps, each seeded and each a command of its own so a run can be inspected
 
    The test-split patients of ../shared/data/ecg are not in the manifest at all: they are the
    held-out split of ``make encoder-quality``. PTB-XL fold 10 is not in shared/.
-2. ``ecg-atlas finetune`` from ``bundled:v1`` on that manifest (the Makefile holds the command).
+2. ``ecg-atlas finetune`` from ``bundled:v1`` on that manifest (the Makefile holds the commands): v2
+   on the five superclasses, v3 on those and ``OTHER_GROUPS``. The other groups have no validation
+   records (every labelled sample ECG of the train split trains), so v3's run takes
+   ``--min-positives 0`` and its early stopping sees the five superclasses on fold 8 only (a label
+   with no known value in val is left out of the val macro).
 3. ``release``: the fine-tuned encoder's weights written back into v1's file layout (the
    fairseq-signals pretraining layout, pretraining heads kept so ``pretrain --init`` still works),
    the classifier head dropped: the bundled encoder is an encoder, its probes are the user's.
@@ -36,8 +43,10 @@ from .pretrain.export import read_payload, run_release, write_release
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 #: label_groups of ../shared/data/ecg that count as each superclass
 GROUP_ALIASES = {"NORM": ("NORM", "NSR")}
+#: the other label groups of ../shared/data/ecg: v3's extra targets (unknown for PTB-XL)
+OTHER_GROUPS = ("AF_AFL", "RHYTHM_OTHER", "ECTOPY", "AXIS_VOLT_OTHER")
 TRAIN_FOLDS, VAL_FOLD, TEST_FOLD = range(1, 8), 8, 9
-COLUMNS = ("record", "patient", "dataset", "part", *SUPERCLASSES)
+COLUMNS = ("record", "patient", "dataset", "part", *SUPERCLASSES, *OTHER_GROUPS)
 
 
 def ptbxl_rows(manifest: Path) -> list[dict]:
@@ -48,7 +57,8 @@ def ptbxl_rows(manifest: Path) -> list[dict]:
         if not part:
             continue
         out.append({"record": row["record"], "patient": row["patient_id"] or f"ptbxl-record:{row['record']}",
-                    "dataset": "ptbxl", "part": part, **{c: row[c] for c in SUPERCLASSES}})
+                    "dataset": "ptbxl", "part": part, **{c: row[c] for c in SUPERCLASSES},
+                    **{g: "" for g in OTHER_GROUPS}})
     return out
 
 
@@ -61,6 +71,7 @@ def ecg_rows(manifest: Path) -> list[dict]:
             continue
         groups = set(row["label_groups"].split(";"))
         labels = {c: str(int(bool(groups & set(GROUP_ALIASES.get(c, (c,)))))) for c in SUPERCLASSES}
+        labels.update({g: str(int(g in groups)) for g in OTHER_GROUPS})
         out.append({"record": row["record"], "patient": patient, "dataset": row["dataset"], "part": "train",
                     **labels})
     return out

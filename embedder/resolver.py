@@ -2,7 +2,7 @@
 
 Specs:
 
-* ``bundled`` — ecg-atlas-small-v2, shipped in the package (sha256 pinned in ``weights``);
+* ``bundled`` — ecg-atlas-small-v3, shipped in the package (sha256 pinned in ``weights``);
   ``bundled:v1`` its first release, kept so stores made with it keep working;
 * ``random:PRESET[:SEED]`` — an untrained encoder of a known shape (``RANDOM_PRESETS``);
 * a local file — the kind is read from its contents: the first of ``KINDS`` that claims the

@@ -1,11 +1,12 @@
 """Which encoder runs when none is configured (torch-free, so client-side commands stay light).
 
 ``bundled`` is the current release of ECG Atlas's own small ECG-FM-architecture encoder,
-ecg-atlas-small-v2: v1 (pretrained on the train-split patients of the project's 367 public ECGs)
-fine-tuned on PTB-XL folds 1-7 and those ECGs' labels (embedder/bundled_recipe.py). Every release
-ships inside the package so the service works offline and a store made with an earlier one keeps
-working: ``bundled:v1`` (or ``bundled:ecg-atlas-small-v1``) loads v1. It is *not* ECG-FM's published
-model. Data, compute and measured quality: embedder/bundled/MODEL_CARD.md (v2) and MODEL_CARD_v1.md.
+ecg-atlas-small-v3: v1 (pretrained on the train-split patients of the project's 367 public ECGs)
+fine-tuned on PTB-XL folds 1-7 and those ECGs' labels, rhythm groups included
+(embedder/bundled_recipe.py). Every release ships inside the package so the service works offline
+and a store made with an earlier one keeps working: ``bundled:v1`` / ``bundled:v2`` (or
+``bundled:ecg-atlas-small-v1``...) load them. It is *not* ECG-FM's published model. Data, compute and
+measured quality: embedder/bundled/MODEL_CARD.md (v3), MODEL_CARD_v2.md and MODEL_CARD_v1.md.
 Every entry point (serve, quickstart, embed, config) reads ``DEFAULT_ENCODER``;
 ``resolver.load_encoder`` turns any spec into an encoder.
 """
@@ -41,12 +42,16 @@ RELEASES = {r.version: r for r in (
                    "b1baa0cf39b446013d17ed97a3c81b11687184d475f25c3b686ebad4f8d1ee8a", "MODEL_CARD_v1.md",
                    "only a little better than a random-init encoder of its shape"),
     BundledRelease("v2", "ecg-atlas-small-v2", "ecg-atlas-small-v2.pt",
-                   "3cb730ad52a1598dcdb3bb15d5f5431258271378d805fb175c1ffa90002fe22b", "MODEL_CARD.md",
+                   "3cb730ad52a1598dcdb3bb15d5f5431258271378d805fb175c1ffa90002fe22b", "MODEL_CARD_v2.md",
                    ("PTB-XL fold 9 linear-probe macro AUROC 0.903 against 0.877-0.892 for random-init "
                     "encoders of its shape; retrieval by diagnosis on held-out ECGs 1.65x random init")),
+    BundledRelease("v3", "ecg-atlas-small-v3", "ecg-atlas-small-v3.pt",
+                   "c0215fcee49411755e7df58ac400efac8984a3108af03987e6bd9f3f8ed715af", "MODEL_CARD.md",
+                   ("PTB-XL fold 9 linear-probe macro AUROC 0.895 against 0.877-0.892 for random-init "
+                    "encoders of its shape; retrieval by diagnosis on held-out ECGs 1.74x random init")),
 )}
 #: what plain ``bundled`` loads
-CURRENT = RELEASES["v2"]
+CURRENT = RELEASES["v3"]
 BUNDLED_NAME, BUNDLED_FILE, BUNDLED_SHA256 = CURRENT.name, CURRENT.file, CURRENT.sha256
 DEFAULT_ENCODER = BUNDLED_SPEC
 #: where ECG-FM's own weights live, for messages that tell a user how to switch

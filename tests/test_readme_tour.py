@@ -167,7 +167,7 @@ def test_the_tour_runs_as_written(tmp_path, shared_data):
 
     # 1. the server answered with the bundled encoder and an empty store
     assert re.search(r"^listening on 127\.0\.0\.1:\d+$", (tour / "serve.log").read_text(), flags=re.M)
-    assert "ecg-atlas-small-v2 (256-d" in steps[1] and re.search(r"^store\s+0 ECGs", steps[1], flags=re.M)
+    assert "ecg-atlas-small-v3 (256-d" in steps[1] and re.search(r"^store\s+0 ECGs", steps[1], flags=re.M)
 
     # 2. ingest: the counts the README promises
     ingest = steps[2]

@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--fractions", default="0.7,0.1,0.2",
                       help="train,val,test shares of patients for the random split when no filter is given")
     data.add_argument("--min-positives", type=int, default=10,
-                      help="refuse a label with fewer positives (or negatives) in train or val (default 10)")
+                      help="refuse a label with fewer positives (or negatives) in train or val (default 10); "
+                           "0 lets a label with no val records train: early stopping and the macro averages "
+                           "then leave it out (a label needs a positive and a negative to have an AUROC)")
     run = p.add_argument_group("training")
     run.add_argument("--checkpoint", default="bundled",
                      help="base encoder: bundled, an ECG-FM file or hf:..., a HuBERT-ECG folder, an ECGFounder "

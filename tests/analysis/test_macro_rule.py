@@ -18,6 +18,11 @@ def test_the_rule_reads_the_training_counts_and_the_evaluated_counts():
     assert count_flag(10, train=(12, 300), test=(10, 80)) is None
     assert count_flag(10, train=(7, 300), test=(12, 80)) == \
         "too few positives/negatives (train 7/300, test 12/80; need 10 of each)"
+    # --min-positives 0 trains a label with no known value where it is measured (e.g. a train-only
+    # target); it still has no AUROC there and stays out of the macro instead of making it NaN
+    assert count_flag(0, train=(7, 78), val=(0, 0)) == \
+        "too few positives/negatives (train 7/78, val 0/0; need 1 of each)"
+    assert count_flag(0, train=(7, 78), val=(1, 5)) is None
     report = {"min_positives": 10, "counts": [
         {"label": "AF", "train_positive": 7, "train_negative": 300},  # flagged at training
         {"label": "RBBB", "train_positive": 40, "train_negative": 267}]}

@@ -1,4 +1,4 @@
-"""How ecg-atlas-small-v2 is made (embedder/bundled_recipe.py): which records train it, which choose,
+"""How ecg-atlas-small-v2 and -v3 are made (embedder/bundled_recipe.py): which records train them, which choose,
 which are never seen; and the release step that writes a fine-tuned encoder back into v1's layout."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ecg_atlas.embedder import load_encoder, preprocess, read_ecg, weights
-from ecg_atlas.embedder.bundled_recipe import SUPERCLASSES, release, write_manifest
+from ecg_atlas.embedder.bundled_recipe import OTHER_GROUPS, SUPERCLASSES, release, write_manifest
 from ecg_atlas.embedder.finetuned import save_finetuned
 from ecg_atlas.embedder.pretrain.data import patient_split
 
@@ -34,6 +34,12 @@ def test_the_manifest_keeps_fold_9_and_the_held_out_patients_out_of_training(tmp
     nsr = [r for r in sample if "NSR" in ecg[r["record"]]["label_groups"].split(";")]
     assert nsr and all(r["NORM"] == "1" for r in nsr)
     assert all(r[c] == ptbxl[r["record"]][c] for r in rows if r["dataset"] == "ptbxl" for c in SUPERCLASSES)
+    # v3's extra targets: the sample's other label groups, unknown (empty) for PTB-XL, which lacks them
+    assert all(r[g] == "" for r in rows if r["dataset"] == "ptbxl" for g in OTHER_GROUPS)
+    for g in OTHER_GROUPS:
+        marked = {r["record"] for r in sample if r[g] == "1"}
+        assert marked and marked == {r["record"] for r in sample if g in ecg[r["record"]]["label_groups"].split(";")}
+        assert all(r[g] in ("0", "1") for r in sample)
     assert counts == {"train (ptbxl)": len(by_part["train"]) - len(sample), "train (ecg)": len(sample),
                       "val (ptbxl)": len(by_part["val"]), "test (ptbxl)": len(by_part["test"])}
 

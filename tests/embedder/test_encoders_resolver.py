@@ -65,8 +65,8 @@ def test_the_kind_is_read_from_the_file_and_every_encoder_offers_the_same_interf
 
 def test_bundled_loads_through_the_public_api():
     enc = load_encoder("bundled")  # issue 14: this used to fail
-    assert enc.model_id == "ecg-atlas-small-v2" and enc.dim == 256
-    assert enc.contract.name == "ecg-atlas-small-v2" and "bundled open encoder" in enc.notice
+    assert enc.model_id == "ecg-atlas-small-v3" and enc.dim == 256
+    assert enc.contract.name == "ecg-atlas-small-v3" and "bundled open encoder" in enc.notice
 
 
 @pytest.mark.parametrize("spec, model_id, dim", [

@@ -99,3 +99,23 @@ def test_evaluate_run_beside_both_baselines_with_the_macro_rule(base, data):
     assert list(saved["baselines"]["frozen_probe"]["val"]["macro"]["left_out"]) == ["STTC"]
     assert saved["verdict"] == evaluation.verdict and evaluation.verdict.startswith("fine-tuning")
     assert "over 1 label(s)" in evaluation.verdict
+
+
+def test_a_label_with_no_val_records_trains_with_min_positives_0_and_stays_out_of_the_macro(base, data):
+    """The bundled v3 recipe's extra targets: known for some training records only (NaN everywhere
+    else). With --min-positives 0 they train; the val macro and the verdict are over the other labels."""
+    from dataclasses import replace
+
+    train = data.split == "train"
+    extra = np.full(len(data.record_ids), np.nan, dtype=np.float32)
+    extra[np.flatnonzero(train)[:20]] = np.arange(20) % 2  # 10 positives, 10 negatives, train only
+    widened = replace(data, y=np.column_stack([data.y, extra]), labels=[*data.labels, "TRAIN_ONLY"])
+    truth = one_hot(widened, widened.records_in("val"))
+    evaluation = evaluate_run(widened, {"val": np.nan_to_num(truth, nan=0.5)}, base, min_positives=0,
+                              n_bootstrap=100, seed=0)
+    for model in (FINETUNED, FROZEN_PROBE, RANDOM_INIT):
+        metrics = evaluation.metrics[model]["val"]
+        assert metrics.macro_labels == ["NORM", "STTC"] and list(metrics.left_out) == ["TRAIN_ONLY"]
+        assert "val 0/0; need 1 of each" in metrics.left_out["TRAIN_ONLY"]
+    assert evaluation.metrics[FINETUNED]["val"].macro_auroc.value == 1.0
+    assert evaluation.verdict.startswith("fine-tuning beats") and "over 2 label(s)" in evaluation.verdict

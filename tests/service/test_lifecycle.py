@@ -315,15 +315,15 @@ def test_with_no_checkpoint_the_bundled_encoder_serves_and_says_so(tmp_path, rec
     try:
         with server.client() as c:
             info = c.info()
-            assert info["model_id"] == "ecg-atlas-small-v2" and int(info["dim"]) == 256
-            assert "bundled open encoder ecg-atlas-small-v2" in info["encoder_notice"]
+            assert info["model_id"] == "ecg-atlas-small-v3" and int(info["dim"]) == 256
+            assert "bundled open encoder ecg-atlas-small-v3" in info["encoder_notice"]
             assert "not ECG-FM's published model" in info["encoder_notice"]
             record, recording = next(iter(recordings.items()))
             assert c.ingest(_items({record: recording}, "bundled")).stored == 1
             assert c.search(ecg_id=f"bundled/0/{record}", k=1).hits[0].score == pytest.approx(1.0, abs=1e-4)
     finally:
         server.stop()
-    assert "bundled open encoder ecg-atlas-small-v2" in server.log()  # said at start-up too
+    assert "bundled open encoder ecg-atlas-small-v3" in server.log()  # said at start-up too
 
 
 @pytest.mark.slow
