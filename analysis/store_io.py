@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import AtlasError, EncoderMismatchError, NotFoundError
 from ecg_atlas.index.schema import MAX_RESULT_NAME_LENGTH, name_rule
+from ecg_atlas.index.storage_errors import refused_writes
 from ecg_atlas.jsonable import jsonable
 
 from .cohort import CohortResult, embedding_set_hash
@@ -195,8 +196,9 @@ def baseline_vectors(store, cohort: Cohort, baseline_encoder, *, paths: dict[str
         cached[done.key] = done.record_vector
     if todo:
         ids = sorted(cached)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        _write_npz(cache, ecg_id=np.array(ids), vectors=np.stack([cached[i] for i in ids]))
+        with refused_writes("saving the baseline vectors"):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            _write_npz(cache, ecg_id=np.array(ids), vectors=np.stack([cached[i] for i in ids]))
     return np.stack([cached[e] for e in cohort.ecg_ids]).astype(np.float32)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ecg_atlas.atomic import write_atomic
 from ecg_atlas.errors import AtlasError
+from ecg_atlas.index.storage_errors import refused_writes
 
 from . import ecg_paper, plots
 from .cohort import CohortParams, CohortResult, Progress, run_cohort
@@ -145,7 +146,9 @@ def train_stored_probe(store, name: str | None, targets: Sequence[str], *, where
                 "n_patients": int(len(np.unique(groups.astype(str)))), "class_weight": class_weight,
                 "min_positives": min_positives,
                 "split": report.split, "report": report.to_dict()}
-        path = save_probe(store, name, probe, meta, dict(zip(cohort.ecg_ids, assignment.tolist())), overwrite=overwrite)
+        with refused_writes("saving the probe"):
+            path = save_probe(store, name, probe, meta, dict(zip(cohort.ecg_ids, assignment.tolist())),
+                              overwrite=overwrite)
     return ProbeRun(probe, report, path)
 
 
@@ -262,9 +265,17 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
     result = run_cohort(cohort.vectors, params, progress=progress)
     names, matrix = _label_matrix(cohort, label_columns)
     table = enrichment(result.labels, matrix, names, ages=cohort.metadata.get("age"), sexes=cohort.metadata.get("sex"))
-    directory = save_cluster_run(store, run, cohort, result)
-    write_atomic(directory / "enrichment.csv", lambda tmp: Path(tmp).write_text(table.to_csv()))
-    write_atomic(directory / "enrichment.md", lambda tmp: Path(tmp).write_text(_named(table).to_markdown()))
+    with refused_writes("saving the cluster run"):
+        directory = save_cluster_run(store, run, cohort, result)
+        write_atomic(directory / "enrichment.csv", lambda tmp: Path(tmp).write_text(table.to_csv()))
+        write_atomic(directory / "enrichment.md", lambda tmp: Path(tmp).write_text(_named(table).to_markdown()))
+        figures = _cluster_figures(store, run, cohort, result, directory, colour_by, exemplar_grid, data_roots)
+    return ClusterRun(result, table, directory, figures)
+
+
+def _cluster_figures(store, run: str, cohort, result, directory: Path, colour_by: Sequence[str],
+                     exemplar_grid: bool, data_roots: Sequence[str]) -> dict:
+    """The cluster run's maps (by cluster and by each `colour_by` column) and exemplar grids."""
     figures = {"map_cluster": plots.plot_map(result.map_2d, result.labels, directory / "map_cluster.png",
                                              kind="cluster",
                                              title=f"Cohort map '{run}': {len(cohort)} ECGs, {result.n_clusters} "
@@ -280,7 +291,7 @@ def cluster_stored(store, run: str, *, where: Sequence[str] = (), params: Cohort
                                                   colour_label=UNITS.get(column, column))
     if exemplar_grid:
         figures.update(_ecg_grids(SignalSource(store, data_roots), cohort, result, directory))
-    return ClusterRun(result, table, directory, figures)
+    return figures
 
 
 def _named(table: EnrichmentTable) -> EnrichmentTable:

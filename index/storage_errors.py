@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 
@@ -19,6 +21,11 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _FULL_TEXT = ("no space left on device", "disk quota exceeded")
 _OS_WRITE_TEXT = ("could not write file", "could not truncate file", "could not fsync", "could not open file",
                   "read-only file system", "input/output error", "permission denied")
+_RUN_AGAIN = {
+    StorageFullError: "no space left on the store's disk: free space there, then run it again",
+    StorageUnavailableError: "the store's disk refused the write (the server log has the operating system's "
+                             "error); run it again later",
+}
 #: How far back the chain of exceptions (raised while handling another) is looked through.
 _CHAIN = 4
 
@@ -54,6 +61,22 @@ def storage_error(exc: BaseException, doing: str) -> StorageError | None:
         error.__cause__ = candidate
         return error
     return None
+
+
+@contextmanager
+def refused_writes(doing: str) -> Iterator[None]:
+    """Around files written beside the store (probes, cluster runs, caches): an OS error raised
+    inside becomes the StorageError ``storage_error`` gives (disk_full / storage_error, logged as it
+    logs), so a full disk answers RESOURCE_EXHAUSTED as ingest does instead of INTERNAL. Only
+    OSError is looked at: a refusal that is already an AtlasError passes through unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        error = storage_error(exc, doing)
+        if error is None:
+            raise
+        # the default messages speak of resending ECGs; this is a computation to run again
+        raise type(error)(_RUN_AGAIN[type(error)]) from exc
 
 
 def invalidated(exc: BaseException) -> bool:

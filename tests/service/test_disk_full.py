@@ -4,24 +4,22 @@ returns, and SIGTERM while full exits 0 without losing an acknowledged ECG. A se
 disk that is full already comes up and serves reads. No log line above DEBUG names the store's
 path, in any of these cases.
 
-The store lives on a small tmpfs this test mounts (CI runs as root). Where mounting is refused the
-test FAILS saying so: a disk-full guarantee that was never exercised must not look like a pass.
+The store lives on a small tmpfs this test mounts (tests/small_disk.py: CI runs as root; where
+mounting is refused the test fails saying so).
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import re
 import signal
-import subprocess
-from pathlib import Path
 
 import grpc
 import pytest
 
 from ecg_atlas.client import IngestItem, error_info
 from ecg_atlas.embedder import read_ecg
+from tests.small_disk import fill, mounted_tmpfs
 
 from .conftest import start_server
 
@@ -33,39 +31,8 @@ RECORDS = [f"cinc_cpsc2018/A000{i}" for i in range(1, 10)]
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount_point)],
-                              capture_output=True, text=True, timeout=30)
-        refused = done.returncode != 0 and (done.stderr.strip() or f"exit {done.returncode}")
-    except (OSError, subprocess.SubprocessError) as exc:
-        refused = str(exc)
-    if refused:
-        pytest.fail(f"DISK-FULL TEST NOT RUN: mounting a {DISK_MB} MB tmpfs was refused ({refused}). This test "
-                    f"needs root (or CAP_SYS_ADMIN) to mount one, as CI has; run it there.", pytrace=False)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", DISK_MB) as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
-def _fill(disk: Path, slack: int = 0) -> Path:
-    """Write a ballast file until the disk is full, then give back `slack` bytes."""
-    ballast = disk / "ballast"
-    chunk = b"\0" * (1 << 20)
-    with open(ballast, "wb") as f:
-        try:
-            while True:
-                f.write(chunk)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-        size = f.tell()
-    if slack:
-        os.truncate(ballast, max(0, size - slack))
-    return ballast
 
 
 def _ingest_until_full(client, recordings, prefix: str, acknowledged: list[str], limit: int = 200) -> grpc.RpcError:
@@ -100,7 +67,7 @@ def test_disk_full_is_diagnosable_reads_go_on_writes_resume_and_shutdown_keeps_e
             acknowledged += [f"before/{r}" for r in RECORDS]
 
             # 1. The disk fills mid-ingest: RESOURCE_EXHAUSTED, a message a person can act on, no path.
-            ballast = _fill(small_disk, SLACK_BYTES)
+            ballast = fill(small_disk, SLACK_BYTES)
             refused = _ingest_until_full(c, recordings, "full", acknowledged)
             assert any(a.startswith("full/") for a in acknowledged), "the disk was full before any ECG fitted"
             assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (refused.code(), refused.details())
@@ -129,7 +96,7 @@ def test_disk_full_is_diagnosable_reads_go_on_writes_resume_and_shutdown_keeps_e
             assert c.search(ecg_id="after-space/1", k=1).hits
 
             # 4. Full again, then SIGTERM: a clean exit.
-            _fill(small_disk, SLACK_BYTES)
+            fill(small_disk, SLACK_BYTES)
             refused = _ingest_until_full(c, recordings, "full-again", acknowledged)
             assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         code = server.stop(signal.SIGTERM, timeout=60)
@@ -184,7 +151,7 @@ def test_a_server_starts_on_a_full_disk_serves_reads_and_refuses_writes(tmp_path
         file.unlink()
     acknowledged = [i.ecg_id for i in items("saved") + items("wal")]
 
-    _fill(small_disk)
+    fill(small_disk)
     server = start_server(store, tiny_checkpoint, logs, verbose=2)
     servers.append(server)
     try:
@@ -236,7 +203,7 @@ def test_store_recovers_from_a_failed_checkpoint_and_reports_other_os_errors(sma
     stored: dict[str, np.ndarray] = {}
     with Store.open(small_disk / "s", identity=identity) as store:
         store._con.execute("SET wal_autocheckpoint = '256KB'")  # checkpoint often: one will hit the full disk
-        ballast = _fill(small_disk, 2 << 20)
+        ballast = fill(small_disk, 2 << 20)
         fatal = None
         for b in range(500):
             ids, vectors = batch(f"b{b}")
@@ -291,7 +258,7 @@ def test_a_store_on_a_full_disk_opens_and_keeps_its_recorded_contract(small_disk
     with Store.open(small_disk / "s", identity=identity) as store:
         store.upsert(ids, np.random.default_rng(1).standard_normal((8, 16)), identity=identity)
         store.record_encoder_contract({"version": 1})
-    ballast = _fill(small_disk)
+    ballast = fill(small_disk)
     with caplog.at_level(logging.INFO), Store.open(small_disk / "s", identity=identity) as store:
         store.record_encoder_contract({"version": 2})
         assert store.info().encoder_contract == {"version": 1}
