@@ -8,11 +8,15 @@ has one writer (the server) — a second connection could not even open it. So:
   ``cluster_<run>_prob`` and ``cluster_<run>_outlier`` (searches filter on them:
   ``cluster_afib_map = 3``), through ``Store.update_metadata``;
 * probes and run records are files under the store directory, ``<store>/analysis/``:
-  ``probes/<name>/{probe.json, weights.npz, split.parquet}`` and
+  ``probes/<name>/{probe.json, weights-<token>.npz, split-<token>.parquet}`` and
   ``cohorts/<run>/{run.json, assignments.parquet, enrichment.csv, enrichment.md, *.png}``.
   Every file is written with the store's `ecg_atlas.atomic.write_atomic` (temporary file, fsync,
   rename, directory fsync; ``probe.json`` / ``run.json`` last, as the commit point), so a reader
-  never sees half a probe, and a saved one survives a crash.
+  never sees half a probe, and a saved one survives a crash. A probe's ``probe.json`` names its
+  weights and split files (``files``; probes saved before that use ``weights.npz`` /
+  ``split.parquet``), new files get a new token, and the previous probe's files go only after the
+  new ``probe.json`` is in place: an overwrite that fails (a full disk, a crash) leaves the previous
+  probe whole, never its record beside the new weights.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -230,16 +235,38 @@ def save_probe(store, name: str, probe: LinearProbe, meta: dict, split_ids: dict
     if (where / "probe.json").exists() and not overwrite:
         raise AtlasError(f"a probe named {name!r} exists; choose another name or overwrite it explicitly")
     where.mkdir(parents=True, exist_ok=True)
-    _write_npz(where / "weights.npz", mean=probe.mean, scale=probe.scale, coef=probe.coef, intercept=probe.intercept)
+    token = secrets.token_hex(4)
+    files = {"weights": f"weights-{token}.npz"}
     if split_ids is not None:
-        table = pa.table({"ecg_id": list(split_ids), "split": list(split_ids.values())})
-        write_atomic(where / "split.parquet", lambda tmp: pq.write_table(table, tmp))
-    created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    record = {**meta, "name": name, "kind": probe.kind, "labels": probe.labels, "C": probe.C,
-              "trainable": probe.trainable, "created_at": created_at}
-    _write_json(where / "probe.json", record)
+        files["split"] = f"split-{token}.parquet"
+    try:
+        _write_npz(where / files["weights"], mean=probe.mean, scale=probe.scale, coef=probe.coef,
+                   intercept=probe.intercept)
+        if split_ids is not None:
+            table = pa.table({"ecg_id": list(split_ids), "split": list(split_ids.values())})
+            write_atomic(where / files["split"], lambda tmp: pq.write_table(table, tmp))
+        created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        record = {**meta, "name": name, "kind": probe.kind, "labels": probe.labels, "C": probe.C,
+                  "trainable": probe.trainable, "created_at": created_at, "files": files}
+        _write_json(where / "probe.json", record)  # the commit point
+    except BaseException:
+        for written in files.values():
+            (where / written).unlink(missing_ok=True)
+        raise
+    for old in where.iterdir():  # the previous probe's files, now named by no record
+        if old.name.startswith(("weights", "split")) and old.name not in files.values():
+            old.unlink(missing_ok=True)
     log.info("probe saved (%d labels)", len(probe.labels))
     return where
+
+
+def _probe_file(where: Path, meta: dict, kind: str) -> Path | None:
+    """The file of `kind` ("weights", "split") that a probe's record names (None: it has none)."""
+    if "files" in meta:
+        name = meta["files"].get(kind)
+        return None if name is None else where / name
+    legacy = where / {"weights": "weights.npz", "split": "split.parquet"}[kind]
+    return legacy if kind == "weights" or legacy.exists() else None
 
 
 def load_probe(store, name: str) -> tuple[LinearProbe, dict]:
@@ -248,15 +275,18 @@ def load_probe(store, name: str) -> tuple[LinearProbe, dict]:
         known = ", ".join(p["name"] for p in list_probes(store)) or "none"
         raise NotFoundError(f"no probe named {name!r} in this store (probes: {known})")
     meta = json.loads((where / "probe.json").read_text())
-    with np.load(where / "weights.npz") as w:
+    with np.load(_probe_file(where, meta, "weights")) as w:
         probe = LinearProbe(meta["kind"], meta["labels"], w["mean"], w["scale"], w["coef"], w["intercept"],
                             meta["C"], meta["trainable"])
     return probe, meta
 
 
 def probe_split(store, name: str) -> dict[str, str]:
-    path = analysis_dir(store) / PROBES / check_name(name, "probe") / "split.parquet"
-    if not path.exists():
+    where = analysis_dir(store) / PROBES / check_name(name, "probe")
+    if not (where / "probe.json").exists():
+        return {}
+    path = _probe_file(where, json.loads((where / "probe.json").read_text()), "split")
+    if path is None:
         return {}
     t = pq.read_table(path)
     return dict(zip(t.column("ecg_id").to_pylist(), t.column("split").to_pylist()))
